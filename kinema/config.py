@@ -1,0 +1,217 @@
+"""Typed configuration: one dataclass per component, YAML in, validation with clear errors.
+
+Config files are parsed as data (yaml.safe_load) and never executed. Unknown keys are errors with a
+"did you mean" hint; every field has a default, so a YAML file only names what it changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+# ---- components ----
+
+
+@dataclass
+class UNetConfig:
+    """The space-time UNet."""
+
+    in_channels: int = 1  # video channels (1 grayscale, 3 RGB)
+    channels: int = 64  # width of the first level
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per level; H, W shrink 2x per level
+    num_res_blocks: int = 2  # residual blocks per level on the way down
+    spatial_attention_levels: tuple[int, ...] = (2,)  # levels (0 = full size) with spatial self-attention
+    temporal_attention: bool = True  # temporal self-attention at every level
+    head_dim: int = 32  # channels per attention head
+    max_relative_position: int = 32  # relative frame offsets beyond this share one bias
+    dropout: float = 0.0  # dropout inside residual blocks
+    norm_groups: int = 8  # groups of the per-frame GroupNorm
+    learned_variance: bool = False  # emit 2x channels: the prediction and the variance interpolation v
+
+    def __post_init__(self):
+        self.channel_mult = tuple(self.channel_mult)
+        self.spatial_attention_levels = tuple(self.spatial_attention_levels)
+        _check(self.in_channels >= 1, "model.in_channels", self.in_channels, ">= 1")
+        _check(self.channels >= 1, "model.channels", self.channels, ">= 1")
+        _check(len(self.channel_mult) >= 1 and all(m >= 1 for m in self.channel_mult), "model.channel_mult",
+               self.channel_mult, "a non-empty list of positive ints")
+        _check(self.num_res_blocks >= 1, "model.num_res_blocks", self.num_res_blocks, ">= 1")
+        _check(all(0 <= lv < len(self.channel_mult) for lv in self.spatial_attention_levels),
+               "model.spatial_attention_levels", self.spatial_attention_levels,
+               f"level indices in [0, {len(self.channel_mult) - 1}]")
+        _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        for m in self.channel_mult:
+            width = self.channels * m
+            _check(width % self.norm_groups == 0, "model.norm_groups", self.norm_groups,
+                   f"a divisor of every level width (width {width} at mult {m})")
+            _check(width % self.head_dim == 0, "model.head_dim", self.head_dim,
+                   f"a divisor of every level width (width {width} at mult {m})")
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the network output."""
+        return self.in_channels * (2 if self.learned_variance else 1)
+
+    @property
+    def downsample_factor(self) -> int:
+        """H and W must be divisible by this."""
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+@dataclass
+class DiffusionConfig:
+    """The noise schedule, the parameterization and the objective."""
+
+    schedule: str = "cosine"  # "linear" (DDPM) or "cosine" (improved DDPM)
+    num_steps: int = 1000  # training timesteps N
+    prediction: str = "eps"  # what the network predicts: "eps", "v" or "x0"
+    loss: str = "simple"  # "simple" (MSE) or "hybrid" (MSE + L_vlb, needs model.learned_variance)
+
+    def __post_init__(self):
+        _check(self.schedule in ("linear", "cosine"), "diffusion.schedule", self.schedule, "linear, cosine")
+        _check(self.num_steps >= 2, "diffusion.num_steps", self.num_steps, ">= 2")
+        _check(self.prediction in ("eps", "v", "x0"), "diffusion.prediction", self.prediction, "eps, v, x0")
+        _check(self.loss in ("simple", "hybrid"), "diffusion.loss", self.loss, "simple, hybrid")
+
+
+@dataclass
+class DataConfig:
+    """Where training clips come from."""
+
+    kind: str = "moving-digits"  # the data set; built in: "moving-digits"
+    size: int = 32  # frame height and width in pixels
+    num_frames: int = 16  # frames per clip
+    max_digits: int = 2  # moving-digits: up to this many digits per clip
+    length: int = 10000  # moving-digits: clips per (virtual) epoch
+    num_workers: int = 0  # DataLoader worker processes
+    seed: int = 0  # data seed (moving-digits clips are a pure function of it and the index)
+
+    def __post_init__(self):
+        _check(self.kind in ("moving-digits",), "data.kind", self.kind, "moving-digits")
+        _check(self.size >= 8, "data.size", self.size, ">= 8")
+        _check(self.num_frames >= 1, "data.num_frames", self.num_frames, ">= 1")
+        _check(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation and its cadences."""
+
+    steps: int = 2000  # optimizer steps in total
+    batch_size: int = 8  # clips per optimizer step (per process, before accumulation)
+    grad_accum: int = 1  # micro-batches accumulated per optimizer step
+    lr: float = 2e-4  # peak AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    warmup_steps: int = 100  # linear LR warm-up
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    ema_decay: float = 0.999  # EMA decay after its warm-up
+    mixed_precision: str = "auto"  # "auto" (bf16 where the hardware has it), "bf16" or "no"
+    seed: int = 0  # seed of weights, noise and timesteps
+    log_every: int = 10  # steps between metrics.jsonl lines
+    sample_every: int = 500  # steps between sample grids (0 = off)
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 3  # how many checkpoints to keep
+    sample_steps: int = 25  # DDIM steps for the periodic sample grid
+    num_samples: int = 4  # clips in the periodic sample grid
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints", "sample_steps",
+                     "num_samples", "checkpoint_every"):
+            _check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), ">= 1")
+        _check(self.lr > 0, "train.lr", self.lr, "> 0")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
+        _check(self.mixed_precision in ("auto", "bf16", "no"), "train.mixed_precision", self.mixed_precision,
+               "auto, bf16, no")
+
+
+@dataclass
+class Config:
+    """A whole run: model, diffusion, data and training."""
+
+    model: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        if self.diffusion.loss == "hybrid" and not self.model.learned_variance:
+            raise ValueError("diffusion.loss 'hybrid' needs model.learned_variance: true")
+        f = self.model.downsample_factor
+        if self.data.size % f:
+            raise ValueError(f"data.size {self.data.size} is not divisible by {f} "
+                             f"(2^(levels-1) for model.channel_mult {self.model.channel_mult})")
+
+
+# ---- reading and writing ----
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{key} = {value!r} is invalid; expected {allowed}")
+
+
+def from_dict(cls, data: Optional[dict], prefix: str = ""):
+    """Build dataclass `cls` from a plain dict, recursing into nested configs; unknown keys are errors."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ValueError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}: {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(names)}"
+            raise ValueError(f"unknown config key {prefix + str(key)!r}{hint}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = from_dict(hint, value, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, hint, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint, key: str):
+    """Check a scalar or tuple against its type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(hint)[0], key) for v in value)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        return _coerce(value, [a for a in typing.get_args(hint) if a is not type(None)][0], key)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
+        raise ValueError(f"{key} must be {hint.__name__}, got {type(value).__name__}: {value!r}")
+    return value
+
+
+def to_dict(config) -> dict:
+    """A dataclass config as plain JSON-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> Config:
+    """Read a YAML run config (or the defaults when `path` is None), apply `overrides`, validate."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file must be a mapping of sections, got {type(data).__name__}")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        data.setdefault(section, {})[key] = value
+    return from_dict(Config, data)

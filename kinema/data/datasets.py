@@ -1,0 +1,205 @@
+"""Built-in data sets and the sample-dict contract.
+
+Every data set yields ``{"video": float (C, T, H, W) in [-1, 1], "caption": str,
+"labels": LongTensor}``; collate stacks them into ``(B, C, T, H, W)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image
+
+# ---- directions ----
+
+# Index <-> words; the caption uses these words and labels[:, 1] the index.
+DIRECTIONS = (
+    "up",
+    "down",
+    "left",
+    "right",
+    "up and left",
+    "up and right",
+    "down and left",
+    "down and right",
+)
+# Unit (dy, dx) per direction, image axes: y grows downwards, x to the right.
+_STEPS = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)], dtype=np.float64)
+_UNIT = _STEPS / np.linalg.norm(_STEPS, axis=1, keepdims=True)  # (8, 2)
+
+SPLITS = ("train", "test")
+DATASET_KINDS = ("moving-digits",)
+_SPLIT_SEED = 20240  # fixes the train/test partition of the digit images forever
+_TEST_FRACTION = 0.2
+
+
+# ---- the digit images ----
+
+
+@lru_cache(maxsize=None)
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 handwritten 8x8 digits: (images (N, 8, 8) in 0..16, classes (N,))."""
+    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+
+    bunch = load_digits()
+    return bunch.images.astype(np.float32), bunch.target.astype(np.int64)
+
+
+@lru_cache(maxsize=None)
+def _digit_sprites(digit_size: int) -> np.ndarray:
+    """All digit images bicubically upscaled to float32 (N, digit_size, digit_size) in [0, 1]."""
+    images, _ = _load_digits()
+    sprites = []
+    for image in images:
+        small = Image.fromarray(np.round(image * (255 / 16)).astype(np.uint8), mode="L")
+        big = small.resize((digit_size, digit_size), Image.Resampling.BICUBIC)
+        sprites.append(np.asarray(big, dtype=np.float32) / 255)
+    return np.stack(sprites)  # (N, S, S)
+
+
+def digit_split(split: str) -> np.ndarray:
+    """Sorted indices of the digit images in `split` ("train" ~80 % or "test" ~20 %); disjoint."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    n = len(_load_digits()[1])
+    perm = np.random.default_rng(_SPLIT_SEED).permutation(n)
+    num_test = round(n * _TEST_FRACTION)
+    return np.sort(perm[:num_test] if split == "test" else perm[num_test:])
+
+
+# ---- moving digits ----
+
+
+@dataclass
+class MovingDigitsConfig:
+    size: int = 32  # frame side in pixels (>= 24; e.g. 32 or 64)
+    num_frames: int = 16  # frames per clip
+    max_digits: int = 2  # most digits in one clip (and rows of `labels`)
+    min_digits: int = 1  # fewest digits in one clip
+    digit_size: int = 14  # side of the upscaled digit in pixels (~14-16 at 32, ~28-32 at 64)
+    split: str = "train"  # "train" or "test": which digit images are drawn
+    length: int = 10000  # virtual epoch length (items are generated on the fly)
+    seed: int = 0  # item i is a pure function of (seed, split, i)
+    min_speed: float = 1.5  # slowest speed, pixels per frame along the direction
+    max_speed: float = 2.5  # fastest speed, pixels per frame along the direction
+
+    def __post_init__(self):
+        if self.size < 24:
+            raise ValueError(f"size must be >= 24, got {self.size}")
+        if self.num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {self.num_frames}")
+        if not 1 <= self.min_digits <= self.max_digits:
+            raise ValueError(
+                f"need 1 <= min_digits <= max_digits, got min_digits={self.min_digits}, "
+                f"max_digits={self.max_digits}"
+            )
+        if not 8 <= self.digit_size < self.size:
+            raise ValueError(f"digit_size must be in [8, size={self.size}), got {self.digit_size}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.length < 1:
+            raise ValueError(f"length must be >= 1, got {self.length}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        room = self.size - self.digit_size  # free travel per axis; a step must not exceed it
+        if not 0 < self.min_speed <= self.max_speed <= room:
+            raise ValueError(
+                f"need 0 < min_speed <= max_speed <= size - digit_size = {room}, got "
+                f"min_speed={self.min_speed}, max_speed={self.max_speed}"
+            )
+
+
+@dataclass
+class DigitTrack:
+    image_index: int  # index into scikit-learn's load_digits() images
+    digit: int  # class 0..9
+    direction: int  # index into DIRECTIONS (the initial motion)
+    speed: float  # pixels per frame
+    positions: np.ndarray  # int (T, 2) top-left (y, x) per frame, always fully inside
+
+
+def _bounce(start: np.ndarray, velocity: np.ndarray, num_frames: int, room: int) -> np.ndarray:
+    """Float (T, 2) positions moving at `velocity` and reflecting off [0, room] on each axis."""
+    pos, vel = start.astype(np.float64), velocity.astype(np.float64)
+    path = [pos.copy()]
+    for _ in range(num_frames - 1):
+        pos = pos + vel
+        low, high = pos < 0, pos > room
+        pos = np.where(low, -pos, np.where(high, 2 * room - pos, pos))  # mirror back inside
+        vel = np.where(low | high, -vel, vel)
+        path.append(pos.copy())
+    return np.stack(path)  # (T, 2)
+
+
+def _caption(tracks: list[DigitTrack]) -> str:
+    """Plain words for the initial motion: "digit 3 moving up and digit 7 moving left"."""
+    parts = [f"digit {tr.digit} moving {DIRECTIONS[tr.direction]}" for tr in tracks]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+class MovingDigits(torch.utils.data.Dataset):
+    """Real handwritten digits bouncing in a dark square, generated deterministically on the fly."""
+
+    def __init__(self, config: MovingDigitsConfig | None = None):
+        self.config = config if config is not None else MovingDigitsConfig()
+        self.image_indices = digit_split(self.config.split)  # (N_split,) digit images this split draws
+        self._split_id = SPLITS.index(self.config.split)
+
+    def __len__(self) -> int:
+        return self.config.length
+
+    def tracks(self, index: int) -> list[DigitTrack]:
+        """The digits of item `index`: image, class, direction, speed and per-frame positions."""
+        cfg = self.config
+        if not 0 <= index < cfg.length:
+            raise IndexError(f"index {index} out of range for MovingDigits of length {cfg.length}")
+        rng = np.random.default_rng([cfg.seed, self._split_id, index])
+        _, classes = _load_digits()
+        room = cfg.size - cfg.digit_size
+        tracks = []
+        for _ in range(int(rng.integers(cfg.min_digits, cfg.max_digits + 1))):
+            image_index = int(rng.choice(self.image_indices))
+            direction = int(rng.integers(len(DIRECTIONS)))
+            speed = float(rng.uniform(cfg.min_speed, cfg.max_speed))
+            start = rng.uniform(0, room, size=2)  # (y, x) top-left, fully inside
+            path = _bounce(start, speed * _UNIT[direction], cfg.num_frames, room)
+            positions = np.round(path).astype(np.int64)  # (T, 2)
+            assert positions.min() >= 0 and positions.max() <= room, positions
+            tracks.append(DigitTrack(image_index, int(classes[image_index]), direction, speed, positions))
+        return tracks
+
+    def __getitem__(self, index: int) -> dict:
+        """{"video": float (1, T, size, size) in [-1, 1], "caption": str, "labels": long (max_digits, 2)}."""
+        cfg = self.config
+        tracks = self.tracks(index)
+        sprites = _digit_sprites(cfg.digit_size)  # (N, S, S)
+        d = cfg.digit_size
+        canvas = np.zeros((cfg.num_frames, cfg.size, cfg.size), dtype=np.float32)  # (T, H, W) in [0, 1]
+        for tr in tracks:
+            for t, (y, x) in enumerate(tr.positions):
+                patch = canvas[t, y : y + d, x : x + d]
+                np.maximum(patch, sprites[tr.image_index], out=patch)  # overlapping digits: max
+        video = rearrange(torch.from_numpy(canvas) * 2 - 1, "t h w -> 1 t h w")  # (C=1, T, H, W)
+        labels = torch.full((cfg.max_digits, 2), -1, dtype=torch.long)  # rows (digit, direction)
+        for row, tr in enumerate(tracks):
+            labels[row] = torch.tensor([tr.digit, tr.direction])
+        return {"video": video, "caption": _caption(tracks), "labels": labels}
+
+
+# ---- registry ----
+
+
+def build_dataset(kind: str, **kwargs) -> torch.utils.data.Dataset:
+    """Build a built-in data set by name, e.g. build_dataset("moving-digits", size=64, digit_size=28)."""
+    if kind == "moving-digits":
+        allowed = {f.name for f in dataclasses.fields(MovingDigitsConfig)}
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise ValueError(f"unknown options {unknown} for {kind!r}; allowed: {sorted(allowed)}")
+        return MovingDigits(MovingDigitsConfig(**kwargs))
+    raise ValueError(f"unknown dataset kind {kind!r}; allowed: {DATASET_KINDS}")

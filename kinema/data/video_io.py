@@ -1,0 +1,222 @@
+"""Video and image files: the only module that touches them.
+
+On disk and at the user boundary a video is ``uint8 (T, H, W, C)`` with C = 3 (RGB);
+inside kinema it is float ``(C, T, H, W)`` in ``[-1, 1]``. ``to_tensor`` / ``to_uint8``
+convert between the two.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image, ImageSequence
+
+# ---- suffixes ----
+
+AV_SUFFIXES = (".mp4", ".avi", ".mov", ".webm", ".mkv")  # read with PyAV
+GIF_SUFFIXES = (".gif",)  # read and written with Pillow
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # single frames / frame folders
+WRITE_SUFFIXES = (".mp4", ".gif")  # what write_video can produce
+MP4_CRF = 18  # x264 constant rate factor: low enough that small digits stay legible
+
+
+# ---- helpers ----
+
+
+def _check_frames(frames: np.ndarray, what: str = "frames") -> np.ndarray:
+    """Validate a uint8 (T, H, W, C) array with C in {1, 3}; return it as RGB."""
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4:
+        raise ValueError(
+            f"{what} must be a uint8 numpy array (T, H, W, C), got "
+            f"{type(frames).__name__} dtype={getattr(frames, 'dtype', None)} "
+            f"shape={getattr(frames, 'shape', None)}"
+        )
+    t, h, w, c = frames.shape
+    if c not in (1, 3) or min(t, h, w) < 1:
+        raise ValueError(f"{what} must have T, H, W >= 1 and C in (1, 3), got shape {frames.shape}")
+    if c == 1:
+        frames = np.repeat(frames, 3, axis=-1)  # (T, H, W, 3)
+    return frames
+
+
+def _pil_rgb(image: Image.Image) -> np.ndarray:
+    """One Pillow image as uint8 (H, W, 3)."""
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _stack(frames: list[np.ndarray], path: Path) -> np.ndarray:
+    """Stack (H, W, 3) frames into (T, H, W, 3), failing if there are none or sizes differ."""
+    if not frames:
+        raise ValueError(f"no frames found in {path}")
+    sizes = {f.shape for f in frames}
+    if len(sizes) > 1:
+        raise ValueError(f"frames in {path} differ in size: {sorted(sizes)}")
+    return np.stack(frames)  # (T, H, W, 3)
+
+
+def _read_av(path: Path) -> np.ndarray:
+    """Decode the first video stream of a container file with PyAV."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    except av.FFmpegError as err:
+        raise ValueError(f"could not decode {path}: {err}") from err
+    return _stack(frames, path)
+
+
+def _read_gif(path: Path) -> np.ndarray:
+    """Decode every frame of a gif with Pillow (disposal already composited)."""
+    with Image.open(path) as image:
+        frames = [_pil_rgb(frame) for frame in ImageSequence.Iterator(image)]
+    return _stack(frames, path)
+
+
+def _read_folder(path: Path) -> np.ndarray:
+    """Read the image files of a folder, sorted by name, as frames."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return _stack([read_image(p) for p in files], path)
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Encode (T, H, W, 3) frames as H.264 / yuv420p with the moov atom up front."""
+    # yuv420p subsamples chroma by 2, so x264 needs even sizes: replicate the last row / column.
+    t, h, w, _ = frames.shape
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with av.open(str(path), mode="w", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream(
+            "libx264", rate=Fraction(fps).limit_denominator(1001), options={"crf": str(MP4_CRF)}
+        )
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for i in range(t):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))  # flush: x264 holds back frames for lookahead
+
+
+def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
+    """Write a looping gif; grey frames go in as mode L so their values survive exactly."""
+    grey = bool((frames == frames[..., :1]).all())
+    images = [Image.fromarray(f[..., 0] if grey else f, mode="L" if grey else "RGB") for f in frames]
+    # Note: Pillow merges identical consecutive frames into one longer frame.
+    images[0].save(
+        path, save_all=True, append_images=images[1:], loop=0, duration=1000.0 / fps, optimize=False
+    )
+
+
+# ---- public API ----
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """Read a video file, gif or folder of frames; returns uint8 (T, H, W, 3) RGB."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such video file or folder: {path}")
+    if path.is_dir():
+        return _read_folder(path)
+    suffix = path.suffix.lower()
+    if suffix in AV_SUFFIXES:
+        return _read_av(path)
+    if suffix in GIF_SUFFIXES:
+        return _read_gif(path)
+    raise ValueError(
+        f"unknown video suffix {suffix!r} for {path}; allowed: "
+        f"{AV_SUFFIXES + GIF_SUFFIXES} or a folder of {IMAGE_SUFFIXES} frames"
+    )
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 8) -> None:
+    """Write uint8 (T, H, W, C), C in {1, 3}, to .mp4 (H.264, odd sizes edge-padded) or .gif."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in WRITE_SUFFIXES:
+        raise ValueError(f"cannot write video {path}: suffix {suffix!r} not in {WRITE_SUFFIXES}")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    frames = _check_frames(frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".mp4":
+        _write_mp4(path, frames, fps)
+    else:
+        _write_gif(path, frames, fps)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read one image file; returns uint8 (H, W, 3) RGB."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such image file: {path}")
+    with Image.open(path) as image:
+        return _pil_rgb(image)
+
+
+def write_image(path: str | Path, frame: np.ndarray) -> None:
+    """Write one uint8 (H, W, C) frame, C in {1, 3}, as an image (png by default)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(f"cannot write image {path}: suffix {suffix!r} not in {IMAGE_SUFFIXES}")
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+        raise ValueError(
+            f"frame must be a uint8 numpy array (H, W, C), got {type(frame).__name__} "
+            f"shape={getattr(frame, 'shape', None)}"
+        )
+    rgb = _check_frames(frame[None], "frame")[0]  # (H, W, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb, mode="RGB").save(path)
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, C) -> float32 (C, T, H, W) in [-1, 1]; a leading batch axis is kept."""
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim not in (4, 5):
+        raise ValueError(
+            f"to_tensor expects a uint8 array ([B,] T, H, W, C), got "
+            f"dtype={getattr(frames, 'dtype', None)} shape={getattr(frames, 'shape', None)}"
+        )
+    video = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
+    return rearrange(video, "... t h w c -> ... c t h w").contiguous()  # ([B,] C, T, H, W)
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """float (C, T, H, W) in [-1, 1] -> uint8 (T, H, W, C), clamped and rounded; batch kept."""
+    if not isinstance(video, torch.Tensor) or not video.is_floating_point() or video.ndim not in (4, 5):
+        raise ValueError(
+            f"to_uint8 expects a float tensor ([B,] C, T, H, W), got "
+            f"dtype={getattr(video, 'dtype', None)} shape={tuple(getattr(video, 'shape', ()))}"
+        )
+    levels = ((video.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return rearrange(levels, "... c t h w -> ... t h w c").numpy()  # ([B,] T, H, W, C)
+
+
+def make_grid(videos: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile uint8 (N, T, H, W, C) into one uint8 (T, H', W', C) with `pad`-px black borders."""
+    if not isinstance(videos, np.ndarray) or videos.dtype != np.uint8 or videos.ndim != 5:
+        raise ValueError(
+            f"make_grid expects a uint8 array (N, T, H, W, C), got "
+            f"dtype={getattr(videos, 'dtype', None)} shape={getattr(videos, 'shape', None)}"
+        )
+    n = videos.shape[0]
+    if n < 1:
+        raise ValueError(f"make_grid needs at least one video, got shape {videos.shape}")
+    ncol = math.ceil(math.sqrt(n)) if ncol is None else ncol
+    if ncol < 1:
+        raise ValueError(f"ncol must be >= 1, got {ncol}")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
+    nrow = math.ceil(n / ncol)
+    blank = np.zeros((nrow * ncol - n, *videos.shape[1:]), dtype=np.uint8)  # empty cells
+    cells = np.concatenate([videos, blank])  # (nrow * ncol, T, H, W, C)
+    cells = np.pad(cells, ((0, 0), (0, 0), (pad, 0), (pad, 0), (0, 0)))  # border above / left
+    grid = rearrange(cells, "(nr nc) t h w c -> t (nr h) (nc w) c", nr=nrow, nc=ncol)
+    return np.pad(grid, ((0, 0), (0, pad), (0, pad), (0, 0)))  # closing border below / right

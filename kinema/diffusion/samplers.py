@@ -1,0 +1,120 @@
+"""Samplers: pure functions with one signature, and a registry.
+
+    sample_<name>(denoise, x_T, timesteps, *, schedule, generator=None, callback=None, **options) -> x0
+
+`denoise(x_t, t) -> Prediction`; `timesteps` is a descending int tensor of the steps to visit
+(see `schedules.spaced_timesteps`). Conditions, guidance and known frames are wrappers around
+`denoise` (see `denoiser.bind`, `guidance`), so no sampler has a flag for them. Progress is
+reported only through `callback({"i", "t", "x", "x0"})`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from ..types import Prediction
+from .denoiser import DenoiseFn
+from .process import alpha_bar_at, learned_log_variance, q_posterior, step_log_variances
+from .schedules import Schedule
+
+VARIANCES = ("auto", "small", "large", "learned")
+
+# ---- shared preamble ----
+
+
+def _steps(timesteps: torch.Tensor, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Yield (i, t, s) with t the current and s the next timestep as (B,) tensors; s = -1 at the end."""
+    ts = [int(v) for v in timesteps.reshape(-1)]
+    if not ts or any(a <= b for a, b in zip(ts, ts[1:])) or ts[-1] < 0:
+        raise ValueError(f"timesteps must be non-empty, strictly descending and >= 0, got {ts[:8]}...")
+    for i, t in enumerate(ts):
+        s = ts[i + 1] if i + 1 < len(ts) else -1
+        full = lambda v: torch.full((x.shape[0],), v, dtype=torch.long, device=x.device)  # noqa: E731
+        yield i, full(t), full(s)
+
+
+def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """Standard normal noise shaped like x, drawn on the generator's device (reproducible across devices)."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def _report(callback, i, t, x, pred: Prediction) -> None:
+    if callback is not None:
+        callback({"i": i, "t": t, "x": x, "x0": pred.x0})
+
+
+# ---- single steps (shared by the samplers, tested against an independent implementation) ----
+
+
+def ddpm_step(pred: Prediction, x_t, t, s, *, schedule: Schedule, noise: torch.Tensor, variance: str = "auto"):
+    """Ancestral step x_t -> x_s ~ p(x_s | x_t) = N(posterior mean at pred.x0, Sigma) (DDPM Alg. 2)."""
+    mean, _ = q_posterior(pred.x0, x_t, t, s, schedule=schedule)
+    if variance == "auto":
+        variance = "learned" if pred.var_frac is not None else "small"
+    if variance == "learned":
+        if pred.var_frac is None:
+            raise ValueError("variance 'learned' needs a model trained with learned_variance=True")
+        log_var = learned_log_variance(pred.var_frac, t, s, schedule=schedule)
+    elif variance in ("small", "large"):
+        log_post, log_beta = step_log_variances(t, s, schedule=schedule, like=x_t)
+        log_var = log_post if variance == "small" else log_beta
+    else:
+        raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
+    nonzero = (s >= 0).to(x_t.dtype).reshape(-1, *([1] * (x_t.ndim - 1)))  # no noise on the last step
+    return (mean + nonzero * torch.exp(0.5 * log_var) * noise).to(x_t.dtype)
+
+
+def ddim_step(pred: Prediction, x_t, t, s, *, schedule: Schedule, noise: Optional[torch.Tensor], eta: float = 0.0):
+    """Generalised step x_t -> x_s of DDIM (Song et al. 2021, eq. 12); eta=0 is deterministic."""
+    ab_t, ab_s = alpha_bar_at(schedule, t, x_t), alpha_bar_at(schedule, s, x_t)
+    sigma = eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()  # eq. 16
+    direction = (1 - ab_s - sigma**2).clamp_min(0).sqrt() * pred.eps.double()  # "direction pointing to x_t"
+    x_s = ab_s.sqrt() * pred.x0.double() + direction
+    if eta > 0:
+        x_s = x_s + sigma * noise.double()
+    return x_s.to(x_t.dtype)
+
+
+# ---- samplers ----
+
+
+@torch.no_grad()
+def sample_ddpm(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
+                generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
+                variance: str = "auto") -> torch.Tensor:
+    """Ancestral sampling (Ho et al. 2020, Alg. 2) over any timestep subset; variance small / large / learned."""
+    x = x_T
+    for i, t, s in _steps(timesteps, x):
+        pred = denoise(x, t)
+        _report(callback, i, t, x, pred)
+        x = ddpm_step(pred, x, t, s, schedule=schedule, noise=_randn_like(x, generator), variance=variance)
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
+                generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
+                eta: float = 0.0) -> torch.Tensor:
+    """DDIM (Song et al. 2021): deterministic for eta=0, ancestral-like for eta=1."""
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    x = x_T
+    for i, t, s in _steps(timesteps, x):
+        pred = denoise(x, t)
+        _report(callback, i, t, x, pred)
+        noise = _randn_like(x, generator) if eta > 0 else None
+        x = ddim_step(pred, x, t, s, schedule=schedule, noise=noise, eta=eta)
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim}
+
+
+def get_sampler(name: str) -> Callable[..., torch.Tensor]:
+    """The sampler function registered under `name`."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+    return SAMPLERS[name]

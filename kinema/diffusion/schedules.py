@@ -1,0 +1,113 @@
+"""Noise schedules: beta tables, alpha_bar, timestep spacings and respacing.
+
+A `Schedule` is plain data (a float64 beta table). Samplers take a schedule and a descending list of
+timesteps to visit; which timesteps is decided here by a spacing, never inside a sampler.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+ScheduleName = Literal["linear", "cosine"]
+SCHEDULES = ("linear", "cosine")
+SPACINGS = ("leading", "linspace", "trailing")
+
+# ---- beta tables ----
+
+
+def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """Linear betas of DDPM (Ho et al. 2020), (N,) float64; endpoints as given, for any N."""
+    return torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+
+
+def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """Cosine schedule of improved DDPM (Nichol & Dhariwal 2021, eq. 17), (N,) float64."""
+
+    def f(t: float) -> float:
+        return math.cos((t / num_steps + s) / (1 + s) * math.pi / 2) ** 2
+
+    # beta_t = 1 - alpha_bar(t+1) / alpha_bar(t), clipped so the last step stays finite
+    betas = [min(1 - f(i + 1) / f(i), max_beta) for i in range(num_steps)]
+    return torch.tensor(betas, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A discrete diffusion schedule: betas (N,) float64 for timesteps t = 0..N-1."""
+
+    betas: torch.Tensor  # (N,) float64
+
+    def __post_init__(self):
+        b = self.betas
+        if b.ndim != 1 or len(b) < 1:
+            raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(b.shape)}")
+        if not bool(((b > 0) & (b < 1)).all()):
+            raise ValueError(f"betas must lie in (0, 1), got min {b.min().item()} max {b.max().item()}")
+
+    @property
+    def num_steps(self) -> int:
+        """Number of training timesteps N."""
+        return len(self.betas)
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """alpha_bar_t = prod_{s<=t} (1 - beta_s), (N,) float64."""
+        return torch.cumprod(1 - self.betas, dim=0)
+
+    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
+        """alpha_bar at integer timesteps t (any shape); t = -1 means the clean data (alpha_bar = 1)."""
+        table = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod])
+        return table.to(t.device)[t.long() + 1]
+
+    def sigmas(self) -> torch.Tensor:
+        """The equivalent noise levels sigma_t = sqrt((1 - alpha_bar) / alpha_bar), (N,) float64."""
+        ab = self.alphas_cumprod
+        return ((1 - ab) / ab).sqrt()
+
+
+def make_schedule(name: str, num_steps: int = 1000) -> Schedule:
+    """A schedule by name: "linear" (DDPM) or "cosine" (improved DDPM)."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if name == "linear":
+        # DDPM's endpoints are for N=1000; scale them so shorter schedules reach the same noise
+        scale = 1000 / num_steps
+        return Schedule(linear_betas(num_steps, 1e-4 * scale, 0.02 * scale))
+    if name == "cosine":
+        return Schedule(cosine_betas(num_steps))
+    raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+
+
+# ---- timestep spacings and respacing ----
+
+
+def spaced_timesteps(num_train_steps: int, num_steps: int, spacing: str = "leading") -> torch.Tensor:
+    """`num_steps` distinct timesteps out of 0..N-1, descending (the order a sampler visits them), int64.
+
+    leading: 0, k, 2k, ... (DDIM's choice); linspace: evenly from 0 to N-1 inclusive; trailing:
+    N-1, N-1-k, ... so the first step starts from pure noise (Lin et al. 2024).
+    """
+    if not 1 <= num_steps <= num_train_steps:
+        raise ValueError(f"num_steps must be in [1, {num_train_steps}], got {num_steps}")
+    n, k = num_train_steps, num_steps
+    if spacing == "leading":
+        t = torch.arange(k, dtype=torch.int64) * (n // k)
+    elif spacing == "linspace":
+        t = torch.linspace(0, n - 1, k, dtype=torch.float64).round().long()
+    elif spacing == "trailing":
+        t = (torch.arange(n, 0, -n / k, dtype=torch.float64).round().long() - 1).flip(0)
+    else:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
+    return t.flip(0)
+
+
+def respace(schedule: Schedule, timesteps: torch.Tensor) -> Schedule:
+    """The shorter schedule whose alpha_bar equals the original's at `timesteps` (improved DDPM, §4)."""
+    t = timesteps.sort().values
+    ab = schedule.alpha_bar(t)
+    ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
+    return Schedule(1 - ab / ab_prev)

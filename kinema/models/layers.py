@@ -1,0 +1,158 @@
+"""Building blocks of the space-time UNet: time embedding, per-frame norm, (2+1)D residual blocks, attention.
+
+Every layer maps (B, C, T, H, W) -> (B, C', T, H, W). Only the temporal layers (the temporal conv
+and temporal attention) mix frames; everything else acts on each frame alone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+# ---- helpers ----
+
+
+def timestep_embedding(step: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of (B,) diffusion steps, (B, dim) (Vaswani et al. 2017, as in DDPM)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=step.device, dtype=torch.float32) / half)
+    args = step.float()[:, None] * freqs[None]  # (B, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, dim % 2))
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    """Zero a module's parameters in place (residual branches start as the identity)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class FrameNorm(nn.GroupNorm):
+    """GroupNorm over each frame separately: statistics never mix frames or batch items."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        h = rearrange(x, "b c t h w -> (b t) c h w")
+        h = super().forward(h)
+        return rearrange(h, "(b t) c h w -> b c t h w", b=b)
+
+
+def spatial_conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv3d:
+    """A 3x3 convolution applied to each frame, (1, 3, 3) kernel."""
+    return nn.Conv3d(c_in, c_out, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1))
+
+
+class TemporalConv(nn.Conv3d):
+    """A size-3 convolution across frames at each pixel, initialised to the identity."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, (3, 1, 1), padding=(1, 0, 0))
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+        with torch.no_grad():
+            self.weight[:, :, 1, 0, 0].copy_(torch.eye(channels))
+
+
+# ---- blocks ----
+
+
+class ResBlock(nn.Module):
+    """Factorised (2+1)D residual block: per-frame 3x3 conv then temporal conv, twice, with time FiLM."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, *, groups: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = FrameNorm(groups, c_in)
+        self.conv1 = spatial_conv(c_in, c_out)
+        self.time1 = TemporalConv(c_out)
+        self.film = nn.Linear(emb_dim, 2 * c_out)  # scale and shift from the step embedding
+        self.norm2 = FrameNorm(groups, c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_(spatial_conv(c_out, c_out))
+        self.time2 = TemporalConv(c_out)
+        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """x (B, C_in, T, H, W), emb (B, E) -> (B, C_out, T, H, W)."""
+        h = self.time1(self.conv1(F.silu(self.norm1(x))))
+        scale, shift = rearrange(self.film(F.silu(emb)), "b (two c) -> two b c 1 1 1", two=2)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.time2(self.conv2(self.dropout(F.silu(h))))
+        return self.skip(x) + h
+
+
+class SpatialAttention(nn.Module):
+    """Self-attention among the pixels of each frame (pre-norm, residual)."""
+
+    def __init__(self, channels: int, head_dim: int, *, groups: int):
+        super().__init__()
+        self.heads = channels // head_dim
+        self.norm = FrameNorm(groups, channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = zero_(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> same shape."""
+        b, c, t, h, w = x.shape
+        seq = rearrange(self.norm(x), "b c t h w -> (b t) (h w) c")
+        q, k, v = rearrange(self.qkv(seq), "n l (three nh d) -> three n nh l d", three=3, nh=self.heads)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B*T, nh, H*W, d)
+        out = self.proj(rearrange(out, "n nh l d -> n l (nh d)"))
+        return x + rearrange(out, "(b t) (h w) c -> b c t h w", b=b, h=h)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention among the frames at each pixel, with a learned bias per relative frame offset."""
+
+    def __init__(self, channels: int, head_dim: int, *, groups: int, max_relative_position: int = 32):
+        super().__init__()
+        self.heads = channels // head_dim
+        self.max_rel = max_relative_position
+        self.norm = FrameNorm(groups, channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.rel_bias = nn.Parameter(torch.zeros(self.heads, 2 * max_relative_position + 1))
+        self.proj = zero_(nn.Linear(channels, channels))
+
+    def relative_bias(self, num_frames: int, device=None) -> torch.Tensor:
+        """The additive attention bias (nh, T, T): entry [i, j] depends only on j - i (clipped)."""
+        pos = torch.arange(num_frames, device=device)
+        offset = (pos[None, :] - pos[:, None]).clamp(-self.max_rel, self.max_rel) + self.max_rel  # (T, T)
+        return self.rel_bias[:, offset]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> same shape."""
+        b, c, t, h, w = x.shape
+        seq = rearrange(self.norm(x), "b c t h w -> (b h w) t c")
+        q, k, v = rearrange(self.qkv(seq), "n t (three nh d) -> three n nh t d", three=3, nh=self.heads)
+        bias = self.relative_bias(t, x.device).to(q.dtype)  # (nh, T, T), broadcast over pixels
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*H*W, nh, T, d)
+        out = self.proj(rearrange(out, "n nh t d -> n t (nh d)"))
+        return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
+
+
+class Downsample(nn.Module):
+    """Halve H and W with a strided per-frame conv; T is untouched."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = spatial_conv(channels, channels, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, C, T, H/2, W/2)."""
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Double H and W (nearest) followed by a per-frame conv; T is untouched."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = spatial_conv(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> (B, C, T, 2H, 2W)."""
+        return self.conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))

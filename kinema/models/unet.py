@@ -1,0 +1,117 @@
+"""SpaceTimeUNet: a video UNet with factorised (2+1)D residual blocks, temporal and spatial attention.
+
+Down/up-sampling acts on H and W only, so the network runs on any number of frames. It knows
+nothing of noise schedules: it maps (x_t, step) to an output the diffusion code interprets.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import UNetConfig
+from .layers import (
+    Downsample,
+    FrameNorm,
+    ResBlock,
+    SpatialAttention,
+    TemporalAttention,
+    Upsample,
+    spatial_conv,
+    timestep_embedding,
+    zero_,
+)
+
+# ---- one level's block: residual block + optional attention ----
+
+
+class Block(nn.Module):
+    """A ResBlock followed by temporal and, at low resolution, spatial self-attention."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, cfg: UNetConfig, *, spatial_attention: bool):
+        super().__init__()
+        self.res = ResBlock(c_in, c_out, emb_dim, groups=cfg.norm_groups, dropout=cfg.dropout)
+        self.spatial = (SpatialAttention(c_out, cfg.head_dim, groups=cfg.norm_groups)
+                        if spatial_attention else nn.Identity())
+        self.temporal = (TemporalAttention(c_out, cfg.head_dim, groups=cfg.norm_groups,
+                                           max_relative_position=cfg.max_relative_position)
+                         if cfg.temporal_attention else nn.Identity())
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, T, H, W) -> (B, C_out, T, H, W)."""
+        return self.temporal(self.spatial(self.res(x, emb)))
+
+
+# ---- the UNet ----
+
+
+class SpaceTimeUNet(nn.Module):
+    """Video UNet: (x (B, C, T, H, W), step (B,)) -> (B, C or 2C, T, H, W)."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        ch = cfg.channels
+        emb_dim = 4 * ch
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.stem = spatial_conv(cfg.in_channels, ch)
+
+        widths = [ch * m for m in cfg.channel_mult]
+        self.down, skips, c = nn.ModuleList(), [ch], ch
+        for level, width in enumerate(widths):
+            attn = level in cfg.spatial_attention_levels
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(Block(c, width, emb_dim, cfg, spatial_attention=attn))
+                c = width
+                skips.append(c)
+            if level < len(widths) - 1:
+                self.down.append(Downsample(c))
+                skips.append(c)
+
+        self.mid = nn.ModuleList([Block(c, c, emb_dim, cfg, spatial_attention=True),
+                                  Block(c, c, emb_dim, cfg, spatial_attention=False)])
+
+        self.up = nn.ModuleList()
+        for level, width in reversed(list(enumerate(widths))):
+            attn = level in cfg.spatial_attention_levels
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(Block(c + skips.pop(), width, emb_dim, cfg, spatial_attention=attn))
+                c = width
+            if level > 0:
+                self.up.append(Upsample(c))
+        assert not skips, "every skip connection must be consumed"
+
+        self.head = nn.Sequential(FrameNorm(cfg.norm_groups, c), nn.SiLU(), zero_(spatial_conv(c, cfg.out_channels)))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the problem if x cannot go through this network."""
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"expected a video (B, {cfg.in_channels}, T, H, W), got shape {tuple(x.shape)}")
+        f = cfg.downsample_factor
+        if x.shape[-2] % f or x.shape[-1] % f:
+            raise ValueError(f"H and W must be divisible by {f} (2^(levels-1) for channel_mult "
+                             f"{cfg.channel_mult}), got H={x.shape[-2]}, W={x.shape[-1]}")
+
+    def forward(self, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """x (B, C, T, H, W), step (B,) diffusion step -> (B, out_channels, T, H, W)."""
+        self.check_input(x)
+        emb = self.time_mlp(timestep_embedding(step.reshape(-1).expand(x.shape[0]), self.config.channels))
+        h = self.stem(x)  # (B, ch, T, H, W)
+        hs = [h]
+        for layer in self.down:
+            h = layer(h, emb) if isinstance(layer, Block) else layer(h)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb)
+        for layer in self.up:
+            if isinstance(layer, Block):
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+            else:
+                h = layer(h)
+        return self.head(h)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

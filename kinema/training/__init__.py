@@ -1,0 +1,1 @@
+"""kinema.training: the training loop, its losses, EMA and checkpoints."""
