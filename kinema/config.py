@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 import yaml
 
 # ---- components ----
@@ -147,6 +148,18 @@ class Config:
         if self.data.size % f:
             raise ValueError(f"data.size {self.data.size} is not divisible by {f} "
                              f"(2^(levels-1) for model.channel_mult {self.model.channel_mult})")
+
+
+def resolve_precision(setting: str, device_type: str) -> str:
+    """Turn "auto" into "bf16" where the hardware computes it natively (AMX / AVX-512-BF16, bf16 GPUs), else "no"."""
+    if setting != "auto":
+        _check(setting in ("bf16", "no"), "mixed_precision", setting, "auto, bf16, no")
+        return setting
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    cpu = getattr(torch, "cpu", None)
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return "bf16" if any(getattr(cpu, name, lambda: False)() for name in probes) else "no"
 
 
 # ---- reading and writing ----

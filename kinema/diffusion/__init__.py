@@ -4,11 +4,11 @@ from .denoiser import Denoiser, DenoiseFn, bind
 from .guidance import clip_x0
 from .losses import LOSS_TYPES, training_loss
 from .process import q_posterior, q_sample, to_prediction
-from .samplers import SAMPLERS, get_sampler, sample_ddim, sample_ddpm
+from .samplers import SAMPLERS, generate, get_sampler, sample_ddim, sample_ddpm
 from .schedules import SCHEDULES, SPACINGS, Schedule, make_schedule, respace, spaced_timesteps
 
 __all__ = [
     "Denoiser", "DenoiseFn", "bind", "clip_x0", "LOSS_TYPES", "training_loss", "q_posterior", "q_sample",
-    "to_prediction", "SAMPLERS", "get_sampler", "sample_ddim", "sample_ddpm", "SCHEDULES", "SPACINGS",
+    "to_prediction", "SAMPLERS", "generate", "get_sampler", "sample_ddim", "sample_ddpm", "SCHEDULES", "SPACINGS",
     "Schedule", "make_schedule", "respace", "spaced_timesteps",
 ]

@@ -17,7 +17,7 @@ import torch
 from ..types import Prediction
 from .denoiser import DenoiseFn
 from .process import alpha_bar_at, learned_log_variance, q_posterior, step_log_variances
-from .schedules import Schedule
+from .schedules import Schedule, spaced_timesteps
 
 VARIANCES = ("auto", "small", "large", "learned")
 
@@ -118,3 +118,14 @@ def get_sampler(name: str) -> Callable[..., torch.Tensor]:
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     return SAMPLERS[name]
+
+
+def generate(denoise: DenoiseFn, shape: tuple[int, ...], *, schedule: Schedule, sampler: str = "ddim",
+             num_steps: int = 50, spacing: str = "leading", generator: Optional[torch.Generator] = None,
+             device=None, callback: Optional[Callable] = None, **options) -> torch.Tensor:
+    """Draw x_T ~ N(0, I) of `shape` and run the named sampler over `num_steps` spaced timesteps."""
+    timesteps = spaced_timesteps(schedule.num_steps, num_steps, spacing)
+    gen_device = generator.device if generator is not None else device
+    x_T = torch.randn(shape, generator=generator, device=gen_device).to(device)
+    return get_sampler(sampler)(denoise, x_T, timesteps, schedule=schedule, generator=generator,
+                                callback=callback, **options)

@@ -99,7 +99,8 @@ def spaced_timesteps(num_train_steps: int, num_steps: int, spacing: str = "leadi
     elif spacing == "linspace":
         t = torch.linspace(0, n - 1, k, dtype=torch.float64).round().long()
     elif spacing == "trailing":
-        t = (torch.arange(n, 0, -n / k, dtype=torch.float64).round().long() - 1).flip(0)
+        # t_i = n - 1 - round(i n / k) in integers: a float arange(n, 0, -n/k) can yield k+1 points (the last -1)
+        t = (n - 1 - (2 * n * torch.arange(k, dtype=torch.int64) + k) // (2 * k)).flip(0)
     else:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
     return t.flip(0)

@@ -1,1 +1,7 @@
-"""kinema.training: the training loop, its losses, EMA and checkpoints."""
+"""Training: the Trainer, EMA and pickle-free checkpoints."""
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .ema import ema_decay, ema_update
+from .trainer import Trainer, model_dir_config
+
+__all__ = ["Trainer", "model_dir_config", "load_checkpoint", "save_checkpoint", "ema_decay", "ema_update"]

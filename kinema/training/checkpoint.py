@@ -1,4 +1,4 @@
-"""Atomic, pickle-free save and load of the training state and of model directories.
+"""Atomic, pickle-free save and load of the full training state.
 
 A training state (model, EMA, optimizer, scheduler, RNG, data position) is split into
 a flat dict of tensors, written with safetensors, and a JSON skeleton that says where
@@ -16,13 +16,15 @@ import shutil
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
+
+from ..models.model_dir import _fsync_dir, _fsync_file, _unshared
 
 FORMAT = 1  # version of the checkpoint layout written to meta.json
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -120,48 +122,6 @@ def flatten_state(obj: Any) -> tuple[dict[str, Tensor], Any]:
 def unflatten_state(tensors: dict[str, Tensor], skeleton: Any) -> Any:
     """Rebuild the nested state that `flatten_state` split into `tensors` and `skeleton`."""
     return _decode(skeleton, tensors)
-
-
-# ---- atomic file helpers ----
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Return CPU, contiguous tensors that own their storage (safetensors refuses shared memory)."""
-    out, seen = {}, set()
-    for key, t in tensors.items():
-        t = t.detach().to("cpu").contiguous()
-        storage = t.untyped_storage()
-        if storage.data_ptr() in seen or storage.nbytes() != t.nbytes:
-            t = t.clone()
-        seen.add(t.untyped_storage().data_ptr())
-        out[key] = t
-    return out
 
 
 # ---- training checkpoints ----
@@ -293,61 +253,3 @@ def set_rng_state(state: dict) -> None:
     if len(cuda) != torch.cuda.device_count():
         warnings.warn(f"{len(cuda)} CUDA RNG states saved for {torch.cuda.device_count()} devices now visible")
     torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
-
-
-# ---- model directories ----
-
-
-def _kinema_version() -> str:
-    import kinema  # at call time: kinema/__init__ may import this module
-
-    return str(getattr(kinema, "__version__", "0"))
-
-
-def save_model_dir(out_dir: str | os.PathLike, model: nn.Module, config: dict) -> Path:
-    """Write config.json and model.safetensors into `out_dir`, each atomically; return the dir."""
-    if not isinstance(config, dict):
-        raise ValueError(f"config must be a dict, got {type(config).__name__}")
-    if "kinema_version" in config:
-        raise ValueError(f"config key 'kinema_version' is reserved, got {config['kinema_version']!r}")
-    try:
-        text = json.dumps({"kinema_version": _kinema_version(), **config}, indent=2, allow_nan=False) + "\n"
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"config is not JSON-serialisable: {err}") from err
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    weights = _unshared(model.state_dict())
-    _atomic_write(out / "model.safetensors", lambda tmp: save_file(weights, str(tmp), metadata={"format": "pt"}))
-    _atomic_write(out / "config.json", lambda tmp: tmp.write_text(text))
-    _fsync_dir(out)
-    return out
-
-
-def _model_file(model_dir: str | os.PathLike, name: str) -> Path:
-    root = Path(model_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"model directory {root} not found; expected a directory with config.json and model.safetensors"
-        )
-    path = root / name
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; a model directory holds config.json and model.safetensors")
-    return path
-
-
-def load_model_weights(model_dir: str | os.PathLike) -> dict[str, Tensor]:
-    """Return the state dict stored in model_dir/model.safetensors (CPU tensors)."""
-    return load_file(_model_file(model_dir, "model.safetensors"))
-
-
-def read_model_config(model_dir: str | os.PathLike) -> dict:
-    """Return the config dict from model_dir/config.json, without the added 'kinema_version'."""
-    path = _model_file(model_dir, "config.json")
-    try:
-        config = json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    if not isinstance(config, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
-    config.pop("kinema_version", None)
-    return config

@@ -1,0 +1,37 @@
+# make demo: set up .venv and train + sample a small model on the built-in data.
+# make test: set up .venv and run the test suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CPU build of torch that lies on this class of machine; GPU users: see README.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test test-slow setup clean
+
+$(VENV)/.base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.base
+
+demo: $(VENV)/.base
+	$(VENV)/bin/kinema train --config configs/demo.yaml --out runs/demo
+	$(VENV)/bin/kinema sample --model runs/demo --num 8 --sampler ddim --steps 50 --out outputs/demo
+	@echo "demo videos: outputs/demo/ (sample_*.mp4, sample_*.gif, grid.mp4); loss plot: runs/demo/loss.png"
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.test
+	$(PY) -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) runs/demo outputs/demo

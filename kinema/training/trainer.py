@@ -1,0 +1,248 @@
+"""Trainer: builds the parts in named helpers, takes one-screen optimizer steps, and runs the cadences.
+
+Runs unchanged on one CPU, one GPU or many processes under `accelerate launch`: Accelerate
+wraps the model (DDP, autocast) and each process draws its own batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from ..config import Config, resolve_precision, to_dict
+from ..data import build_dataset, make_grid, to_uint8, write_video
+from ..diffusion import Denoiser, clip_x0, generate, make_schedule, training_loss
+from ..models import SpaceTimeUNet, count_parameters
+from ..models.model_dir import save_model_dir
+from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .ema import ema_decay, ema_update
+
+# ---- helpers ----
+
+
+class StepBatchSampler(Sampler):
+    """Index batches as a pure function of (seed, process, step, micro-batch): resuming at step k is exact."""
+
+    def __init__(self, length: int, batch_size: int, *, seed: int, process: int, start_step: int, micro: int):
+        self.length, self.batch_size, self.seed, self.process = length, batch_size, seed, process
+        self.start_step, self.micro = start_step, micro
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start_step
+        while True:
+            for m in range(self.micro):
+                key = np.random.SeedSequence([self.seed, self.process, step, m]).generate_state(1)[0]
+                g = torch.Generator().manual_seed(int(key))
+                yield torch.randint(0, self.length, (self.batch_size,), generator=g).tolist()
+            step += 1
+
+
+def model_dir_config(config: Config) -> dict:
+    """What a model directory records: enough to rebuild the network and sample from it."""
+    return {"model": to_dict(config.model), "diffusion": to_dict(config.diffusion),
+            "data": {"kind": config.data.kind, "size": config.data.size, "num_frames": config.data.num_frames}}
+
+
+# ---- the trainer ----
+
+
+class Trainer:
+    """Train a SpaceTimeUNet on a data set; write checkpoints, a model directory, metrics and samples to `out`."""
+
+    def __init__(self, config: Config, out: str | Path, *, resume: bool = False):
+        self.config, self.out = config, Path(out)
+        tc = config.train
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        self.accelerator = Accelerator(mixed_precision=resolve_precision(tc.mixed_precision, device_type))
+        torch.manual_seed(tc.seed + self.accelerator.process_index)
+        self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+        self.step_count = 0
+        self.build_model()
+        self.build_optimizer()
+        if resume:
+            self.restore()
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.build_data()
+
+    # ---- setup helpers ----
+
+    def build_model(self) -> None:
+        """The network and its EMA copy."""
+        self.model = SpaceTimeUNet(self.config.model)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+
+    def build_optimizer(self) -> None:
+        """AdamW with a linear warm-up to the peak LR."""
+        tc = self.config.train
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        warmup = max(tc.warmup_steps, 1)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
+
+    def build_data(self) -> None:
+        """A DataLoader whose batches depend only on the step, so a resumed run sees the same data."""
+        dc, tc = self.config.data, self.config.train
+        self.dataset = build_dataset(dc.kind, size=dc.size, num_frames=dc.num_frames, max_digits=dc.max_digits,
+                                     length=dc.length, seed=dc.seed, split="train")
+        sampler = StepBatchSampler(len(self.dataset), tc.batch_size, seed=tc.seed,
+                                   process=self.accelerator.process_index, start_step=self.step_count,
+                                   micro=tc.grad_accum)
+        # its own generator: creating the iterator must not draw from the global RNG (exact resume)
+        self.loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=dc.num_workers,
+                                 persistent_workers=dc.num_workers > 0,
+                                 generator=torch.Generator().manual_seed(tc.seed))
+
+    def restore(self) -> None:
+        """Load the newest readable checkpoint of `out` (model, EMA, optimizer, LR schedule, RNG, step)."""
+        if not list_checkpoints(self.out):
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+        step, state = load_checkpoint(self.out)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        rngs = state["rng"]  # one per process of the run that saved it
+        set_rng_state(rngs[min(self.accelerator.process_index, len(rngs) - 1)])
+        self.step_count = step
+        self._truncate_metrics(step)
+
+    # ---- one optimizer step ----
+
+    def loss(self, batch: dict) -> dict:
+        """The diffusion loss terms of one micro-batch."""
+        dcfg = self.config.diffusion
+        x0 = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
+        return training_loss(self.model, x0, schedule=self.schedule, prediction=dcfg.prediction,
+                             loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance)
+
+    def step(self, batches: list[dict]) -> dict:
+        """forward -> loss -> backward (accumulated) -> clip -> optimizer -> LR -> EMA; returns scalars."""
+        tc, logs = self.config.train, {}
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with nullcontext() if last else self.accelerator.no_sync(self.model):
+                terms = self.loss(batch)
+                self.accelerator.backward(terms["loss"] / len(batches))
+            for k in ("loss", "mse", "vb"):
+                if k in terms:
+                    logs[k] = logs.get(k, 0.0) + terms[k].item() / len(batches)
+        params = self.model.parameters()
+        logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(params, tc.grad_clip or math.inf))
+        logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        ema_update(self.ema, self.accelerator.unwrap_model(self.model), ema_decay(self.step_count, tc.ema_decay))
+        self.step_count += 1
+        return logs
+
+    # ---- the loop and its cadences ----
+
+    def fit(self) -> None:
+        """Train to `train.steps`, logging, sampling and checkpointing on the configured cadences."""
+        tc, main = self.config.train, self.accelerator.is_main_process
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(to_dict(self.config), indent=2) + "\n")
+            print(f"kinema: {count_parameters(self.model) / 1e6:.2f}M parameters, "
+                  f"mixed precision {self.accelerator.mixed_precision}, device {self.accelerator.device}")
+        bar = tqdm(total=tc.steps, initial=self.step_count, disable=not main, desc="train", unit="step")
+        window, t0, micro = [], time.time(), []
+        for batch in self.loader:
+            if self.step_count >= tc.steps:
+                break
+            micro.append(batch)
+            if len(micro) < tc.grad_accum:
+                continue
+            logs, micro = self.step(micro), []
+            window.append(logs)
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            s = self.step_count
+            if s % tc.log_every == 0 or s == tc.steps:
+                self.log(s, window, time.time() - t0)
+                window, t0 = [], time.time()
+            if tc.sample_every and (s % tc.sample_every == 0 or s == tc.steps):
+                self.sample_grid(s)
+            if s % tc.checkpoint_every == 0 or s == tc.steps:
+                self.save()
+        bar.close()
+        if main:
+            self.plot_loss()
+
+    def log(self, step: int, window: list[dict], seconds: float) -> None:
+        """Append the mean of the last logs to metrics.jsonl."""
+        if not self.accelerator.is_main_process or not window:
+            return
+        row = {"step": step, **{k: sum(w[k] for w in window) / len(window) for k in window[0]}}
+        row["sec_per_step"] = seconds / len(window)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def save(self) -> None:
+        """An atomic training checkpoint plus the EMA model directory `out/model`."""
+        rngs = gather_object([rng_state()]) if self.accelerator.num_processes > 1 else [rng_state()]
+        if not self.accelerator.is_main_process:
+            return
+        state = {"model": self.accelerator.unwrap_model(self.model).state_dict(), "ema": self.ema.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
+                 "rng": rngs, "config": to_dict(self.config)}
+        save_checkpoint(self.out, self.step_count, state, keep=self.config.train.keep_checkpoints)
+        save_model_dir(self.out / "model", self.ema, model_dir_config(self.config))
+
+    @torch.no_grad()
+    def sample_grid(self, step: int) -> Optional[Path]:
+        """Sample a few clips from the EMA model with DDIM and write them as one gif grid."""
+        if not self.accelerator.is_main_process:
+            return None
+        tc, dc = self.config.train, self.config.data
+        denoise = Denoiser(self.ema, self.schedule, prediction=self.config.diffusion.prediction,
+                           learned_variance=self.config.model.learned_variance)
+        shape = (tc.num_samples, self.config.model.in_channels, dc.num_frames, dc.size, dc.size)
+        device = self.accelerator.device
+        self.ema.to(device)
+        with self.accelerator.autocast():
+            x0 = generate(clip_x0(denoise, schedule=self.schedule), shape, schedule=self.schedule,
+                          sampler="ddim", num_steps=tc.sample_steps,
+                          generator=torch.Generator(device).manual_seed(tc.seed), device=device)
+        path = self.out / "samples" / f"step_{step:08d}.gif"
+        write_video(path, make_grid(to_uint8(x0.float().cpu())), fps=8)
+        return path
+
+    def plot_loss(self) -> Optional[Path]:
+        """Plot metrics.jsonl's loss against step to loss.png."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
+        ax.set(xlabel="step", ylabel="loss", yscale="log", title=f"training loss ({self.out.name})")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(self.out / "loss.png", dpi=120)
+        plt.close(fig)
+        return self.out / "loss.png"
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metric rows written after `step` (by a run that died before its next checkpoint)."""
+        path = self.out / "metrics.jsonl"
+        if path.is_file() and self.accelerator.is_main_process:
+            rows = [line for line in path.read_text().splitlines() if line.strip()]
+            path.write_text("".join(line + "\n" for line in rows if json.loads(line)["step"] <= step))

@@ -1,0 +1,55 @@
+"""Model directories: config.json + model.safetensors round trips and clear errors."""
+
+import json
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from kinema.models.model_dir import load_model_weights, read_model_config, save_model_dir
+
+# ---- model directories ----
+
+
+def _net():
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+
+
+def test_model_dir_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = _net()
+    model[2].weight = nn.Parameter(torch.randn(2, 4))
+    out = save_model_dir(tmp_path / "m", model, {"dim": 4, "name": "tiny"})
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    raw = json.loads((out / "config.json").read_text())
+    assert "kinema_version" in raw
+    assert read_model_config(out) == {"dim": 4, "name": "tiny"}
+    fresh = _net()
+    fresh.load_state_dict(load_model_weights(out))
+    for (k, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_model_dir_with_tied_weights(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3))
+    model[1].weight = model[0].weight
+    save_model_dir(tmp_path, model, {})
+    weights = load_model_weights(tmp_path)
+    assert torch.equal(weights["0.weight"], weights["1.weight"])
+
+
+def test_model_dir_missing_raises(tmp_path):
+    missing = tmp_path / "no_model"
+    for fn in (load_model_weights, read_model_config):
+        with pytest.raises(FileNotFoundError, match=re.escape(str(missing))):
+            fn(missing)
+    (tmp_path / "half").mkdir()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_model_weights(tmp_path / "half")
+
+
+@pytest.mark.parametrize("config", [{"kinema_version": "9"}, {"x": object()}, {"x": float("nan")}, [1]])
+def test_model_dir_bad_config_raises(tmp_path, config):
+    with pytest.raises(ValueError):
+        save_model_dir(tmp_path, nn.Linear(1, 1), config)
