@@ -78,6 +78,8 @@ class DiffusionConfig:
     def __post_init__(self):
         _check(self.schedule in ("linear", "cosine"), "diffusion.schedule", self.schedule, "linear, cosine")
         _check(self.num_steps >= 2, "diffusion.num_steps", self.num_steps, ">= 2")
+        _check(self.schedule != "linear" or self.num_steps > 20, "diffusion.num_steps", self.num_steps,
+               "> 20 for the linear schedule (its last beta is 20 / num_steps)")
         _check(self.prediction in ("eps", "v", "x0"), "diffusion.prediction", self.prediction, "eps, v, x0")
         _check(self.loss in ("simple", "hybrid"), "diffusion.loss", self.loss, "simple, hybrid")
 

@@ -75,6 +75,9 @@ def make_schedule(name: str, num_steps: int = 1000) -> Schedule:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if name == "linear":
         # DDPM's endpoints are for N=1000; scale them so shorter schedules reach the same noise
+        if num_steps <= 20:
+            raise ValueError(f"the linear schedule needs num_steps > 20 (its last beta is 20 / num_steps), "
+                             f"got {num_steps}")
         scale = 1000 / num_steps
         return Schedule(linear_betas(num_steps, 1e-4 * scale, 0.02 * scale))
     if name == "cosine":
