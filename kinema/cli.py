@@ -1,7 +1,10 @@
 """The `kinema` command line: parse, call the library, print.
 
     kinema train  --config configs/moving-digits.yaml --out runs/digits [--steps N] [--resume]
-    kinema sample --model runs/digits --num 8 --sampler ddim --steps 50 --out samples/
+    kinema sample --model runs/digits --num 8 --sampler ddim --steps 50 --out samples/ [--frames 128]
+    kinema predict     --model M --video in.mp4 --context 4 --frames 32 --out o.mp4
+    kinema interpolate --model M --first a.png --last b.png --frames 16 --out o.mp4
+    kinema animate     --model M --image a.png --frames 16 --out o.mp4
 
 Exit codes: 0 success, 2 usage errors (bad arguments, config or paths), 1 runtime failures.
 """
@@ -36,15 +39,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample clips from a model directory; write one mp4 + gif per clip and a grid."""
-    from .diffusion import SAMPLERS
     from .pipeline import VideoPipeline
 
-    if args.sampler not in SAMPLERS:
-        raise ValueError(f"--sampler {args.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+    sampling = _sampling(args)
     pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
-    options = {"eta": args.eta} if args.sampler == "ddim" else {}
-    video = pipe(args.num, num_frames=args.frames, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                 **options)
+    video = pipe(args.num, num_frames=args.frames, **sampling)
     out = Path(args.out)
     for i in range(len(video)):
         for ext in ("mp4", "gif"):
@@ -53,6 +52,51 @@ def cmd_sample(args: argparse.Namespace) -> int:
     video.save(out / "grid.gif")
     print(f"wrote {len(video)} samples (mp4 + gif) and grid.mp4 / grid.gif to {out}")
     return 0
+
+
+def cmd_frames(args: argparse.Namespace) -> int:
+    """predict / interpolate / animate: continue a video, fill between two images, or animate one image."""
+    from .pipeline import VideoPipeline
+
+    out = Path(args.out)
+    if out.suffix not in (".mp4", ".gif"):
+        raise ValueError(f"--out must end in .mp4 or .gif, got {args.out!r}")
+    for name in ("video", "first", "last", "image"):
+        path = getattr(args, name, None)
+        if path is not None and not Path(path).exists():
+            raise FileNotFoundError(f"--{name}: {path} does not exist")
+    sampling = _sampling(args)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
+    given = {"predict": lambda: {"context": args.video, "context_frames": args.context},
+             "interpolate": lambda: {"first_frame": args.first, "last_frame": args.last},
+             "animate": lambda: {"first_frame": args.image}}[args.command]()
+    video = pipe(num_frames=args.frames, **given, **sampling)
+    video.save(out)
+    print(f"wrote {video.numpy().shape[1]} frames to {out}")
+    return 0
+
+
+def _sampling(args: argparse.Namespace) -> dict:
+    """The pipeline keywords shared by every generating command."""
+    from .diffusion import SAMPLERS
+
+    if args.sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {args.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+    options = {"eta": args.eta} if args.sampler == "ddim" else {}
+    return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, overlap=args.overlap,
+                long_mode=args.long_mode, **options)
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model directory or training run directory")
+    p.add_argument("--sampler", default="ddim", help="ddim (default) or ddpm")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps per window (default 50)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--overlap", type=int, help="frames shared by consecutive windows of a long video")
+    p.add_argument("--long-mode", default="sliding", choices=("sliding", "keyframes"),
+                   help="how videos longer than the window are made (default sliding)")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
 
 
 # ---- parsing ----
@@ -81,16 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate clips from a trained model")
-    p.add_argument("--model", required=True, help="model directory or training run directory")
+    _add_sampling_args(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num", type=int, default=4, help="clips to generate (default 4)")
-    p.add_argument("--sampler", default="ddim", help="ddim (default) or ddpm")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
-    p.add_argument("--frames", type=int, help="frames per clip (default: the training length)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--frames", type=int, help="frames per clip, any length (default: the training window)")
     p.set_defaults(func=cmd_sample)
+
+    tasks = {
+        "predict": ("continue a video from its last --context frames", [("--video", "input video file"),
+                                                                         ("--context", "frames of context")]),
+        "interpolate": ("fill the frames between two images", [("--first", "first image"), ("--last", "last image")]),
+        "animate": ("make a clip that starts with an image", [("--image", "the first frame")]),
+    }
+    for name, (help_text, inputs) in tasks.items():
+        p = sub.add_parser(name, help=help_text)
+        _add_sampling_args(p)
+        for flag, flag_help in inputs:
+            p.add_argument(flag, required=True, help=flag_help, type=int if flag == "--context" else str)
+        p.add_argument("--frames", type=int, default=16, help="frames of the result, given ones included")
+        p.add_argument("--out", required=True, help="output .mp4 or .gif")
+        p.set_defaults(func=cmd_frames)
     return parser
 
 

@@ -17,6 +17,8 @@ from typing import Any, Optional
 import torch
 import yaml
 
+TASKS = ("generate", "predict", "interpolate", "animate", "random")  # frame tasks, see data/masks.py
+
 # ---- components ----
 
 
@@ -35,6 +37,7 @@ class UNetConfig:
     dropout: float = 0.0  # dropout inside residual blocks
     norm_groups: int = 8  # groups of the per-frame GroupNorm
     learned_variance: bool = False  # emit 2x channels: the prediction and the variance interpolation v
+    frame_conditioning: bool = False  # also take the known frames and the frame mask as input channels
 
     def __post_init__(self):
         self.channel_mult = tuple(self.channel_mult)
@@ -59,6 +62,11 @@ class UNetConfig:
     def out_channels(self) -> int:
         """Channels of the network output."""
         return self.in_channels * (2 if self.learned_variance else 1)
+
+    @property
+    def input_channels(self) -> int:
+        """Channels the stem sees: the noisy video, plus known frames and the mask when frame-conditioned."""
+        return 2 * self.in_channels + 1 if self.frame_conditioning else self.in_channels
 
     @property
     def downsample_factor(self) -> int:
@@ -104,6 +112,32 @@ class DataConfig:
 
 
 @dataclass
+class MaskMixture:
+    """How often training sees each frame task (rates are normalised); used when model.frame_conditioning."""
+
+    generate: float = 0.25  # no frame given
+    predict: float = 0.3  # the first k frames given, k uniform in [1, max_context]
+    interpolate: float = 0.2  # first and last frame given
+    animate: float = 0.15  # first frame given
+    random: float = 0.1  # each frame given with probability random_p
+    max_context: int = 8  # largest k for predict (clipped to num_frames - 1)
+    random_p: float = 0.3  # per-frame probability for the random task
+
+    def __post_init__(self):
+        rates = self.rates()
+        if any(r < 0 for r in rates) or sum(rates) <= 0:
+            raise ValueError(f"masks: rates must be >= 0 and not all 0, got {dict(zip(TASKS, rates))}")
+        if self.max_context < 1:
+            raise ValueError(f"masks.max_context must be >= 1, got {self.max_context}")
+        if not 0 <= self.random_p <= 1:
+            raise ValueError(f"masks.random_p must be in [0, 1], got {self.random_p}")
+
+    def rates(self) -> list[float]:
+        """The rate of each task in TASKS order."""
+        return [getattr(self, task) for task in TASKS]
+
+
+@dataclass
 class TrainConfig:
     """The optimisation and its cadences."""
 
@@ -142,6 +176,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    masks: MaskMixture = field(default_factory=MaskMixture)
 
     def __post_init__(self):
         if self.diffusion.loss == "hybrid" and not self.model.learned_variance:
@@ -228,5 +263,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
             raise ValueError(f"{path}: a config file must be a mapping of sections, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
-        data.setdefault(section, {})[key] = value
+        if data.get(section) is None:  # an empty YAML section ("model:") reads as None
+            data[section] = {}
+        data[section][key] = value
     return from_dict(Config, data)

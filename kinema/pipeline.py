@@ -12,13 +12,16 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from tqdm.auto import tqdm
 
 from .config import DiffusionConfig, UNetConfig, from_dict, resolve_precision
-from .data import make_grid, to_tensor, to_uint8, write_video
-from .diffusion import Denoiser, clip_x0, generate, make_schedule
+from .data import make_grid, read_image, read_video, to_tensor, to_uint8, write_video
+from .diffusion import Denoiser, bind, clip_x0, generate, keep_known, make_schedule
 from .models import SpaceTimeUNet
 from .models.model_dir import load_model_weights, read_model_config
+from .types import FrameMask
 
 # ---- the result ----
 
@@ -90,35 +93,159 @@ class VideoPipeline:
                    device=device, precision=precision)
 
     @torch.no_grad()
-    def __call__(self, num_videos: int = 1, *, num_frames: Optional[int] = None, steps: int = 50,
+    def __call__(self, num_videos: int = 1, *, num_frames: Optional[int] = None, context=None,
+                 context_frames: Optional[int] = None, first_frame=None, last_frame=None, steps: int = 50,
                  sampler: str = "ddim", seed: Optional[int] = None, spacing: str = "leading",
-                 progress: bool = True, **sampler_options) -> Video:
-        """Generate `num_videos` clips.
+                 overlap: Optional[int] = None, long_mode: str = "sliding", progress: bool = True,
+                 **sampler_options) -> Video:
+        """Generate, predict, interpolate or animate clips of any length with one call.
 
         Args:
-            num_videos: clips to generate in one batch.
-            num_frames: frames per clip (default: the training clip length).
-            steps: sampler steps (1..diffusion.num_steps).
+            num_videos: clips per call (ignored when `context` holds a batch: one clip per context).
+            num_frames: frames of the result, given frames included (default: the training window).
+            context: past frames to continue (prediction): a video file path, uint8 (T, H, W, C) or
+                (B, T, H, W, C) array, or float (C, T, H, W) / (B, C, T, H, W) tensor in [-1, 1].
+            context_frames: use the last k frames of `context` (default: all, at most window - 1).
+            first_frame: an image (path, uint8 (H, W, C) array or float (C, H, W) tensor) the clip starts
+                with (animation; with `last_frame`, interpolation).
+            last_frame: an image the clip ends with.
+            steps: sampler steps per window (1..diffusion.num_steps).
             sampler: a name from `kinema.diffusion.SAMPLERS` ("ddpm", "ddim", ...).
             seed: makes the result reproducible; None draws a fresh one.
-            spacing: how the steps are spread over the schedule: "leading", "linspace" or "trailing".
+            spacing: how steps are spread over the schedule: "leading", "linspace" or "trailing".
+            overlap: frames a new window shares with the previous one in long videos (default: window // 4).
+            long_mode: "sliding" (each window continues the last `overlap` frames) or "keyframes" (first
+                every (window - 1)-th frame, then the gaps in interpolation mode).
             progress: show a progress bar.
             **sampler_options: passed to the sampler, e.g. `eta=` for DDIM, `variance=` for DDPM.
         Returns:
-            a `Video` of uint8 (num_videos, T, H, W, C).
+            a `Video` of uint8 (B, num_frames, H, W, C); given frames appear in it exactly.
         """
-        if num_videos < 1:
-            raise ValueError(f"num_videos must be >= 1, got {num_videos}")
-        num_frames = num_frames or self.num_frames
-        shape = (num_videos, self.model.config.in_channels, num_frames, self.size, self.size)
+        if long_mode not in ("sliding", "keyframes"):
+            raise ValueError(f"long_mode must be 'sliding' or 'keyframes', got {long_mode!r}")
+        known, batch = self._known_frames(num_videos, context, context_frames, first_frame, last_frame)
+        n_ctx = sum(1 for p in known if p >= 0)
+        total = num_frames or max(self.num_frames, n_ctx + 1)
+        known = {(p if p >= 0 else total + p): f for p, f in known.items()}  # -1 = the last frame
+        if min(known, default=0) < 0 or max(known, default=0) >= total or len(known) >= total:
+            raise ValueError(f"num_frames={total} leaves no frame to generate beside the {len(known)} given")
+        window = min(self.num_frames, total)
+        overlap = max(1, window // 4) if overlap is None else overlap
+        if total > window and not 1 <= overlap < window:
+            raise ValueError(f"overlap must be in [1, {window - 1}] for a {window}-frame window, got {overlap}")
+        plan = self._plan(total, window, overlap, long_mode)
+        generator = torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
+        bar = tqdm(total=len(plan) * steps, desc=f"sample ({sampler})", unit="step", disable=not progress)
+        for start, length, keep in plan:
+            frames = self._window(known, batch, start, length, steps=steps, sampler=sampler, spacing=spacing,
+                                  generator=generator, bar=bar, **sampler_options)  # (B, C, L, H, W)
+            for i in keep:
+                known.setdefault(start + i, frames[:, :, i])
+        bar.close()
+        video = torch.stack([known[p] for p in range(total)], dim=2)  # (B, C, T, H, W)
+        return Video(to_uint8(video.float().cpu()))
+
+    # ---- long videos: which windows, in which order ----
+
+    @staticmethod
+    def _plan(total: int, window: int, overlap: int, long_mode: str) -> list[tuple[int, int, tuple | range]]:
+        """(start, length, frames to keep) per window; every frame of 0..total-1 is covered."""
+        if total <= window:
+            return [(0, total, range(total))]
+        if long_mode == "sliding":
+            starts = list(range(0, total - window, window - overlap)) + [total - window]
+            return [(s, window, range(window)) for s in starts]
+        hop = window - 1  # keyframes 0, hop, 2 hop, ...: each from the previous one, then the gaps
+        keys = list(range(0, total - 1, hop))
+        lengths = [min(window, total - k) for k in keys]
+        first = [(k, n, (0, n - 1)) for k, n in zip(keys, lengths)]  # keep the two end frames only
+        fill = [(k, n, range(n)) for k, n in zip(keys, lengths)]  # interpolation between known ends
+        return first + fill
+
+    def _window(self, known: dict, batch: int, start: int, length: int, *, steps: int, sampler: str,
+                spacing: str, generator: torch.Generator, bar, **options) -> torch.Tensor:
+        """Sample one window of `length` frames from `start`, with the frames already known kept exact."""
+        c, hw = self.model.config.in_channels, (self.size, self.size)
+        mask = torch.zeros(batch, length, device=self.device)
+        given = torch.zeros(batch, c, length, *hw, device=self.device)
+        for i in range(length):
+            if start + i in known:
+                mask[:, i], given[:, :, i] = 1, known[start + i].to(self.device)
+        frames = FrameMask(mask=mask, frames=given)
         denoise = Denoiser(self.model, self.schedule, prediction=self.diffusion.prediction,
                            learned_variance=self.model.config.learned_variance)
-        generator = torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
-        bar = tqdm(total=steps, desc=f"sample ({sampler})", unit="step", disable=not progress)
+        conditioned = bind(denoise, frames=frames) if self.model.config.frame_conditioning else denoise
+        guided = keep_known(clip_x0(conditioned, schedule=self.schedule), frames, schedule=self.schedule)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with autocast:
-            x0 = generate(clip_x0(denoise, schedule=self.schedule), shape, schedule=self.schedule,
-                          sampler=sampler, num_steps=steps, spacing=spacing, generator=generator,
-                          device=self.device, callback=lambda info: bar.update(1), **sampler_options)
-        bar.close()
-        return Video(to_uint8(x0.float().cpu()))
+            x0 = generate(guided, (batch, c, length, *hw), schedule=self.schedule, sampler=sampler,
+                          num_steps=steps, spacing=spacing, generator=generator, device=self.device,
+                          callback=lambda info: bar.update(1), **options)
+        return x0.float()
+
+    # ---- user inputs -> known frames ----
+
+    def _known_frames(self, num_videos, context, context_frames, first_frame, last_frame):
+        """{position: (B, C, H, W) frame} from the user's inputs (position -1 = the last frame), and B."""
+        if num_videos < 1:
+            raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+        if (context is not None or first_frame is not None or last_frame is not None) and \
+                not self.model.config.frame_conditioning:
+            raise ValueError("this model was trained without frame conditioning (model.frame_conditioning: "
+                             "false), so it can only generate; train with it to predict, interpolate or animate")
+        if context is not None and first_frame is not None:
+            raise ValueError("give either context (prediction) or first_frame (animation), not both")
+        known = {}
+        if context is not None:
+            video = self._as_video(context)  # (B, C, T, H, W)
+            k = context_frames or min(video.shape[2], self.num_frames - 1)
+            if not 1 <= k <= video.shape[2]:
+                raise ValueError(f"context_frames must be in [1, {video.shape[2]}] (frames of the context), got {k}")
+            video = video[:, :, -k:]
+            known = {i: video[:, :, i] for i in range(k)}
+        if first_frame is not None:
+            known[0] = self._as_video(first_frame, image=True)[:, :, 0]
+        if last_frame is not None:
+            known[-1] = self._as_video(last_frame, image=True)[:, :, 0]
+        batches = {f.shape[0] for f in known.values()}
+        if len(batches) > 1:
+            raise ValueError(f"the given frames disagree on the batch size: {sorted(batches)}")
+        batch = batches.pop() if batches else num_videos
+        if batch == 1 and num_videos > 1:
+            known = {p: f.expand(num_videos, *f.shape[1:]) for p, f in known.items()}
+            batch = num_videos
+        return known, batch
+
+    def _as_video(self, x, image: bool = False) -> torch.Tensor:
+        """A path, uint8 array or float tensor as float (B, C, T, H, W) at the model's channels and size."""
+        if isinstance(x, (str, Path)):
+            x = read_image(x)[None] if image else read_video(x)  # uint8 (T, H, W, 3)
+        if isinstance(x, np.ndarray):
+            if x.dtype != np.uint8:
+                raise ValueError(f"arrays must be uint8 frames (..., H, W, C), got {x.dtype}")
+            x = x[None] if image else x
+            x = to_tensor(x if x.ndim == 5 else x[None])  # (B, C, T, H, W)
+        elif isinstance(x, torch.Tensor):
+            x = x.float()
+            if image:
+                x = x.unsqueeze(-3)  # (..., C, 1, H, W)
+            x = x if x.ndim == 5 else x[None]
+        else:
+            raise ValueError(f"expected a path, a uint8 array or a float tensor, got {type(x).__name__}")
+        if x.ndim != 5:
+            raise ValueError(f"could not read {'an image' if image else 'a video'} from shape {tuple(x.shape)}")
+        c = self.model.config.in_channels
+        if x.shape[1] != c:
+            if c == 1:
+                x = x.mean(dim=1, keepdim=True)  # colour -> gray
+            elif x.shape[1] == 1:
+                x = x.expand(-1, c, -1, -1, -1)
+            else:
+                raise ValueError(f"frames have {x.shape[1]} channels; the model takes {c}")
+        if x.shape[-2:] != (self.size, self.size):
+            b = x.shape[0]
+            flat = rearrange(x, "b c t h w -> (b t) c h w")
+            flat = F.interpolate(flat, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                 align_corners=False)
+            x = rearrange(flat, "(b t) c h w -> b c t h w", b=b)
+        return x.clamp(-1, 1).to(self.device)

@@ -72,6 +72,15 @@ def test_usage_errors_exit_2_with_the_bad_value(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_frame_tasks_need_a_frame_conditioned_model(run_dir, tmp_path, capsys):
+    from kinema.data import write_image
+
+    write_image(tmp_path / "a.png", np.zeros((24, 24, 3), np.uint8))
+    argv = ["animate", "--model", str(run_dir / "run"), "--image", str(tmp_path / "a.png"), "--out", "x.mp4"]
+    assert main(argv) == 2
+    assert "frame_conditioning" in capsys.readouterr().err
+
+
 def test_console_script_is_installed():
     script = Path(sys.executable).parent / "kinema"  # the venv's console script
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True)

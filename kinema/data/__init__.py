@@ -9,6 +9,7 @@ from kinema.data.datasets import (
     build_dataset,
     digit_split,
 )
+from kinema.data.masks import TASKS, draw_masks, task_mask
 from kinema.data.video_io import (
     make_grid,
     read_image,
@@ -23,6 +24,9 @@ __all__ = [
     "DATASET_KINDS",
     "DIRECTIONS",
     "DigitTrack",
+    "TASKS",
+    "draw_masks",
+    "task_mask",
     "MovingDigits",
     "MovingDigitsConfig",
     "build_dataset",

@@ -184,7 +184,7 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
             f"to_tensor expects a uint8 array ([B,] T, H, W, C), got "
             f"dtype={getattr(frames, 'dtype', None)} shape={getattr(frames, 'shape', None)}"
         )
-    video = torch.from_numpy(np.ascontiguousarray(frames)).float() / 127.5 - 1.0
+    video = torch.from_numpy(np.require(frames, requirements=["C", "W"])).float() / 127.5 - 1.0  # copy only if read-only
     return rearrange(video, "... t h w c -> ... c t h w").contiguous()  # ([B,] C, T, H, W)
 
 

@@ -36,7 +36,7 @@ def masked_mean(x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch
     if weight is None:
         return x.flatten(1).mean(1)
     w = weight.to(x.dtype).expand_as(x)
-    return (x * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
+    return (x * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1e-12)  # all-zero weight -> 0
 
 
 # ---- the variational bound term ----

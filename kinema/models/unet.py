@@ -6,10 +6,14 @@ nothing of noise schedules: it maps (x_t, step) to an output the diffusion code 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+from einops import repeat
 from torch import nn
 
 from ..config import UNetConfig
+from ..types import FrameMask
 from .layers import (
     Downsample,
     FrameNorm,
@@ -54,7 +58,7 @@ class SpaceTimeUNet(nn.Module):
         ch = cfg.channels
         emb_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.stem = spatial_conv(cfg.in_channels, ch)
+        self.stem = spatial_conv(cfg.input_channels, ch)
 
         widths = [ch * m for m in cfg.channel_mult]
         self.down, skips, c = nn.ModuleList(), [ch], ch
@@ -93,11 +97,27 @@ class SpaceTimeUNet(nn.Module):
             raise ValueError(f"H and W must be divisible by {f} (2^(levels-1) for channel_mult "
                              f"{cfg.channel_mult}), got H={x.shape[-2]}, W={x.shape[-1]}")
 
-    def forward(self, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """x (B, C, T, H, W), step (B,) diffusion step -> (B, out_channels, T, H, W)."""
+    def frame_input(self, x: torch.Tensor, frames: Optional[FrameMask]) -> torch.Tensor:
+        """The stem's input: x, or [x, known frames (0 where unknown), mask] on channels (MCVD)."""
+        if not self.config.frame_conditioning:
+            if frames is not None and bool(frames.mask.any()):
+                raise ValueError("this model was trained without frame conditioning (model.frame_conditioning "
+                                 "is false); it cannot take known frames")
+            return x
+        b, _, t, h, w = x.shape
+        if frames is None:
+            return torch.cat([x, torch.zeros_like(x), x.new_zeros(b, 1, t, h, w)], dim=1)
+        if frames.mask.shape != (b, t) or frames.frames.shape != x.shape:
+            raise ValueError(f"frame mask {tuple(frames.mask.shape)} / frames {tuple(frames.frames.shape)} do not "
+                             f"match the video {tuple(x.shape)}")
+        mask = repeat(frames.mask.to(x.dtype), "b t -> b 1 t h w", h=h, w=w)
+        return torch.cat([x, frames.frames.to(x.dtype) * mask, mask], dim=1)  # (B, 2C+1, T, H, W)
+
+    def forward(self, x: torch.Tensor, step: torch.Tensor, frames: Optional[FrameMask] = None) -> torch.Tensor:
+        """x (B, C, T, H, W), step (B,) diffusion step, known frames -> (B, out_channels, T, H, W)."""
         self.check_input(x)
         emb = self.time_mlp(timestep_embedding(step.reshape(-1).expand(x.shape[0]), self.config.channels))
-        h = self.stem(x)  # (B, ch, T, H, W)
+        h = self.stem(self.frame_input(x, frames))  # (B, ch, T, H, W)
         hs = [h]
         for layer in self.down:
             h = layer(h, emb) if isinstance(layer, Block) else layer(h)

@@ -18,14 +18,16 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
+from einops import rearrange
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from ..config import Config, resolve_precision, to_dict
-from ..data import build_dataset, make_grid, to_uint8, write_video
+from ..data import build_dataset, draw_masks, make_grid, to_uint8, write_video
 from ..diffusion import Denoiser, clip_x0, generate, make_schedule, training_loss
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.model_dir import save_model_dir
+from ..types import FrameMask
 from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .ema import ema_decay, ema_update
 
@@ -120,11 +122,16 @@ class Trainer:
     # ---- one optimizer step ----
 
     def loss(self, batch: dict) -> dict:
-        """The diffusion loss terms of one micro-batch."""
-        dcfg = self.config.diffusion
+        """The diffusion loss terms of one micro-batch; with frame conditioning, over the unknown frames only."""
+        dcfg, extra = self.config.diffusion, {}
         x0 = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
+        if self.config.model.frame_conditioning:
+            mask, _ = draw_masks(x0.shape[0], x0.shape[2], self.config.masks)  # (B, T), a task per clip
+            mask = mask.to(x0.device)
+            extra["frames"] = FrameMask(mask=mask, frames=x0 * rearrange(mask, "b t -> b 1 t 1 1"))
+            extra["weight"] = rearrange(1 - mask, "b t -> b 1 t 1 1")
         return training_loss(self.model, x0, schedule=self.schedule, prediction=dcfg.prediction,
-                             loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance)
+                             loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance, **extra)
 
     def step(self, batches: list[dict]) -> dict:
         """forward -> loss -> backward (accumulated) -> clip -> optimizer -> LR -> EMA; returns scalars."""

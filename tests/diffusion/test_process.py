@@ -181,7 +181,8 @@ def test_to_prediction_and_target_reject_unknown_prediction():
 
 def test_normal_kl_nonnegative_and_zero_iff_equal():
     g = _gen()
-    m1, m2 = torch.randn(10_000, generator=g, dtype=torch.float64), torch.randn(10_000, generator=g, dtype=torch.float64)
+    m1 = torch.randn(10_000, generator=g, dtype=torch.float64)
+    m2 = torch.randn(10_000, generator=g, dtype=torch.float64)
     lv1 = 3 * torch.randn(10_000, generator=g, dtype=torch.float64)
     lv2 = 3 * torch.randn(10_000, generator=g, dtype=torch.float64)
     assert bool((normal_kl(m1, lv1, m2, lv2) >= -1e-12).all())

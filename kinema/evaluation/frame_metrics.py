@@ -1,0 +1,66 @@
+"""Per-frame fidelity metrics: PSNR and SSIM, per frame and averaged, on videos in [-1, 1].
+
+SSIM follows Wang et al. (2004): an 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03,
+the dynamic range L of the data (2 for [-1, 1]), averaged over the valid (unpadded) positions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+# ---- helpers ----
+
+
+def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape or pred.ndim != 5:
+        raise ValueError(f"expected two videos (B, C, T, H, W) of one shape, got {tuple(pred.shape)} "
+                         f"and {tuple(target.shape)}")
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """A normalised 2-D Gaussian window (size, size), float64."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+# ---- metrics ----
+
+
+def psnr_per_frame(pred: torch.Tensor, target: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """PSNR in dB of each frame, (B, T); identical frames give +inf."""
+    _check_pair(pred, target)
+    mse = ((pred.double() - target.double()) ** 2).mean(dim=(1, 3, 4))  # (B, T)
+    return 10 * torch.log10(data_range**2 / mse)
+
+
+def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor, data_range: float = 2.0, window: int = 11,
+                   sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM of each frame over its channels and valid window positions, (B, T)."""
+    _check_pair(pred, target)
+    b, c = pred.shape[:2]
+    if min(pred.shape[-2:]) < window:
+        raise ValueError(f"frames of {tuple(pred.shape[-2:])} are smaller than the {window}x{window} SSIM window")
+    x = rearrange(pred.double(), "b c t h w -> (b t c) 1 h w")
+    y = rearrange(target.double(), "b c t h w -> (b t c) 1 h w")
+    w = gaussian_window(window, sigma).to(x.device)[None, None]  # (1, 1, k, k)
+    mu_x, mu_y = F.conv2d(x, w), F.conv2d(y, w)
+    var_x = F.conv2d(x * x, w) - mu_x**2
+    var_y = F.conv2d(y * y, w) - mu_y**2
+    cov = F.conv2d(x * y, w) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    per = ssim_map.mean(dim=(1, 2, 3))  # (B*T*C,)
+    return rearrange(per, "(b t c) -> b t c", b=b, c=c).mean(-1)
+
+
+def frame_metrics(pred: torch.Tensor, target: torch.Tensor, frames: torch.Tensor | None = None) -> dict:
+    """PSNR and SSIM per frame (averaged over clips) and overall, on the frames selected by `frames` (T,) bool."""
+    psnr, ssim = psnr_per_frame(pred, target), ssim_per_frame(pred, target)
+    if frames is not None:
+        psnr, ssim = psnr[:, frames], ssim[:, frames]
+    return {"psnr": psnr.mean().item(), "ssim": ssim.mean().item(),
+            "psnr_per_frame": psnr.mean(0).tolist(), "ssim_per_frame": ssim.mean(0).tolist()}

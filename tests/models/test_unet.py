@@ -1,0 +1,244 @@
+"""The space-time UNet and its layers: shapes, errors, gradient flow, and which layers may mix frames."""
+
+import pytest
+import torch
+from einops import rearrange
+from torch import nn
+
+from kinema.config import UNetConfig
+from kinema.models import SpaceTimeUNet, count_parameters
+from kinema.models.layers import ResBlock, TemporalAttention, TemporalConv, timestep_embedding
+
+
+def _config(**overrides):
+    kw = {"channels": 16, "channel_mult": (1, 2), "num_res_blocks": 1, "head_dim": 8, "norm_groups": 4,
+          "spatial_attention_levels": (1,)}
+    kw.update(overrides)
+    return UNetConfig(**kw)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@torch.no_grad()
+def _randomise(module: nn.Module, seed=0, std=0.2, keep=()):
+    """Overwrite every parameter with noise (many are zero-initialised), except inside modules of types `keep`."""
+    g = _gen(seed)
+    kept = {id(p) for m in module.modules() if isinstance(m, keep) for p in m.parameters()}
+    for p in module.parameters():
+        if id(p) not in kept:
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+def _steps(b):
+    return torch.arange(b) * 37 + 5
+
+
+# ---- shapes and errors ----
+
+
+@pytest.mark.parametrize("frames", [1, 3, 8])
+@pytest.mark.parametrize("hw", [(8, 8), (16, 24)])
+def test_output_shape(frames, hw):
+    model = SpaceTimeUNet(_config(in_channels=3)).eval()
+    x = torch.randn(2, 3, frames, *hw, generator=_gen())
+    with torch.no_grad():
+        out = model(x, _steps(2))
+    assert out.shape == x.shape and out.dtype == x.dtype
+
+
+def test_learned_variance_doubles_channels():
+    model = SpaceTimeUNet(_config(in_channels=3, learned_variance=True)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 2, 8, 8), _steps(1))
+    assert out.shape == (1, 6, 2, 8, 8)
+    assert model.config.out_channels == 6
+
+
+@pytest.mark.parametrize("hw", [(9, 8), (8, 6), (12, 10)])
+def test_size_not_divisible_raises(hw):
+    model = SpaceTimeUNet(_config(channel_mult=(1, 2, 2)))  # downsample factor 4
+    with pytest.raises(ValueError, match=rf"divisible by 4.*H={hw[0]}, W={hw[1]}"):
+        model(torch.randn(1, 1, 2, *hw), _steps(1))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 2, 8, 8), (1, 2, 8, 8), (1, 1, 1, 2, 8, 8)])
+def test_wrong_input_raises(shape):
+    model = SpaceTimeUNet(_config())
+    with pytest.raises(ValueError, match=r"expected a video \(B, 1, T, H, W\)"):
+        model(torch.randn(*shape), _steps(1))
+
+
+def test_scalar_step_broadcasts_over_batch():
+    model = _randomise(SpaceTimeUNet(_config())).eval()
+    x = torch.randn(3, 1, 2, 8, 8, generator=_gen())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, torch.tensor(7)), model(x, torch.full((3,), 7)))
+
+
+# ---- gradients ----
+
+
+def test_gradient_reaches_every_parameter():
+    # with max_relative_position 2 and 4 frames, every relative-bias entry is used
+    model = _randomise(SpaceTimeUNet(_config(max_relative_position=2)), std=0.1)
+    assert count_parameters(model) == sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, 1, 4, 8, 8, generator=_gen(1))
+    out = model(x, _steps(2))
+    (out * torch.randn(out.shape, generator=_gen(2))).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{name} gets no gradient"
+        assert bool(torch.isfinite(p.grad).all()), f"{name} has a non-finite gradient"
+        assert p.grad.abs().sum().item() > 0, f"{name} has an all-zero gradient"
+        if name.endswith("rel_bias"):
+            assert bool((p.grad != 0).all()), f"{name}: some relative offsets get no gradient"
+
+
+# ---- which layers mix frames ----
+
+
+def test_resblock_is_shift_equivariant_in_time():
+    # two size-3 temporal convs give a temporal radius of 2; away from both ends a shift of the
+    # input shifts the output. Per-frame norms keep this exact: a norm over T would not.
+    block = _randomise(ResBlock(8, 16, 12, groups=4), std=0.3).eval()
+    T, s, r = 12, 3, 2
+    x = torch.randn(2, 8, T, 5, 5, generator=_gen(1))
+    emb = torch.randn(2, 12, generator=_gen(2))
+    shifted = torch.zeros_like(x)
+    shifted[:, :, s:] = x[:, :, :-s]
+    with torch.no_grad():
+        y, y_shifted = block(x, emb), block(shifted, emb)
+    interior = range(s + r, T - r)
+    for t in interior:
+        torch.testing.assert_close(y_shifted[:, :, t], y[:, :, t - s], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(y_shifted[:, :, s], y[:, :, 0], atol=1e-3)  # the padded boundary does differ
+
+
+def test_resblock_temporal_receptive_field_is_two_frames():
+    block = _randomise(ResBlock(8, 8, 12, groups=4), std=0.3).eval()
+    x = torch.randn(1, 8, 10, 4, 4, generator=_gen(1))
+    emb = torch.randn(1, 12, generator=_gen(2))
+    poked = x.clone()
+    poked[:, :, 5] += torch.randn(8, 4, 4, generator=_gen(3))  # not a constant: the norm would remove it
+    with torch.no_grad():
+        changed = (block(poked, emb) - block(x, emb)).abs().amax(dim=(0, 1, 3, 4))  # (T,)
+    assert (changed > 1e-6).nonzero().flatten().tolist() == [3, 4, 5, 6, 7]
+
+
+def test_a_norm_over_time_breaks_the_shift_check():
+    # the equivariance test above can fail: the same check on a block whose first norm pools over T
+    block = _randomise(ResBlock(8, 16, 12, groups=4), std=0.3).eval()
+    block.norm1 = nn.GroupNorm(4, 8)  # normalises (C/G, T, H, W) together
+    with torch.no_grad():
+        block.norm1.weight.copy_(torch.randn(8, generator=_gen(3)))
+    T, s = 12, 3
+    x = torch.randn(2, 8, T, 5, 5, generator=_gen(1))
+    emb = torch.randn(2, 12, generator=_gen(2))
+    shifted = torch.zeros_like(x)
+    shifted[:, :, s:] = x[:, :, :-s]
+    with torch.no_grad():
+        y, y_shifted = block(x, emb), block(shifted, emb)
+    assert not torch.allclose(y_shifted[:, :, s + 2], y[:, :, 2], rtol=1e-5, atol=1e-5)
+
+
+def test_temporal_attention_bias_depends_only_on_offset():
+    attn = TemporalAttention(16, 8, groups=4, max_relative_position=3)
+    with torch.no_grad():
+        attn.rel_bias.copy_(torch.randn(attn.rel_bias.shape, generator=_gen()))
+    bias = attn.relative_bias(9)
+    assert bias.shape == (2, 9, 9)
+    torch.testing.assert_close(bias[:, 1:, 1:], bias[:, :-1, :-1], rtol=0, atol=0)  # Toeplitz
+    for i in range(9):
+        for j in range(9):
+            offset = max(-3, min(3, j - i))  # offsets beyond the maximum share one bias
+            assert torch.equal(bias[:, i, j], attn.rel_bias[:, offset + 3])
+
+
+def _attention(seed=0, zero_bias=True):
+    attn = _randomise(TemporalAttention(16, 8, groups=4, max_relative_position=4), seed=seed, std=0.3).eval()
+    if zero_bias:
+        with torch.no_grad():
+            attn.rel_bias.zero_()
+    return attn
+
+
+def test_temporal_attention_without_bias_is_permutation_equivariant():
+    attn = _attention()
+    x = torch.randn(2, 16, 6, 3, 3, generator=_gen(1))
+    for perm in (torch.roll(torch.arange(6), 2), torch.tensor([3, 0, 5, 1, 4, 2])):
+        with torch.no_grad():
+            torch.testing.assert_close(attn(x[:, :, perm]), attn(x)[:, :, perm], rtol=1e-5, atol=1e-5)
+
+
+def test_temporal_attention_bias_is_position_information():
+    attn = _attention()
+    x = torch.randn(2, 16, 6, 3, 3, generator=_gen(1))
+    perm = torch.roll(torch.arange(6), 2)
+    with torch.no_grad():
+        base = attn(x)
+        attn.rel_bias.fill_(1.7)  # a constant bias shifts every logit equally: softmax ignores it
+        torch.testing.assert_close(attn(x), base, rtol=1e-5, atol=1e-5)
+        attn.rel_bias.copy_(torch.randn(attn.rel_bias.shape, generator=_gen(2)))
+        assert not torch.allclose(attn(x[:, :, perm]), attn(x)[:, :, perm], atol=1e-4)
+
+
+def test_temporal_attention_matches_reference_softmax():
+    attn = _attention(zero_bias=False)
+    x = torch.randn(1, 16, 5, 2, 2, generator=_gen(1))
+    with torch.no_grad():
+        out = attn(x)
+        seq = rearrange(attn.norm(x), "b c t h w -> (b h w) t c")  # per-frame GroupNorm, then pixels as batch
+        q, k, v = (rearrange(z, "n t (nh d) -> n nh t d", nh=2) for z in attn.qkv(seq).chunk(3, dim=-1))
+        logits = q @ k.transpose(-1, -2) / 8**0.5 + attn.relative_bias(5)  # (B*H*W, nh, T, T)
+        ref = attn.proj(rearrange(logits.softmax(-1) @ v, "n nh t d -> n t (nh d)"))
+        ref = rearrange(ref, "(b h w) t c -> b c t h w", b=1, h=2, w=2)
+    torch.testing.assert_close(out, x + ref, rtol=1e-5, atol=1e-5)
+
+
+def test_unet_never_mixes_batch_items():
+    model = _randomise(SpaceTimeUNet(_config()), std=0.1).eval()
+    x = torch.randn(2, 1, 4, 8, 8, generator=_gen(1))
+    other = x.clone()
+    other[1] = torch.randn(1, 4, 8, 8, generator=_gen(2))
+    with torch.no_grad():
+        a, b = model(x, _steps(2)), model(other, _steps(2))
+    assert torch.equal(a[0], b[0])
+    assert not torch.allclose(a[1], b[1])
+
+
+def test_only_temporal_layers_mix_frames():
+    # no temporal attention and identity temporal convs: every other layer acts per frame
+    model = _randomise(SpaceTimeUNet(_config(temporal_attention=False)), std=0.1, keep=(TemporalConv,)).eval()
+    x = torch.randn(1, 1, 5, 8, 8, generator=_gen(1))
+    poked = x.clone()
+    poked[:, :, 3] = torch.randn(8, 8, generator=_gen(2))
+    with torch.no_grad():
+        a, b = model(x, _steps(1)), model(poked, _steps(1))
+    others = [0, 1, 2, 4]
+    torch.testing.assert_close(b[:, :, others], a[:, :, others], rtol=0, atol=1e-6)
+    assert not torch.allclose(b[:, :, 3], a[:, :, 3], atol=1e-3)
+    # and with the temporal convs randomised too, the poke does spread to the neighbours
+    _randomise(model, seed=5, std=0.1)
+    with torch.no_grad():
+        a, b = model(x, _steps(1)), model(poked, _steps(1))
+    assert not torch.allclose(b[:, :, 2], a[:, :, 2], atol=1e-6)
+
+
+# ---- the step embedding ----
+
+
+@pytest.mark.parametrize("dim", [16, 33])
+def test_timestep_embedding(dim):
+    steps = torch.arange(1000)
+    emb = timestep_embedding(steps, dim)
+    assert emb.shape == (1000, dim)
+    half = dim // 2
+    torch.testing.assert_close(emb[0, :half], torch.ones(half))  # cos(0)
+    torch.testing.assert_close(emb[0, half:2 * half], torch.zeros(half))  # sin(0)
+    if dim % 2:
+        assert bool((emb[:, -1] == 0).all())  # odd dims are zero-padded
+    distance = torch.cdist(emb, emb)
+    distance.fill_diagonal_(float("inf"))
+    assert distance.min().item() > 1e-3, "two steps share an embedding"
