@@ -30,10 +30,13 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
 # ---- metrics ----
 
 
-def psnr_per_frame(pred: torch.Tensor, target: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
-    """PSNR in dB of each frame, (B, T); identical frames give +inf."""
+def psnr_per_frame(pred: torch.Tensor, target: torch.Tensor, data_range: float = 2.0,
+                   floor: float | None = None) -> torch.Tensor:
+    """PSNR in dB of each frame, (B, T); MSE below `floor` counts as `floor` (None: identical frames give inf)."""
     _check_pair(pred, target)
     mse = ((pred.double() - target.double()) ** 2).mean(dim=(1, 3, 4))  # (B, T)
+    if floor is not None:
+        mse = mse.clamp_min(floor)
     return 10 * torch.log10(data_range**2 / mse)
 
 
@@ -57,9 +60,17 @@ def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor, data_range: float =
     return rearrange(per, "(b t c) -> b t c", b=b, c=c).mean(-1)
 
 
+# an error of half a uint8 level everywhere: frames equal after 8-bit rounding score 54.2 dB, not inf
+UINT8_MSE_FLOOR = (2.0 / 255 / 2) ** 2
+
+
 def frame_metrics(pred: torch.Tensor, target: torch.Tensor, frames: torch.Tensor | None = None) -> dict:
-    """PSNR and SSIM per frame (averaged over clips) and overall, on the frames selected by `frames` (T,) bool."""
-    psnr, ssim = psnr_per_frame(pred, target), ssim_per_frame(pred, target)
+    """PSNR and SSIM per frame (averaged over clips) and overall, on the frames selected by `frames` (T,) bool.
+
+    PSNR per frame is capped at 54.2 dB (an error of half a uint8 level) so that a frame that
+    happens to be exact does not make the average infinite.
+    """
+    psnr, ssim = psnr_per_frame(pred, target, floor=UINT8_MSE_FLOOR), ssim_per_frame(pred, target)
     if frames is not None:
         psnr, ssim = psnr[:, frames], ssim[:, frames]
     return {"psnr": psnr.mean().item(), "ssim": ssim.mean().item(),

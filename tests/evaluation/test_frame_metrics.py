@@ -14,6 +14,8 @@ def test_psnr_closed_form():
     pred = target + 0.1  # MSE = 0.01 everywhere, range 2 -> 10 log10(4 / 0.01)
     assert torch.allclose(psnr_per_frame(pred, target), torch.full((2, 3), 10 * math.log10(400), dtype=torch.float64))
     assert torch.isinf(psnr_per_frame(target, target)).all()
+    capped = frame_metrics(target, target)["psnr"]
+    assert abs(capped - 20 * math.log10(255 * 2)) < 1e-9  # half a uint8 level over a range of 2
 
 
 def test_ssim_is_one_for_identical_and_symmetric():
