@@ -80,7 +80,7 @@ class DiffusionConfig:
 
     schedule: str = "cosine"  # "linear" (DDPM) or "cosine" (improved DDPM)
     num_steps: int = 1000  # training timesteps N
-    prediction: str = "eps"  # what the network predicts: "eps", "v" or "x0"
+    prediction: str = "v"  # what the network predicts: "eps", "v" or "x0" (v is well conditioned at high noise)
     loss: str = "simple"  # "simple" (MSE) or "hybrid" (MSE + L_vlb, needs model.learned_variance)
 
     def __post_init__(self):
