@@ -99,17 +99,22 @@ def test_gradient_reaches_every_parameter():
 # ---- which layers mix frames ----
 
 
-def test_resblock_is_shift_equivariant_in_time():
-    # two size-3 temporal convs give a temporal radius of 2; away from both ends a shift of the
-    # input shifts the output. Per-frame norms keep this exact: a norm over T would not.
-    block = _randomise(ResBlock(8, 16, 12, groups=4), std=0.3).eval()
-    T, s, r = 12, 3, 2
+def _outputs_before_and_after_shift(block, T, s):
+    """The block's output on a random clip and on the clip delayed by s frames (zeros shifted in)."""
     x = torch.randn(2, 8, T, 5, 5, generator=_gen(1))
     emb = torch.randn(2, 12, generator=_gen(2))
     shifted = torch.zeros_like(x)
     shifted[:, :, s:] = x[:, :, :-s]
     with torch.no_grad():
-        y, y_shifted = block(x, emb), block(shifted, emb)
+        return block(x, emb), block(shifted, emb)
+
+
+def test_resblock_is_shift_equivariant_in_time():
+    # two size-3 temporal convs give a temporal radius of 2; away from both ends a shift of the
+    # input shifts the output. Per-frame norms keep this exact: a norm over T would not.
+    block = _randomise(ResBlock(8, 16, 12, groups=4), std=0.3).eval()
+    T, s, r = 12, 3, 2
+    y, y_shifted = _outputs_before_and_after_shift(block, T, s)
     interior = range(s + r, T - r)
     for t in interior:
         torch.testing.assert_close(y_shifted[:, :, t], y[:, :, t - s], rtol=1e-5, atol=1e-5)
@@ -134,12 +139,7 @@ def test_a_norm_over_time_breaks_the_shift_check():
     with torch.no_grad():
         block.norm1.weight.copy_(torch.randn(8, generator=_gen(3)))
     T, s = 12, 3
-    x = torch.randn(2, 8, T, 5, 5, generator=_gen(1))
-    emb = torch.randn(2, 12, generator=_gen(2))
-    shifted = torch.zeros_like(x)
-    shifted[:, :, s:] = x[:, :, :-s]
-    with torch.no_grad():
-        y, y_shifted = block(x, emb), block(shifted, emb)
+    y, y_shifted = _outputs_before_and_after_shift(block, T, s)
     assert not torch.allclose(y_shifted[:, :, s + 2], y[:, :, 2], rtol=1e-5, atol=1e-5)
 
 
