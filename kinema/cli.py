@@ -5,6 +5,9 @@
     kinema predict     --model M --video in.mp4 --context 4 --frames 32 --out o.mp4
     kinema interpolate --model M --first a.png --last b.png --frames 16 --out o.mp4
     kinema animate     --model M --image a.png --frames 16 --out o.mp4
+    kinema sample  --model M --prompt "digit 7 moving left" --guidance 4 [--audio a.wav] [--image ref.png] --out d/
+    kinema edit    --model M --video in.mp4 --prompt "digit 3 moving up" --strength 0.6 --out o.mp4
+    kinema augment --model M --prompts prompts.txt --per-prompt 4 --out DIR   (a captioned video folder)
 
 Exit codes: 0 success, 2 usage errors (bad arguments, config or paths), 1 runtime failures.
 """
@@ -76,19 +79,85 @@ def cmd_frames(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_edit(args: argparse.Namespace) -> int:
+    """Re-generate a video under a new prompt / image / audio, keeping its layout (SDEdit)."""
+    from .pipeline import VideoPipeline
+
+    out = Path(args.out)
+    if out.suffix not in (".mp4", ".gif"):
+        raise ValueError(f"--out must end in .mp4 or .gif, got {args.out!r}")
+    if not Path(args.video).is_file():
+        raise FileNotFoundError(f"--video: {args.video} does not exist")
+    sampling = _sampling(args)
+    for key in ("overlap", "long_mode"):
+        sampling.pop(key)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
+    video = pipe.edit(args.video, strength=args.strength, **sampling)
+    video.save(out)
+    print(f"wrote {video.numpy().shape[1]} edited frames to {out}")
+    return 0
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    """Generate a captioned data set (one mp4 + sidecar .txt per clip, and captions.jsonl) from a prompt list."""
+    import json
+
+    from .pipeline import VideoPipeline
+
+    prompts_file = Path(args.prompts)
+    if not prompts_file.is_file():
+        raise FileNotFoundError(f"--prompts: {prompts_file} does not exist")
+    prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts: {prompts_file} has no prompt (one per line)")
+    if args.per_prompt < 1:
+        raise ValueError(f"--per-prompt must be >= 1, got {args.per_prompt}")
+    sampling = _sampling(args)
+    if sampling.pop("prompt", None) is not None:
+        raise ValueError("augment reads its prompts from --prompts; drop --prompt")
+    seed = sampling.pop("seed")
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for p_index, prompt in enumerate(prompts):
+        video = pipe(args.per_prompt, num_frames=args.frames, prompt=prompt, seed=seed + p_index, **sampling)
+        for i in range(len(video)):
+            name = f"clip_{p_index:04d}_{i:03d}"
+            video[i].save(out / f"{name}.mp4")
+            (out / f"{name}.txt").write_text(prompt + "\n")
+            rows.append({"path": f"{name}.mp4", "caption": prompt})
+    (out / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"wrote {len(rows)} captioned clips for {len(prompts)} prompts to {out}")
+    return 0
+
+
 def _sampling(args: argparse.Namespace) -> dict:
-    """The pipeline keywords shared by every generating command."""
+    """The pipeline keywords shared by every generating command (sampler, steps, seed, conditions, guidance)."""
     from .diffusion import SAMPLERS
 
     if args.sampler not in SAMPLERS:
         raise ValueError(f"--sampler {args.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+    for name in ("ref_image", "audio"):
+        path = getattr(args, name, None)
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"--{name.replace('_', '-')}: {path} does not exist")
     options = {"eta": args.eta} if args.sampler == "ddim" else {}
+    conds = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, image=args.ref_image, audio=args.audio,
+                 guidance=args.guidance, image_guidance=args.image_guidance, audio_guidance=args.audio_guidance)
     return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, overlap=args.overlap,
-                long_mode=args.long_mode, **options)
+                long_mode=args.long_mode, **conds, **options)
 
 
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] = ("--image", "--ref-image")) -> None:
     p.add_argument("--model", required=True, help="model directory or training run directory")
+    p.add_argument("--prompt", help="text condition (a text-conditioned model)")
+    p.add_argument("--negative-prompt", help="text to steer away from (replaces the unconditional branch)")
+    p.add_argument("--guidance", type=float, default=1.0, help="text guidance scale (default 1 = none)")
+    p.add_argument(*image_flags, dest="ref_image", help="reference image (a model with an image encoder)")
+    p.add_argument("--image-guidance", type=float, default=1.0, help="reference-image guidance scale")
+    p.add_argument("--audio", help="sound track: an audio or video file (a model with an audio encoder)")
+    p.add_argument("--audio-guidance", type=float, default=1.0, help="audio guidance scale")
     p.add_argument("--sampler", default="ddim", help="ddim (default) or ddpm")
     p.add_argument("--steps", type=int, default=50, help="sampler steps per window (default 50)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
@@ -131,6 +200,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="frames per clip, any length (default: the training window)")
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("edit", help="re-generate a video under new conditions, keeping its layout (SDEdit)")
+    _add_sampling_args(p)
+    p.add_argument("--video", required=True, help="the source video file")
+    p.add_argument("--strength", type=float, default=0.6, help="noise level in (0, 1]: low keeps the source")
+    p.add_argument("--out", required=True, help="output .mp4 or .gif")
+    p.set_defaults(func=cmd_edit)
+
+    p = sub.add_parser("augment", help="generate a captioned video folder from a list of prompts")
+    _add_sampling_args(p)
+    p.add_argument("--prompts", required=True, help="text file, one prompt per line")
+    p.add_argument("--per-prompt", type=int, default=4, help="clips per prompt (default 4)")
+    p.add_argument("--frames", type=int, help="frames per clip (default: the training window)")
+    p.add_argument("--out", required=True, help="output folder (mp4 + .txt captions + captions.jsonl)")
+    p.set_defaults(func=cmd_augment)
+
     tasks = {
         "predict": ("continue a video from its last --context frames", [("--video", "input video file"),
                                                                          ("--context", "frames of context")]),
@@ -139,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, (help_text, inputs) in tasks.items():
         p = sub.add_parser(name, help=help_text)
-        _add_sampling_args(p)
+        _add_sampling_args(p, image_flags=("--ref-image",))
         for flag, flag_help in inputs:
             p.add_argument(flag, required=True, help=flag_help, type=int if flag == "--context" else str)
         p.add_argument("--frames", type=int, default=16, help="frames of the result, given ones included")

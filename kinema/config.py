@@ -38,8 +38,10 @@ class UNetConfig:
     norm_groups: int = 8  # groups of the per-frame GroupNorm
     learned_variance: bool = False  # emit 2x channels: the prediction and the variance interpolation v
     frame_conditioning: bool = False  # also take the known frames and the frame mask as input channels
+    cond_dim: int = 0  # width D of condition tokens / vectors (text, image, audio); 0 = unconditional
 
     def __post_init__(self):
+        _check(self.cond_dim >= 0, "model.cond_dim", self.cond_dim, ">= 0 (0 = no conditions)")
         self.channel_mult = tuple(self.channel_mult)
         self.spatial_attention_levels = tuple(self.spatial_attention_levels)
         _check(self.in_channels >= 1, "model.in_channels", self.in_channels, ">= 1")
@@ -103,12 +105,15 @@ class DataConfig:
     length: int = 10000  # moving-digits: clips per (virtual) epoch
     num_workers: int = 0  # DataLoader worker processes
     seed: int = 0  # data seed (moving-digits clips are a pure function of it and the index)
+    audio: bool = False  # also yield each clip's audio track (mono, "audio": (A,))
+    audio_rate: int = 16000  # audio sample rate in Hz
 
     def __post_init__(self):
         _check(self.kind in ("moving-digits",), "data.kind", self.kind, "moving-digits")
         _check(self.size >= 8, "data.size", self.size, ">= 8")
         _check(self.num_frames >= 1, "data.num_frames", self.num_frames, ">= 1")
         _check(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
+        _check(self.audio_rate >= 1000, "data.audio_rate", self.audio_rate, ">= 1000")
 
 
 @dataclass
@@ -135,6 +140,41 @@ class MaskMixture:
     def rates(self) -> list[float]:
         """The rate of each task in TASKS order."""
         return [getattr(self, task) for task in TASKS]
+
+
+TEXT_ENCODERS = ("none", "gru", "minilm")
+
+
+@dataclass
+class CondConfig:
+    """Which conditions the model takes and how often training drops each (classifier-free guidance)."""
+
+    text: str = "none"  # "none", "gru" (vocabulary from the captions, trained jointly) or "minilm" (frozen)
+    image: bool = False  # a global embedding of a reference frame (conv encoder with a KL term)
+    audio: bool = False  # frame-aligned audio features (log-mel -> conv1d + GRU), needs data.audio
+    max_tokens: int = 16  # text tokens kept; longer prompts are truncated with a warning
+    drop_text: float = 0.1  # probability a clip's caption is dropped in training
+    drop_image: float = 0.1  # probability a clip's reference image is dropped in training
+    drop_audio: float = 0.1  # probability a clip's audio is dropped in training
+    kl_weight: float = 1e-4  # weight of the image latent's KL to N(0, I)
+    image_latent: int = 16  # width of the image encoder's latent
+    n_mels: int = 32  # mel bands of the audio features
+    audio_steps_per_frame: int = 4  # audio feature columns per video frame (before the encoder pools them)
+
+    def __post_init__(self):
+        _check(self.text in TEXT_ENCODERS, "cond.text", self.text, ", ".join(TEXT_ENCODERS))
+        _check(self.max_tokens >= 1, "cond.max_tokens", self.max_tokens, ">= 1")
+        for name in ("drop_text", "drop_image", "drop_audio"):
+            _check(0 <= getattr(self, name) <= 1, f"cond.{name}", getattr(self, name), "in [0, 1]")
+        _check(self.kl_weight >= 0, "cond.kl_weight", self.kl_weight, ">= 0")
+        _check(self.image_latent >= 1, "cond.image_latent", self.image_latent, ">= 1")
+        _check(self.n_mels >= 4, "cond.n_mels", self.n_mels, ">= 4")
+        _check(self.audio_steps_per_frame >= 1, "cond.audio_steps_per_frame", self.audio_steps_per_frame, ">= 1")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any condition is on."""
+        return self.text != "none" or self.image or self.audio
 
 
 @dataclass
@@ -177,8 +217,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     masks: MaskMixture = field(default_factory=MaskMixture)
+    cond: CondConfig = field(default_factory=CondConfig)
 
     def __post_init__(self):
+        if self.cond.enabled and self.model.cond_dim < 1:
+            raise ValueError("conditions are on (cond.text / image / audio) but model.cond_dim is 0; "
+                             "set model.cond_dim, e.g. 128")
+        if self.cond.audio and not self.data.audio:
+            raise ValueError("cond.audio needs data.audio: true (the clips' audio tracks)")
         if self.diffusion.loss == "hybrid" and not self.model.learned_variance:
             raise ValueError("diffusion.loss 'hybrid' needs model.learned_variance: true")
         f = self.model.downsample_factor

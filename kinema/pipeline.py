@@ -3,6 +3,7 @@
     pipe = VideoPipeline.from_pretrained("runs/digits")
     video = pipe(num_videos=4, steps=50, sampler="ddim", seed=0)
     video.save("digits.mp4")
+    video = pipe(prompt="digit 7 moving left", guidance=4, audio="tone.wav", seed=0)  # a conditioned model
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from tqdm.auto import tqdm
 
-from .config import DiffusionConfig, UNetConfig, from_dict, resolve_precision
+from .config import CondConfig, DiffusionConfig, UNetConfig, from_dict, resolve_precision
 from .data import make_grid, read_image, read_video, to_tensor, to_uint8, write_video
-from .diffusion import Denoiser, bind, clip_x0, generate, keep_known, make_schedule
+from .data.audio import fit_length, log_mel, read_audio
+from .diffusion import Denoiser, bind, clip_x0, edit, generate, guided, keep_known, make_schedule
 from .models import SpaceTimeUNet
-from .models.model_dir import load_model_weights, read_model_config
-from .types import FrameMask
+from .models.encoders import Conditioner, Tokenizer
+from .models.model_dir import load_model_weights, read_model_config, read_vocab
+from .types import Cond, FrameMask
 
 # ---- the result ----
 
@@ -59,13 +62,24 @@ class Video:
 # ---- the pipeline ----
 
 
+def _frames_of(cond: Optional[Cond], start: int, length: int) -> Optional[Cond]:
+    """The part of a condition that belongs to frames start .. start + length - 1 (frame-aligned vectors are cut)."""
+    if cond is None or cond.per_frame is None:
+        return cond
+    return Cond(tokens=cond.tokens, mask=cond.mask, pooled=cond.pooled,
+                per_frame=cond.per_frame[:, start : start + length])
+
+
 class VideoPipeline:
     """A trained model plus its schedule; call it to generate clips."""
 
     def __init__(self, model: SpaceTimeUNet, diffusion: DiffusionConfig, *, size: int, num_frames: int,
+                 conditioner: Optional[Conditioner] = None, fps: float = 8.0, audio_rate: int = 16000,
                  device: Optional[str] = None, precision: str = "auto"):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval().requires_grad_(False)
+        self.conditioner = None if conditioner is None else conditioner.to(self.device).eval().requires_grad_(False)
+        self.fps, self.audio_rate = fps, audio_rate
         self.diffusion, self.size, self.num_frames = diffusion, size, num_frames
         self.schedule = make_schedule(diffusion.schedule, diffusion.num_steps)
         self.precision = resolve_precision(precision, self.device.type)
@@ -89,15 +103,24 @@ class VideoPipeline:
         model = SpaceTimeUNet(from_dict(UNetConfig, config["model"], prefix="model."))
         model.load_state_dict(load_model_weights(path))
         diffusion = from_dict(DiffusionConfig, config["diffusion"], prefix="diffusion.")
-        return cls(model, diffusion, size=config["data"]["size"], num_frames=config["data"]["num_frames"],
-                   device=device, precision=precision)
+        conditioner, data = None, config["data"]
+        if "cond" in config:
+            cond = from_dict(CondConfig, config["cond"], prefix="cond.")
+            tokenizer = Tokenizer(read_vocab(path)) if cond.text == "gru" else None
+            conditioner = Conditioner(cond, model.config.cond_dim, in_channels=model.config.in_channels,
+                                      tokenizer=tokenizer)
+            conditioner.load_state_dict(load_model_weights(path, "conditioner"))
+        return cls(model, diffusion, size=data["size"], num_frames=data["num_frames"], conditioner=conditioner,
+                   fps=data.get("fps") or 8.0, audio_rate=data.get("audio_rate", 16000), device=device,
+                   precision=precision)
 
     @torch.no_grad()
     def __call__(self, num_videos: int = 1, *, num_frames: Optional[int] = None, context=None,
                  context_frames: Optional[int] = None, first_frame=None, last_frame=None, steps: int = 50,
                  sampler: str = "ddim", seed: Optional[int] = None, spacing: str = "leading",
-                 overlap: Optional[int] = None, long_mode: str = "sliding", progress: bool = True,
-                 **sampler_options) -> Video:
+                 overlap: Optional[int] = None, long_mode: str = "sliding", prompt=None, negative_prompt=None,
+                 image=None, audio=None, guidance: float = 1.0, image_guidance: float = 1.0,
+                 audio_guidance: float = 1.0, progress: bool = True, **sampler_options) -> Video:
         """Generate, predict, interpolate or animate clips of any length with one call.
 
         Args:
@@ -116,6 +139,14 @@ class VideoPipeline:
             overlap: frames a new window shares with the previous one in long videos (default: window // 4).
             long_mode: "sliding" (each window continues the last `overlap` frames) or "keyframes" (first
                 every (window - 1)-th frame, then the gaps in interpolation mode).
+            prompt: text (or one per clip) for a text-conditioned model.
+            negative_prompt: text to steer away from; replaces the unconditional branch of text guidance.
+            image: a reference image (path, array or tensor) for a model with an image encoder.
+            audio: a sound track: an audio or video file path, or float (A,) / (B, A) samples at the
+                model's audio rate; it is cut or padded to num_frames / fps seconds, frame t to frame t.
+            guidance: classifier-free guidance scale of the text (1 = plain conditional).
+            image_guidance: guidance scale of the reference image.
+            audio_guidance: guidance scale of the audio.
             progress: show a progress bar.
             **sampler_options: passed to the sampler, e.g. `eta=` for DDIM, `variance=` for DDPM.
         Returns:
@@ -134,16 +165,54 @@ class VideoPipeline:
         if total > window and not 1 <= overlap < window:
             raise ValueError(f"overlap must be in [1, {window - 1}] for a {window}-frame window, got {overlap}")
         plan = self._plan(total, window, overlap, long_mode)
+        conds = self.conditions(batch, total, prompt=prompt, negative_prompt=negative_prompt, image=image,
+                                audio=audio, scales={"text": guidance, "image": image_guidance,
+                                                     "audio": audio_guidance})
         generator = torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
         bar = tqdm(total=len(plan) * steps, desc=f"sample ({sampler})", unit="step", disable=not progress)
         for start, length, keep in plan:
-            frames = self._window(known, batch, start, length, steps=steps, sampler=sampler, spacing=spacing,
-                                  generator=generator, bar=bar, **sampler_options)  # (B, C, L, H, W)
+            frames = self._window(known, batch, start, length, conds=conds, steps=steps, sampler=sampler,
+                                  spacing=spacing, generator=generator, bar=bar,
+                                  **sampler_options)  # (B, C, L, H, W)
             for i in keep:
                 known.setdefault(start + i, frames[:, :, i])
         bar.close()
         video = torch.stack([known[p] for p in range(total)], dim=2)  # (B, C, T, H, W)
         return Video(to_uint8(video.float().cpu()))
+
+    @torch.no_grad()
+    def edit(self, video, *, strength: float = 0.6, prompt=None, negative_prompt=None, image=None, audio=None,
+             guidance: float = 1.0, image_guidance: float = 1.0, audio_guidance: float = 1.0, steps: int = 50,
+             sampler: str = "ddim", seed: Optional[int] = None, spacing: str = "leading",
+             progress: bool = True, **sampler_options) -> Video:
+        """Re-generate a clip under new conditions, keeping its layout (SDEdit); the frame count is kept.
+
+        Args:
+            video: the source clip(s): a file path, uint8 (T, H, W, C) / (B, T, H, W, C) or float (B, C, T, H, W).
+            strength: how far to noise the source, in (0, 1]: near 0 keeps it, 1 ignores it.
+            prompt, negative_prompt, image, audio, guidance, image_guidance, audio_guidance: as in `__call__`.
+            steps: sampler steps over the whole schedule (about strength * steps are taken).
+            sampler, seed, spacing, progress, **sampler_options: as in `__call__`.
+        Returns:
+            a `Video` with the source's frame count.
+        """
+        x0 = self._as_video(video)  # (B, C, T, H, W)
+        b, _, t = x0.shape[:3]
+        chain, scales = self.conditions(b, t, prompt=prompt, negative_prompt=negative_prompt, image=image,
+                                        audio=audio, scales={"text": guidance, "image": image_guidance,
+                                                             "audio": audio_guidance})
+        denoise = Denoiser(self.model, self.schedule, prediction=self.diffusion.prediction,
+                           learned_variance=self.model.config.learned_variance)
+        denoise = guided(denoise, [{"cond": c} for c in chain], scales) if scales else bind(denoise, cond=chain[-1])
+        generator = torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
+        bar = tqdm(desc=f"edit ({sampler})", unit="step", disable=not progress)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        with autocast:
+            out = edit(clip_x0(denoise, schedule=self.schedule), x0, strength=strength, schedule=self.schedule,
+                       sampler=sampler, num_steps=steps, spacing=spacing, generator=generator,
+                       callback=lambda info: bar.update(1), **sampler_options)
+        bar.close()
+        return Video(to_uint8(out.float().cpu()), fps=round(self.fps))
 
     # ---- long videos: which windows, in which order ----
 
@@ -162,7 +231,7 @@ class VideoPipeline:
         fill = [(k, n, range(n)) for k, n in zip(keys, lengths)]  # interpolation between known ends
         return first + fill
 
-    def _window(self, known: dict, batch: int, start: int, length: int, *, steps: int, sampler: str,
+    def _window(self, known: dict, batch: int, start: int, length: int, *, conds, steps: int, sampler: str,
                 spacing: str, generator: torch.Generator, bar, **options) -> torch.Tensor:
         """Sample one window of `length` frames from `start`, with the frames already known kept exact."""
         c, hw = self.model.config.in_channels, (self.size, self.size)
@@ -174,14 +243,76 @@ class VideoPipeline:
         frames = FrameMask(mask=mask, frames=given)
         denoise = Denoiser(self.model, self.schedule, prediction=self.diffusion.prediction,
                            learned_variance=self.model.config.learned_variance)
-        conditioned = bind(denoise, frames=frames) if self.model.config.frame_conditioning else denoise
-        guided = keep_known(clip_x0(conditioned, schedule=self.schedule), frames, schedule=self.schedule)
+        base = {"frames": frames} if self.model.config.frame_conditioning else {}
+        chain, scales = conds
+        if scales:  # classifier-free guidance: one more model call per guided condition
+            window_chain = [{**base, "cond": _frames_of(c, start, length)} for c in chain]
+            conditioned = guided(denoise, window_chain, scales)
+        else:
+            conditioned = bind(denoise, **base, cond=_frames_of(chain[-1], start, length))
+        guided_x0 = keep_known(clip_x0(conditioned, schedule=self.schedule), frames, schedule=self.schedule)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with autocast:
-            x0 = generate(guided, (batch, c, length, *hw), schedule=self.schedule, sampler=sampler,
+            x0 = generate(guided_x0, (batch, c, length, *hw), schedule=self.schedule, sampler=sampler,
                           num_steps=steps, spacing=spacing, generator=generator, device=self.device,
                           callback=lambda info: bar.update(1), **options)
         return x0.float()
+
+    # ---- user inputs -> conditions ----
+
+    def conditions(self, batch: int, num_frames: int, *, prompt=None, negative_prompt=None, image=None, audio=None,
+                   scales: Optional[dict] = None) -> tuple[list[Optional[Cond]], list[float]]:
+        """The guidance chain for these inputs: Conds with none, then one more, ... of the given conditions, and scales.
+
+        With every scale 1 and no negative prompt the chain is just [full Cond] and no scale: one model call.
+        """
+        scales = scales or {}
+        given = {"text": prompt, "image": image, "audio": audio}
+        given = {k: v for k, v in given.items() if v is not None}
+        if negative_prompt is not None and prompt is None:
+            raise ValueError("negative_prompt needs a prompt")
+        if given and self.conditioner is None:
+            raise ValueError(f"this model takes no conditions, got {sorted(given)}; it was trained unconditioned")
+        for name, scale in scales.items():
+            if name not in given and scale != 1:
+                raise ValueError(f"a guidance scale for {name} ({scale}) but no {name} was given")
+        parts = {name: self.conditioner.encode(name, self._cond_input(name, value, batch, num_frames))[0]
+                 for name, value in given.items()}
+        if not parts:
+            return [None], []
+        negative = None
+        if negative_prompt is not None:
+            negative = self.conditioner.encode("text", self._cond_input("text", negative_prompt, batch, num_frames))[0]
+        names = list(parts)
+        if negative is None and all(scales.get(n, 1.0) == 1 for n in names):
+            return [Cond.cat(list(parts.values()))], []
+        chain = [Cond.cat([negative]) if negative is not None else None]
+        chain += [Cond.cat([parts[n] for n in names[: k + 1]]) for k in range(len(names))]
+        return chain, [float(scales.get(n, 1.0)) for n in names]
+
+    def _cond_input(self, name: str, value, batch: int, num_frames: int):
+        """User input -> what the encoder takes: list[str] (B), image (B, C, H, W) or log-mel (B, n_mels, S)."""
+        if name == "text":
+            texts = [value] if isinstance(value, str) else list(value)
+            if len(texts) == 1:
+                texts = texts * batch
+            if len(texts) != batch:
+                raise ValueError(f"{len(texts)} prompts for {batch} clips")
+            return texts
+        if name == "image":
+            img = self._as_video(value, image=True)[:, :, 0]  # (B', C, H, W)
+            return img.expand(batch, *img.shape[1:]) if img.shape[0] == 1 else img
+        cfg = self.conditioner.config
+        if isinstance(value, (str, Path)):
+            value = read_audio(value, self.audio_rate)
+        wave = torch.as_tensor(np.asarray(value, dtype=np.float32))
+        wave = wave[None] if wave.ndim == 1 else wave  # (B', A)
+        if wave.ndim != 2:
+            raise ValueError(f"audio must be samples (A,) or (B, A), got shape {tuple(wave.shape)}")
+        wave = fit_length(wave, int(round(num_frames * self.audio_rate / self.fps)))
+        mel = log_mel(wave, rate=self.audio_rate, fps=self.fps, num_frames=num_frames, n_mels=cfg.n_mels,
+                      steps_per_frame=cfg.audio_steps_per_frame)
+        return mel.expand(batch, *mel.shape[1:]) if mel.shape[0] == 1 else mel
 
     # ---- user inputs -> known frames ----
 

@@ -26,11 +26,41 @@ class Prediction:
 
 @dataclass
 class Cond:
-    """Condition tokens for cross-attention plus a pooled vector; any part may be absent."""
+    """Conditions: tokens for cross-attention, a pooled vector and frame-aligned vectors (FiLM); any may be absent.
+
+    A dropped condition (classifier-free guidance) has its tokens masked out and its vectors zeroed,
+    which the network treats exactly like an absent one.
+    """
 
     tokens: Optional[torch.Tensor] = None  # (B, L, D)
     mask: Optional[torch.Tensor] = None  # (B, L) bool, True = real token
     pooled: Optional[torch.Tensor] = None  # (B, D)
+    per_frame: Optional[torch.Tensor] = None  # (B, T, D), vector t belongs to frame t (e.g. audio)
+
+    def drop(self, keep: torch.Tensor) -> "Cond":
+        """This condition with the batch items where `keep` (B,) is False removed (masked, zeroed)."""
+        keep = keep.bool()
+        mask = None if self.tokens is None else self._mask() & keep[:, None]
+        zero = lambda v: None if v is None else v * keep.to(v.dtype).reshape(-1, *[1] * (v.ndim - 1))  # noqa: E731
+        return Cond(tokens=self.tokens, mask=mask, pooled=zero(self.pooled), per_frame=zero(self.per_frame))
+
+    def _mask(self) -> torch.Tensor:
+        if self.mask is not None:
+            return self.mask.bool()
+        return torch.ones(self.tokens.shape[:2], dtype=torch.bool, device=self.tokens.device)
+
+    @staticmethod
+    def cat(parts: list["Cond"]) -> "Cond":
+        """One Cond from several: tokens concatenated along L, pooled and per-frame vectors summed."""
+        tokened = [p for p in parts if p.tokens is not None]
+        tokens = torch.cat([p.tokens for p in tokened], dim=1) if tokened else None
+        mask = torch.cat([p._mask() for p in tokened], dim=1) if tokened else None
+
+        def total(name):
+            vs = [getattr(p, name) for p in parts if getattr(p, name) is not None]
+            return sum(vs[1:], vs[0]) if vs else None
+
+        return Cond(tokens=tokens, mask=mask, pooled=total("pooled"), per_frame=total("per_frame"))
 
 
 @dataclass

@@ -87,6 +87,9 @@ class MovingDigitsConfig:
     seed: int = 0  # item i is a pure function of (seed, split, i)
     min_speed: float = 1.5  # slowest speed, pixels per frame along the direction
     max_speed: float = 2.5  # fastest speed, pixels per frame along the direction
+    audio: bool = False  # also yield a sound track: a tone whose pitch follows each digit's height, clicks at bounces
+    audio_rate: int = 16000  # audio sample rate in Hz
+    fps: float = 8.0  # nominal frame rate: how much audio one frame spans
 
     def __post_init__(self):
         if self.size < 24:
@@ -106,6 +109,8 @@ class MovingDigitsConfig:
             raise ValueError(f"length must be >= 1, got {self.length}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.audio_rate < 1000 or self.fps <= 0:
+            raise ValueError(f"need audio_rate >= 1000 and fps > 0, got {self.audio_rate}, {self.fps}")
         room = self.size - self.digit_size  # free travel per axis; a step must not exceed it
         if not 0 < self.min_speed <= self.max_speed <= room:
             raise ValueError(
@@ -142,6 +147,42 @@ def _caption(tracks: list[DigitTrack]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
+PITCH_RANGE = (220.0, 880.0)  # Hz of a digit at the bottom and at the top of the frame
+
+
+def digit_pitch(positions: np.ndarray, room: int) -> np.ndarray:
+    """Tone frequency (T,) of a digit track: PITCH_RANGE[1] at the top (y = 0), PITCH_RANGE[0] at the bottom."""
+    lo, hi = PITCH_RANGE
+    height = 1 - positions[:, 0] / max(room, 1)  # 1 at the top, 0 at the bottom
+    return lo * (hi / lo) ** height
+
+
+def bounce_frames(positions: np.ndarray) -> np.ndarray:
+    """Frames (indices t) at which a track's motion reversed on either axis between t - 1 and t + 1."""
+    step = np.sign(np.diff(positions, axis=0))  # (T - 1, 2)
+    flipped = (step[1:] * step[:-1] < 0).any(axis=1)  # (T - 2,)
+    return np.nonzero(flipped)[0] + 1
+
+
+def _synth_audio(tracks: list["DigitTrack"], cfg: "MovingDigitsConfig", rng: np.random.Generator) -> np.ndarray:
+    """Mono float32 (A,): per digit a tone whose pitch follows its height, plus a click at each bounce."""
+    per_frame = cfg.audio_rate / cfg.fps
+    n = int(round(per_frame * cfg.num_frames))
+    times = (np.arange(n) + 0.5) / per_frame - 0.5  # sample time in frames, frame centres at integers
+    audio = np.zeros(n)
+    click = rng.standard_normal(int(0.004 * cfg.audio_rate)) * np.exp(-np.arange(int(0.004 * cfg.audio_rate))
+                                                                     / (0.001 * cfg.audio_rate))
+    for tr in tracks:
+        pitch = digit_pitch(tr.positions.astype(np.float64), cfg.size - cfg.digit_size)  # (T,)
+        freq = np.interp(times, np.arange(cfg.num_frames), pitch)  # (A,) Hz, smooth between frames
+        audio += 0.25 * np.sin(2 * np.pi * np.cumsum(freq) / cfg.audio_rate)
+        for t in bounce_frames(tr.positions):
+            start = int(round(t * per_frame))
+            piece = click[: n - start]
+            audio[start : start + len(piece)] += 0.5 * piece
+    return np.clip(audio, -1, 1).astype(np.float32)
+
+
 class MovingDigits(torch.utils.data.Dataset):
     """Real handwritten digits bouncing in a dark square, generated deterministically on the fly."""
 
@@ -173,6 +214,10 @@ class MovingDigits(torch.utils.data.Dataset):
             tracks.append(DigitTrack(image_index, int(classes[image_index]), direction, speed, positions))
         return tracks
 
+    def caption(self, index: int) -> str:
+        """The caption of item `index`, without rendering it."""
+        return _caption(self.tracks(index))
+
     def __getitem__(self, index: int) -> dict:
         """{"video": float (1, T, size, size) in [-1, 1], "caption": str, "labels": long (max_digits, 2)}."""
         cfg = self.config
@@ -188,7 +233,11 @@ class MovingDigits(torch.utils.data.Dataset):
         labels = torch.full((cfg.max_digits, 2), -1, dtype=torch.long)  # rows (digit, direction)
         for row, tr in enumerate(tracks):
             labels[row] = torch.tensor([tr.digit, tr.direction])
-        return {"video": video, "caption": _caption(tracks), "labels": labels}
+        item = {"video": video, "caption": _caption(tracks), "labels": labels}
+        if cfg.audio:
+            rng = np.random.default_rng([cfg.seed, self._split_id, index, 1])
+            item["audio"] = torch.from_numpy(_synth_audio(tracks, cfg, rng))  # (A,)
+        return item
 
 
 # ---- registry ----

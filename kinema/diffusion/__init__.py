@@ -1,14 +1,14 @@
 """The diffusion math: schedules, the forward process, losses, denoisers and samplers."""
 
 from .denoiser import Denoiser, DenoiseFn, bind
-from .guidance import clip_x0, keep_known
+from .guidance import clip_x0, guided, keep_known
 from .losses import LOSS_TYPES, training_loss
 from .process import q_posterior, q_sample, to_prediction
-from .samplers import SAMPLERS, generate, get_sampler, sample_ddim, sample_ddpm
+from .samplers import SAMPLERS, edit, generate, get_sampler, sample_ddim, sample_ddpm
 from .schedules import SCHEDULES, SPACINGS, Schedule, make_schedule, respace, spaced_timesteps
 
 __all__ = [
-    "Denoiser", "DenoiseFn", "bind", "clip_x0", "keep_known", "LOSS_TYPES", "training_loss", "q_posterior", "q_sample",
-    "to_prediction", "SAMPLERS", "generate", "get_sampler", "sample_ddim", "sample_ddpm", "SCHEDULES", "SPACINGS",
+    "Denoiser", "DenoiseFn", "bind", "clip_x0", "guided", "keep_known", "LOSS_TYPES", "training_loss", "q_posterior", "q_sample",
+    "to_prediction", "SAMPLERS", "edit", "generate", "get_sampler", "sample_ddim", "sample_ddpm", "SCHEDULES", "SPACINGS",
     "Schedule", "make_schedule", "respace", "spaced_timesteps",
 ]

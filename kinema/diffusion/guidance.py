@@ -41,3 +41,28 @@ def keep_known(denoise: DenoiseFn, frames: FrameMask, *, schedule: Schedule) -> 
         return Prediction(x0=x0, eps=torch.where(m, eps_known, pred.eps), var_frac=pred.var_frac)
 
     return kept
+
+
+def guided(denoise, chain: list[dict], scales: list[float]) -> DenoiseFn:
+    """Classifier-free guidance over a chain of conditions, one scale per added condition (Ho & Salimans 2022).
+
+    `chain[0]` holds the model kwargs with every guided condition dropped (or a negative prompt),
+    and each `chain[k]` adds one more condition to `chain[k-1]`. With p_k the prediction under
+    chain[k], the result is p_0 + sum_k scales[k-1] (p_k - p_{k-1}); all scales 1 give p_K, the
+    fully conditional prediction. x0 and eps are combined with the same weights (which sum to 1),
+    so they stay consistent with x_t.
+    """
+    if len(chain) != len(scales) + 1 or not scales:
+        raise ValueError(f"need one scale per added condition: {len(chain)} chain entries, {len(scales)} scales")
+    # p_0 + sum_k s_k (p_k - p_{k-1}) = sum_k w_k p_k with w_K = s_K, w_k = s_k - s_{k+1}, w_0 = 1 - s_1
+    weights = [1 - scales[0]] + [a - b for a, b in zip(scales, scales[1:])] + [scales[-1]]
+
+    terms = [(w, kwargs) for w, kwargs in zip(weights, chain) if w != 0]  # a zero weight needs no model call
+
+    def combined(x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
+        preds = [(w, denoise(x_t, t, **kwargs)) for w, kwargs in terms]
+        x0 = sum(w * p.x0 for w, p in preds)
+        eps = sum(w * p.eps for w, p in preds)
+        return Prediction(x0=x0, eps=eps, var_frac=preds[-1][1].var_frac)
+
+    return combined

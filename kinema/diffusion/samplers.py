@@ -129,3 +129,19 @@ def generate(denoise: DenoiseFn, shape: tuple[int, ...], *, schedule: Schedule, 
     x_T = torch.randn(shape, generator=generator, device=gen_device).to(device)
     return get_sampler(sampler)(denoise, x_T, timesteps, schedule=schedule, generator=generator,
                                 callback=callback, **options)
+
+
+def edit(denoise: DenoiseFn, x0: torch.Tensor, *, strength: float, schedule: Schedule, sampler: str = "ddim",
+         num_steps: int = 50, spacing: str = "leading", generator: Optional[torch.Generator] = None,
+         callback: Optional[Callable] = None, **options) -> torch.Tensor:
+    """SDEdit (Meng et al. 2022): noise x0 to t = strength (N - 1), then denoise from there with the named sampler."""
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    t_start = max(1, round(strength * (schedule.num_steps - 1)))
+    later = spaced_timesteps(schedule.num_steps, num_steps, spacing)
+    timesteps = torch.cat([torch.tensor([t_start]), later[later < t_start]])  # descending, starts at t_start
+    eps = _randn_like(x0, generator)
+    ab = alpha_bar_at(schedule, torch.full((x0.shape[0],), t_start, device=x0.device), x0)
+    x_t = (ab.sqrt() * x0 + (1 - ab).sqrt() * eps).to(x0.dtype)  # q(x_t | x0)
+    return get_sampler(sampler)(denoise, x_t, timesteps, schedule=schedule, generator=generator,
+                                callback=callback, **options)

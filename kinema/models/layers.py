@@ -77,9 +77,10 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """x (B, C_in, T, H, W), emb (B, E) -> (B, C_out, T, H, W)."""
+        """x (B, C_in, T, H, W), emb (B, E) or per frame (B, T, E) -> (B, C_out, T, H, W)."""
         h = self.time1(self.conv1(F.silu(self.norm1(x))))
-        scale, shift = rearrange(self.film(F.silu(emb)), "b (two c) -> two b c 1 1 1", two=2)
+        emb = emb if emb.ndim == 3 else emb[:, None]  # (B, T or 1, E)
+        scale, shift = rearrange(self.film(F.silu(emb)), "b t (two c) -> two b c t 1 1", two=2)
         h = self.norm2(h) * (1 + scale) + shift
         h = self.time2(self.conv2(self.dropout(F.silu(h))))
         return self.skip(x) + h
@@ -132,6 +133,39 @@ class TemporalAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*H*W, nh, T, d)
         out = self.proj(rearrange(out, "n nh t d -> n t (nh d)"))
         return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
+
+
+class CrossAttention(nn.Module):
+    """Every pixel of every frame attends to the condition tokens, plus a learned null token (pre-norm, residual).
+
+    The null token is always present, so a clip whose tokens are all masked (dropped or absent)
+    attends to it alone: no condition and a dropped condition give the same output.
+    """
+
+    def __init__(self, channels: int, cond_dim: int, head_dim: int, *, groups: int):
+        super().__init__()
+        self.heads = channels // head_dim
+        self.norm = FrameNorm(groups, channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(cond_dim, 2 * channels)
+        self.null_kv = nn.Parameter(torch.zeros(2 * channels))
+        self.proj = zero_(nn.Linear(channels, channels))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+        """x (B, C, T, H, W), tokens (B, L, D) or None, mask (B, L) bool -> (B, C, T, H, W)."""
+        b, c, t, h, w = x.shape
+        kv = self.null_kv.to(x.dtype).expand(b, 1, -1)  # (B, 1, 2C)
+        keep = torch.ones(b, 1, dtype=torch.bool, device=x.device)
+        if tokens is not None:
+            kv = torch.cat([kv, self.kv(tokens.to(kv.dtype))], dim=1)  # (B, 1 + L, 2C)
+            mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask.bool()
+            keep = torch.cat([keep, mask], dim=1)
+        seq = rearrange(self.norm(x), "b c t h w -> b (t h w) c")
+        q = rearrange(self.q(seq), "b n (nh d) -> b nh n d", nh=self.heads)
+        k, v = rearrange(kv, "b l (two nh d) -> two b nh l d", two=2, nh=self.heads)
+        out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), attn_mask=rearrange(keep, "b l -> b 1 1 l"))
+        out = self.proj(rearrange(out, "b nh n d -> b n (nh d)"))
+        return x + rearrange(out, "b (t h w) c -> b c t h w", t=t, h=h)
 
 
 class Downsample(nn.Module):

@@ -10,10 +10,12 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+VOCAB_FILE = "text_vocab.json"
 
 # ---- atomic file helpers (shared with training checkpoints) ----
 
@@ -66,8 +68,9 @@ def _kinema_version() -> str:
     return str(getattr(kinema, "__version__", "0"))
 
 
-def save_model_dir(out_dir: str | os.PathLike, model: nn.Module, config: dict) -> Path:
-    """Write config.json and model.safetensors into `out_dir`, each atomically; return the dir."""
+def save_model_dir(out_dir: str | os.PathLike, model: nn.Module, config: dict, *,
+                   extra: Optional[dict[str, nn.Module]] = None, vocab: Optional[list[str]] = None) -> Path:
+    """Write config.json, model.safetensors, `<name>.safetensors` per extra module and text_vocab.json, atomically."""
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict, got {type(config).__name__}")
     if "kinema_version" in config:
@@ -78,8 +81,13 @@ def save_model_dir(out_dir: str | os.PathLike, model: nn.Module, config: dict) -
         raise ValueError(f"config is not JSON-serialisable: {err}") from err
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    weights = _unshared(model.state_dict())
-    _atomic_write(out / "model.safetensors", lambda tmp: save_file(weights, str(tmp), metadata={"format": "pt"}))
+    for name, module in {"model": model, **(extra or {})}.items():
+        weights = _unshared(module.state_dict())
+        _atomic_write(out / f"{name}.safetensors",
+                      lambda tmp, w=weights: save_file(w, str(tmp), metadata={"format": "pt"}))
+    if vocab is not None:
+        words = json.dumps(list(vocab), indent=0) + "\n"
+        _atomic_write(out / VOCAB_FILE, lambda tmp: tmp.write_text(words))
     _atomic_write(out / "config.json", lambda tmp: tmp.write_text(text))
     _fsync_dir(out)
     return out
@@ -97,9 +105,18 @@ def _model_file(model_dir: str | os.PathLike, name: str) -> Path:
     return path
 
 
-def load_model_weights(model_dir: str | os.PathLike) -> dict[str, Tensor]:
-    """Return the state dict stored in model_dir/model.safetensors (CPU tensors)."""
-    return load_file(_model_file(model_dir, "model.safetensors"))
+def load_model_weights(model_dir: str | os.PathLike, name: str = "model") -> dict[str, Tensor]:
+    """Return the state dict stored in model_dir/<name>.safetensors (CPU tensors)."""
+    return load_file(_model_file(model_dir, f"{name}.safetensors"))
+
+
+def read_vocab(model_dir: str | os.PathLike) -> list[str]:
+    """The text encoder's vocabulary saved beside the weights."""
+    path = _model_file(model_dir, VOCAB_FILE)
+    words = json.loads(path.read_text())
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise ValueError(f"{path} must hold a JSON list of words")
+    return words
 
 
 def read_model_config(model_dir: str | os.PathLike) -> dict:

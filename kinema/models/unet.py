@@ -13,8 +13,9 @@ from einops import repeat
 from torch import nn
 
 from ..config import UNetConfig
-from ..types import FrameMask
+from ..types import Cond, FrameMask
 from .layers import (
+    CrossAttention,
     Downsample,
     FrameNorm,
     ResBlock,
@@ -30,20 +31,25 @@ from .layers import (
 
 
 class Block(nn.Module):
-    """A ResBlock followed by temporal and, at low resolution, spatial self-attention."""
+    """A ResBlock, then spatial self-attention (low resolution), cross-attention (if conditioned), temporal attention."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, cfg: UNetConfig, *, spatial_attention: bool):
         super().__init__()
         self.res = ResBlock(c_in, c_out, emb_dim, groups=cfg.norm_groups, dropout=cfg.dropout)
         self.spatial = (SpatialAttention(c_out, cfg.head_dim, groups=cfg.norm_groups)
                         if spatial_attention else nn.Identity())
+        self.cross = (CrossAttention(c_out, cfg.cond_dim, cfg.head_dim, groups=cfg.norm_groups)
+                      if cfg.cond_dim else None)
         self.temporal = (TemporalAttention(c_out, cfg.head_dim, groups=cfg.norm_groups,
                                            max_relative_position=cfg.max_relative_position)
                          if cfg.temporal_attention else nn.Identity())
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, T, H, W) -> (B, C_out, T, H, W)."""
-        return self.temporal(self.spatial(self.res(x, emb)))
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, cond: Optional[Cond] = None) -> torch.Tensor:
+        """(B, C_in, T, H, W), emb (B, E) or (B, T, E) -> (B, C_out, T, H, W)."""
+        h = self.spatial(self.res(x, emb))
+        if self.cross is not None:
+            h = self.cross(h, cond.tokens if cond else None, cond.mask if cond else None)
+        return self.temporal(h)
 
 
 # ---- the UNet ----
@@ -58,6 +64,9 @@ class SpaceTimeUNet(nn.Module):
         ch = cfg.channels
         emb_dim = 4 * ch
         self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if cfg.cond_dim:  # no bias: a zero (dropped) vector adds exactly nothing
+            self.pooled_proj = nn.Linear(cfg.cond_dim, emb_dim, bias=False)
+            self.frame_proj = nn.Linear(cfg.cond_dim, emb_dim, bias=False)
         self.stem = spatial_conv(cfg.input_channels, ch)
 
         widths = [ch * m for m in cfg.channel_mult]
@@ -113,20 +122,37 @@ class SpaceTimeUNet(nn.Module):
         mask = repeat(frames.mask.to(x.dtype), "b t -> b 1 t h w", h=h, w=w)
         return torch.cat([x, frames.frames.to(x.dtype) * mask, mask], dim=1)  # (B, 2C+1, T, H, W)
 
-    def forward(self, x: torch.Tensor, step: torch.Tensor, frames: Optional[FrameMask] = None) -> torch.Tensor:
-        """x (B, C, T, H, W), step (B,) diffusion step, known frames -> (B, out_channels, T, H, W)."""
-        self.check_input(x)
+    def embedding(self, step: torch.Tensor, x: torch.Tensor, cond: Optional[Cond]) -> torch.Tensor:
+        """The FiLM input: step embedding + pooled condition (B, E), + frame-aligned conditions -> (B, T, E)."""
         emb = self.time_mlp(timestep_embedding(step.reshape(-1).expand(x.shape[0]), self.config.channels))
+        if cond is None:
+            return emb
+        if not self.config.cond_dim:
+            raise ValueError("this model was trained without conditions (model.cond_dim is 0); it takes no cond")
+        if cond.pooled is not None:
+            emb = emb + self.pooled_proj(cond.pooled.to(emb.dtype))
+        if cond.per_frame is not None:
+            if cond.per_frame.shape[:2] != (x.shape[0], x.shape[2]):
+                raise ValueError(f"per-frame condition {tuple(cond.per_frame.shape)} does not match "
+                                 f"(B, T) = {(x.shape[0], x.shape[2])} of the video")
+            emb = emb[:, None] + self.frame_proj(cond.per_frame.to(emb.dtype))  # (B, T, E)
+        return emb
+
+    def forward(self, x: torch.Tensor, step: torch.Tensor, frames: Optional[FrameMask] = None,
+                cond: Optional[Cond] = None) -> torch.Tensor:
+        """x (B, C, T, H, W), step (B,) diffusion step, known frames, conditions -> (B, out_channels, T, H, W)."""
+        self.check_input(x)
+        emb = self.embedding(step, x, cond)  # (B, E) or (B, T, E)
         h = self.stem(self.frame_input(x, frames))  # (B, ch, T, H, W)
         hs = [h]
         for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, Block) else layer(h)
+            h = layer(h, emb, cond) if isinstance(layer, Block) else layer(h)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, emb)
+            h = layer(h, emb, cond)
         for layer in self.up:
             if isinstance(layer, Block):
-                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb, cond)
             else:
                 h = layer(h)
         return self.head(h)

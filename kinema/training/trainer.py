@@ -24,8 +24,10 @@ from tqdm.auto import tqdm
 
 from ..config import Config, resolve_precision, to_dict
 from ..data import build_dataset, draw_masks, make_grid, to_uint8, write_video
-from ..diffusion import Denoiser, clip_x0, generate, make_schedule, training_loss
+from ..data.audio import log_mel
+from ..diffusion import Denoiser, bind, clip_x0, generate, make_schedule, training_loss
 from ..models import SpaceTimeUNet, count_parameters
+from ..models.encoders import Conditioner, Tokenizer
 from ..models.model_dir import save_model_dir
 from ..types import FrameMask
 from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -51,10 +53,22 @@ class StepBatchSampler(Sampler):
             step += 1
 
 
-def model_dir_config(config: Config) -> dict:
-    """What a model directory records: enough to rebuild the network and sample from it."""
-    return {"model": to_dict(config.model), "diffusion": to_dict(config.diffusion),
-            "data": {"kind": config.data.kind, "size": config.data.size, "num_frames": config.data.num_frames}}
+def model_dir_config(config: Config, fps: Optional[float] = None) -> dict:
+    """What a model directory records: enough to rebuild the network (and its encoders) and sample from it."""
+    dc = config.data
+    out = {"model": to_dict(config.model), "diffusion": to_dict(config.diffusion),
+           "data": {"kind": dc.kind, "size": dc.size, "num_frames": dc.num_frames}}
+    if config.cond.enabled:
+        out["cond"] = to_dict(config.cond)
+        out["data"].update(audio_rate=dc.audio_rate, fps=fps)
+    return out
+
+
+def collect_captions(dataset, limit: int = 5000) -> list[str]:
+    """Captions of up to `limit` items, read cheaply through `dataset.caption(i)` where the data set has it."""
+    n = min(len(dataset), limit)
+    read = getattr(dataset, "caption", None) or (lambda i: dataset[i]["caption"])
+    return [read(i) for i in range(n)]
 
 
 # ---- the trainer ----
@@ -71,32 +85,56 @@ class Trainer:
         torch.manual_seed(tc.seed + self.accelerator.process_index)
         self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
         self.step_count = 0
+        self.build_dataset()
         self.build_model()
         self.build_optimizer()
         if resume:
             self.restore()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if self.conditioner is not None:
+            self.conditioner = self.accelerator.prepare(self.conditioner)
         self.build_data()
 
     # ---- setup helpers ----
 
+    def build_dataset(self) -> None:
+        """The training clips (split "train")."""
+        dc = self.config.data
+        options = dict(audio=True, audio_rate=dc.audio_rate) if dc.audio else {}
+        self.dataset = build_dataset(dc.kind, size=dc.size, num_frames=dc.num_frames, max_digits=dc.max_digits,
+                                     length=dc.length, seed=dc.seed, split="train", **options)
+        self.fps = getattr(getattr(self.dataset, "config", None), "fps", None)
+
     def build_model(self) -> None:
-        """The network and its EMA copy."""
-        self.model = SpaceTimeUNet(self.config.model)
+        """The network, the condition encoders (if any) and their EMA copies."""
+        cfg = self.config
+        self.model = SpaceTimeUNet(cfg.model)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.conditioner = self.ema_conditioner = self.tokenizer = None
+        if cfg.cond.enabled:
+            if cfg.cond.text == "gru":
+                self.tokenizer = Tokenizer.build(collect_captions(self.dataset))
+            self.conditioner = Conditioner(cfg.cond, cfg.model.cond_dim, in_channels=cfg.model.in_channels,
+                                           tokenizer=self.tokenizer)
+            self.ema_conditioner = copy.deepcopy(self.conditioner).requires_grad_(False).eval()
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Every trained parameter: the UNet's and the encoders'."""
+        params = list(self.model.parameters())
+        if self.conditioner is not None:
+            params += [p for p in self.conditioner.parameters() if p.requires_grad]
+        return params
 
     def build_optimizer(self) -> None:
         """AdamW with a linear warm-up to the peak LR."""
         tc = self.config.train
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
         warmup = max(tc.warmup_steps, 1)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
     def build_data(self) -> None:
         """A DataLoader whose batches depend only on the step, so a resumed run sees the same data."""
         dc, tc = self.config.data, self.config.train
-        self.dataset = build_dataset(dc.kind, size=dc.size, num_frames=dc.num_frames, max_digits=dc.max_digits,
-                                     length=dc.length, seed=dc.seed, split="train")
         sampler = StepBatchSampler(len(self.dataset), tc.batch_size, seed=tc.seed,
                                    process=self.accelerator.process_index, start_step=self.step_count,
                                    micro=tc.grad_accum)
@@ -112,6 +150,9 @@ class Trainer:
         step, state = load_checkpoint(self.out)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+        if self.conditioner is not None:
+            self.conditioner.load_state_dict(state["conditioner"])
+            self.ema_conditioner.load_state_dict(state["ema_conditioner"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         rngs = state["rng"]  # one per process of the run that saved it
@@ -130,8 +171,33 @@ class Trainer:
             mask = mask.to(x0.device)
             extra["frames"] = FrameMask(mask=mask, frames=x0 * rearrange(mask, "b t -> b 1 t 1 1"))
             extra["weight"] = rearrange(1 - mask, "b t -> b 1 t 1 1")
-        return training_loss(self.model, x0, schedule=self.schedule, prediction=dcfg.prediction,
-                             loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance, **extra)
+        kl = None
+        if self.conditioner is not None:
+            cc = self.config.cond
+            rates = {"text": cc.drop_text, "image": cc.drop_image, "audio": cc.drop_audio}
+            keep = {n: torch.rand(x0.shape[0]) >= rates[n] for n in rates}  # CFG: drop each condition per clip
+            extra["cond"], kl = self.encode(self.conditioner, batch, keep=keep, sample_latent=True)
+        terms = training_loss(self.model, x0, schedule=self.schedule, prediction=dcfg.prediction,
+                              loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance, **extra)
+        if kl is not None and self.config.cond.image:
+            terms["kl"] = kl.mean()
+            terms["loss"] = terms["loss"] + self.config.cond.kl_weight * terms["kl"]
+        return terms
+
+    def encode(self, conditioner, batch: dict, **options):
+        """The batch's conditions (caption, first frame, audio features) through `conditioner`: (Cond, KL (B,))."""
+        cc, video = self.config.cond, batch["video"]
+        inputs = {}
+        if cc.text != "none":
+            inputs["text"] = list(batch["caption"])
+        if cc.image:
+            inputs["image"] = video[:, :, 0]  # the reference image: the clip's first frame
+        if cc.audio:
+            audio = batch["audio"]  # (B, A) covering exactly the clip
+            fps = self.config.data.audio_rate * video.shape[2] / audio.shape[-1]
+            inputs["audio"] = log_mel(audio, rate=self.config.data.audio_rate, fps=fps, num_frames=video.shape[2],
+                                      n_mels=cc.n_mels, steps_per_frame=cc.audio_steps_per_frame)
+        return conditioner(video.shape[0], **inputs, **options)
 
     def step(self, batches: list[dict]) -> dict:
         """forward -> loss -> backward (accumulated) -> clip -> optimizer -> LR -> EMA; returns scalars."""
@@ -141,16 +207,18 @@ class Trainer:
             with nullcontext() if last else self.accelerator.no_sync(self.model):
                 terms = self.loss(batch)
                 self.accelerator.backward(terms["loss"] / len(batches))
-            for k in ("loss", "mse", "vb"):
+            for k in ("loss", "mse", "vb", "kl"):
                 if k in terms:
                     logs[k] = logs.get(k, 0.0) + terms[k].item() / len(batches)
-        params = self.model.parameters()
-        logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(params, tc.grad_clip or math.inf))
+        logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.parameters(), tc.grad_clip or math.inf))
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        ema_update(self.ema, self.accelerator.unwrap_model(self.model), ema_decay(self.step_count, tc.ema_decay))
+        decay = ema_decay(self.step_count, tc.ema_decay)
+        ema_update(self.ema, self.accelerator.unwrap_model(self.model), decay)
+        if self.conditioner is not None:
+            ema_update(self.ema_conditioner, self.accelerator.unwrap_model(self.conditioner), decay)
         self.step_count += 1
         return logs
 
@@ -205,8 +273,14 @@ class Trainer:
         state = {"model": self.accelerator.unwrap_model(self.model).state_dict(), "ema": self.ema.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
                  "rng": rngs, "config": to_dict(self.config)}
+        extra = {}
+        if self.conditioner is not None:
+            state["conditioner"] = self.accelerator.unwrap_model(self.conditioner).state_dict()
+            state["ema_conditioner"] = self.ema_conditioner.state_dict()
+            extra["conditioner"] = self.ema_conditioner
         save_checkpoint(self.out, self.step_count, state, keep=self.config.train.keep_checkpoints)
-        save_model_dir(self.out / "model", self.ema, model_dir_config(self.config))
+        save_model_dir(self.out / "model", self.ema, model_dir_config(self.config, self.fps), extra=extra,
+                       vocab=self.tokenizer.words if self.tokenizer else None)
 
     @torch.no_grad()
     def sample_grid(self, step: int) -> Optional[Path]:
@@ -219,12 +293,19 @@ class Trainer:
         shape = (tc.num_samples, self.config.model.in_channels, dc.num_frames, dc.size, dc.size)
         device = self.accelerator.device
         self.ema.to(device)
+        captions = None
+        if self.ema_conditioner is not None:  # the conditions of the first training clips, unguided
+            batch = torch.utils.data.default_collate([self.dataset[i] for i in range(tc.num_samples)])
+            cond, _ = self.encode(self.ema_conditioner.to(device), batch)
+            denoise, captions = bind(denoise, cond=cond), batch["caption"]
         with self.accelerator.autocast():
             x0 = generate(clip_x0(denoise, schedule=self.schedule), shape, schedule=self.schedule,
                           sampler="ddim", num_steps=tc.sample_steps,
                           generator=torch.Generator(device).manual_seed(tc.seed), device=device)
         path = self.out / "samples" / f"step_{step:08d}.gif"
         write_video(path, make_grid(to_uint8(x0.float().cpu())), fps=8)
+        if captions:
+            path.with_suffix(".txt").write_text("".join(f"{i}: {c}\n" for i, c in enumerate(captions)))
         return path
 
     def plot_loss(self) -> Optional[Path]:
