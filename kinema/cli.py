@@ -142,11 +142,13 @@ def _sampling(args: argparse.Namespace) -> dict:
         path = getattr(args, name, None)
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"--{name.replace('_', '-')}: {path} does not exist")
-    options = {"eta": args.eta} if args.sampler == "ddim" else {}
+    options = {"eta": args.eta} if args.eta is not None else {}
+    if options and args.sampler not in ("ddim", "dpmpp_2m_sde"):
+        raise ValueError(f"--eta applies to ddim and dpmpp_2m_sde, not {args.sampler!r}")
     conds = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, image=args.ref_image, audio=args.audio,
                  guidance=args.guidance, image_guidance=args.image_guidance, audio_guidance=args.audio_guidance)
-    return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, overlap=args.overlap,
-                long_mode=args.long_mode, **conds, **options)
+    return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, spacing=args.spacing,
+                overlap=args.overlap, long_mode=args.long_mode, **conds, **options)
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] = ("--image", "--ref-image")) -> None:
@@ -158,9 +160,11 @@ def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] 
     p.add_argument("--image-guidance", type=float, default=1.0, help="reference-image guidance scale")
     p.add_argument("--audio", help="sound track: an audio or video file (a model with an audio encoder)")
     p.add_argument("--audio-guidance", type=float, default=1.0, help="audio guidance scale")
-    p.add_argument("--sampler", default="ddim", help="ddim (default) or ddpm")
+    p.add_argument("--sampler", default="ddim", help="ddim (default), ddpm, euler, heun, dpmpp_2m, dpmpp_2m_sde")
     p.add_argument("--steps", type=int, default=50, help="sampler steps per window (default 50)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic)")
+    p.add_argument("--spacing", choices=("leading", "linspace", "trailing", "karras"),
+                   help="timestep spacing (default: karras for euler / heun / dpmpp_*, leading otherwise)")
+    p.add_argument("--eta", type=float, help="noise of ddim (default 0, deterministic) or dpmpp_2m_sde (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overlap", type=int, help="frames shared by consecutive windows of a long video")
     p.add_argument("--long-mode", default="sliding", choices=("sliding", "keyframes"),

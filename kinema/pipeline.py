@@ -62,6 +62,11 @@ class Video:
 # ---- the pipeline ----
 
 
+def default_spacing(sampler: str) -> str:
+    """Karras spacing for the ODE / multistep solvers (their sigma-space steps suit it), DDIM's leading otherwise."""
+    return "karras" if sampler in ("euler", "heun", "dpmpp_2m", "dpmpp_2m_sde") else "leading"
+
+
 def _frames_of(cond: Optional[Cond], start: int, length: int) -> Optional[Cond]:
     """The part of a condition that belongs to frames start .. start + length - 1 (frame-aligned vectors are cut)."""
     if cond is None or cond.per_frame is None:
@@ -117,7 +122,7 @@ class VideoPipeline:
     @torch.no_grad()
     def __call__(self, num_videos: int = 1, *, num_frames: Optional[int] = None, context=None,
                  context_frames: Optional[int] = None, first_frame=None, last_frame=None, steps: int = 50,
-                 sampler: str = "ddim", seed: Optional[int] = None, spacing: str = "leading",
+                 sampler: str = "ddim", seed: Optional[int] = None, spacing: Optional[str] = None,
                  overlap: Optional[int] = None, long_mode: str = "sliding", prompt=None, negative_prompt=None,
                  image=None, audio=None, guidance: float = 1.0, image_guidance: float = 1.0,
                  audio_guidance: float = 1.0, progress: bool = True, **sampler_options) -> Video:
@@ -135,7 +140,8 @@ class VideoPipeline:
             steps: sampler steps per window (1..diffusion.num_steps).
             sampler: a name from `kinema.diffusion.SAMPLERS` ("ddpm", "ddim", ...).
             seed: makes the result reproducible; None draws a fresh one.
-            spacing: how steps are spread over the schedule: "leading", "linspace" or "trailing".
+            spacing: how steps are spread over the schedule: "leading", "linspace", "trailing" or "karras"
+                (default: karras for euler / heun / dpmpp_2m / dpmpp_2m_sde, leading for ddim / ddpm).
             overlap: frames a new window shares with the previous one in long videos (default: window // 4).
             long_mode: "sliding" (each window continues the last `overlap` frames) or "keyframes" (first
                 every (window - 1)-th frame, then the gaps in interpolation mode).
@@ -152,6 +158,7 @@ class VideoPipeline:
         Returns:
             a `Video` of uint8 (B, num_frames, H, W, C); given frames appear in it exactly.
         """
+        spacing = spacing or default_spacing(sampler)
         if long_mode not in ("sliding", "keyframes"):
             raise ValueError(f"long_mode must be 'sliding' or 'keyframes', got {long_mode!r}")
         known, batch = self._known_frames(num_videos, context, context_frames, first_frame, last_frame)
@@ -183,7 +190,7 @@ class VideoPipeline:
     @torch.no_grad()
     def edit(self, video, *, strength: float = 0.6, prompt=None, negative_prompt=None, image=None, audio=None,
              guidance: float = 1.0, image_guidance: float = 1.0, audio_guidance: float = 1.0, steps: int = 50,
-             sampler: str = "ddim", seed: Optional[int] = None, spacing: str = "leading",
+             sampler: str = "ddim", seed: Optional[int] = None, spacing: Optional[str] = None,
              progress: bool = True, **sampler_options) -> Video:
         """Re-generate a clip under new conditions, keeping its layout (SDEdit); the frame count is kept.
 
@@ -198,6 +205,7 @@ class VideoPipeline:
         """
         x0 = self._as_video(video)  # (B, C, T, H, W)
         b, _, t = x0.shape[:3]
+        spacing = spacing or default_spacing(sampler)
         chain, scales = self.conditions(b, t, prompt=prompt, negative_prompt=negative_prompt, image=image,
                                         audio=audio, scales={"text": guidance, "image": image_guidance,
                                                              "audio": audio_guidance})

@@ -17,7 +17,7 @@ import torch
 from ..types import Prediction
 from .denoiser import DenoiseFn
 from .process import alpha_bar_at, learned_log_variance, q_posterior, step_log_variances
-from .schedules import Schedule, spaced_timesteps
+from .schedules import Schedule, timesteps_for
 
 VARIANCES = ("auto", "small", "large", "learned")
 
@@ -110,7 +110,97 @@ def sample_ddim(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, 
     return x
 
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ddpm": sample_ddpm, "ddim": sample_ddim}
+def _vp(schedule: Schedule, t: torch.Tensor, x: torch.Tensor):
+    """(alpha_t, sigma_t, lambda_t = log(alpha_t / sigma_t)) of x_t = alpha_t x0 + sigma_t eps, float64."""
+    ab = alpha_bar_at(schedule, t, x)
+    alpha, sigma = ab.sqrt(), (1 - ab).clamp_min(0).sqrt()
+    return alpha, sigma, alpha.log() - sigma.log()  # lambda = +inf at the clean end (sigma = 0)
+
+
+@torch.no_grad()
+def sample_euler(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
+                 generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None) -> torch.Tensor:
+    """Euler steps on the probability-flow ODE in sigma = sigma_t / alpha_t (Karras et al. 2022, Alg. 1, 1st order)."""
+    x = x_T
+    for i, t, s in _steps(timesteps, x):
+        pred = denoise(x, t)
+        _report(callback, i, t, x, pred)
+        (a_t, s_t, _), (a_s, s_s, _) = _vp(schedule, t, x), _vp(schedule, s, x)
+        y, x0 = x.double() / a_t, pred.x0.double()  # y = x_t / alpha_t has noise level sigma = s_t / a_t
+        d = (y - x0) / (s_t / a_t)  # dy / dsigma (Alg. 1, l. 4)
+        y = y + (s_s / a_s - s_t / a_t) * d  # Euler step (l. 5)
+        x = (y * a_s).to(x_T.dtype)
+    return x
+
+
+@torch.no_grad()
+def sample_heun(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
+                generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None) -> torch.Tensor:
+    """Heun's 2nd-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1); Euler on the last step."""
+    x = x_T
+    for i, t, s in _steps(timesteps, x):
+        pred = denoise(x, t)
+        _report(callback, i, t, x, pred)
+        (a_t, s_t, _), (a_s, s_s, _) = _vp(schedule, t, x), _vp(schedule, s, x)
+        sig_t, sig_s = s_t / a_t, s_s / a_s
+        y = x.double() / a_t
+        d = (y - pred.x0.double()) / sig_t  # (l. 4)
+        y_next = y + (sig_s - sig_t) * d  # Euler predictor (l. 5)
+        if int(s[0]) >= 0:  # 2nd-order correction where sigma_next > 0 (l. 6-8)
+            x0_next = denoise((y_next * a_s).to(x_T.dtype), s).x0.double()
+            d_next = (y_next - x0_next) / sig_s
+            y_next = y + (sig_s - sig_t) * (d + d_next) / 2
+        x = (y_next * a_s).to(x_T.dtype)
+    return x
+
+
+def _dpmpp_2m(denoise, x_T, timesteps, schedule, generator, callback, eta: float) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, Alg. 2) and, for eta > 0, its SDE variant; data prediction throughout."""
+    x, x0_prev, h_prev = x_T, None, None
+    for i, t, s in _steps(timesteps, x):
+        pred = denoise(x, t)
+        _report(callback, i, t, x, pred)
+        (a_t, s_t, l_t), (a_s, s_s, l_s) = _vp(schedule, t, x), _vp(schedule, s, x)
+        x0 = pred.x0.double()
+        if int(s[0]) < 0:  # the last step lands on the data prediction itself (sigma_s = 0)
+            x = x0.to(x_T.dtype)
+            break
+        h = l_s - l_t
+        d = x0  # first order on the first step
+        if x0_prev is not None:  # 2nd-order multistep: D = (1 + 1/2r) x0 - 1/2r x0_prev, r = h_prev / h
+            r = h_prev / h
+            d = x0 + (x0 - x0_prev) / (2 * r)
+        if eta == 0:
+            x_next = (s_s / s_t) * x.double() - a_s * torch.expm1(-h) * d
+        else:  # SDE-DPM-Solver++(2M): eta scales the injected noise
+            noise = _randn_like(x, generator).double()
+            x_next = ((s_s / s_t) * torch.exp(-eta * h) * x.double() - a_s * torch.expm1(-(1 + eta) * h) * d
+                      + s_s * torch.sqrt(-torch.expm1(-2 * eta * h)) * noise)
+        x, x0_prev, h_prev = x_next.to(x_T.dtype), x0, h
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
+                    generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022): a deterministic 2nd-order multistep solver, good at 10-25 steps."""
+    return _dpmpp_2m(denoise, x_T, timesteps, schedule, generator, callback, eta=0.0)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
+                        generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None,
+                        eta: float = 1.0) -> torch.Tensor:
+    """SDE-DPM-Solver++(2M) (Lu et al. 2022): the multistep solver with fresh noise each step (eta = 1: the SDE)."""
+    if eta <= 0:
+        raise ValueError(f"eta must be > 0 for the SDE variant (use dpmpp_2m for eta = 0), got {eta}")
+    return _dpmpp_2m(denoise, x_T, timesteps, schedule, generator, callback, eta=eta)
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
+    "ddpm": sample_ddpm, "ddim": sample_ddim, "euler": sample_euler, "heun": sample_heun,
+    "dpmpp_2m": sample_dpmpp_2m, "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+}
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
@@ -124,7 +214,7 @@ def generate(denoise: DenoiseFn, shape: tuple[int, ...], *, schedule: Schedule, 
              num_steps: int = 50, spacing: str = "leading", generator: Optional[torch.Generator] = None,
              device=None, callback: Optional[Callable] = None, **options) -> torch.Tensor:
     """Draw x_T ~ N(0, I) of `shape` and run the named sampler over `num_steps` spaced timesteps."""
-    timesteps = spaced_timesteps(schedule.num_steps, num_steps, spacing)
+    timesteps = timesteps_for(schedule, num_steps, spacing)
     gen_device = generator.device if generator is not None else device
     x_T = torch.randn(shape, generator=generator, device=gen_device).to(device)
     return get_sampler(sampler)(denoise, x_T, timesteps, schedule=schedule, generator=generator,
@@ -138,7 +228,7 @@ def edit(denoise: DenoiseFn, x0: torch.Tensor, *, strength: float, schedule: Sch
     if not 0 < strength <= 1:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
     t_start = max(1, round(strength * (schedule.num_steps - 1)))
-    later = spaced_timesteps(schedule.num_steps, num_steps, spacing)
+    later = timesteps_for(schedule, num_steps, spacing)
     timesteps = torch.cat([torch.tensor([t_start]), later[later < t_start]])  # descending, starts at t_start
     eps = _randn_like(x0, generator)
     ab = alpha_bar_at(schedule, torch.full((x0.shape[0],), t_start, device=x0.device), x0)

@@ -14,7 +14,8 @@ import torch
 
 ScheduleName = Literal["linear", "cosine"]
 SCHEDULES = ("linear", "cosine")
-SPACINGS = ("leading", "linspace", "trailing")
+SPACINGS = ("leading", "linspace", "trailing")  # spacings of the timestep range alone
+ALL_SPACINGS = SPACINGS + ("karras",)  # plus those that follow the schedule's noise levels
 
 # ---- beta tables ----
 
@@ -107,6 +108,35 @@ def spaced_timesteps(num_train_steps: int, num_steps: int, spacing: str = "leadi
     else:
         raise ValueError(f"unknown spacing {spacing!r}; choose one of {SPACINGS}")
     return t.flip(0)
+
+
+def karras_timesteps(schedule: Schedule, num_steps: int, rho: float = 7.0, sigma_max: float = 80.0) -> torch.Tensor:
+    """Descending timesteps whose sigmas follow Karras et al. (2022), eq. 5, snapped to the nearest trained level.
+
+    sigma_i = (sigma_max^(1/rho) + i / (n - 1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho from the
+    schedule's smallest sigma up to `sigma_max` (EDM's 80, or the schedule's largest if smaller: the
+    cosine schedule's last levels reach sigma ~ 1e4, where steps are wasted). Targets that snap to
+    the same level count once, so where the levels are too sparse to hold them all (hundreds of
+    steps) fewer than `num_steps` come back.
+    """
+    n = schedule.num_steps
+    if not 1 <= num_steps <= n:
+        raise ValueError(f"num_steps must be in [1, {n}], got {num_steps}")
+    log_sigmas = schedule.sigmas().log()  # (N,) increasing in t
+    lo, hi = log_sigmas[0].exp() ** (1 / rho), min(log_sigmas[-1].exp().item(), sigma_max) ** (1 / rho)
+    ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)
+    targets = (hi + ramp * (lo - hi)) ** rho  # (num_steps,) descending
+    t = (log_sigmas[None, :] - targets.log()[:, None]).abs().argmin(dim=1)  # nearest level
+    return torch.unique(t).flip(0)  # strictly descending
+
+
+def timesteps_for(schedule: Schedule, num_steps: int, spacing: str = "leading") -> torch.Tensor:
+    """The descending timesteps a sampler visits for a spacing name in ALL_SPACINGS."""
+    if spacing == "karras":
+        return karras_timesteps(schedule, num_steps)
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown spacing {spacing!r}; choose one of {ALL_SPACINGS}")
+    return spaced_timesteps(schedule.num_steps, num_steps, spacing)
 
 
 def respace(schedule: Schedule, timesteps: torch.Tensor) -> Schedule:

@@ -1,4 +1,4 @@
-"""Condition encoders: text (a GRU trained jointly, or frozen all-MiniLM-L6-v2), image (conv + KL), audio (conv1d + GRU).
+"""Condition encoders: text (a GRU trained jointly, or frozen MiniLM), image (conv + KL), audio (conv1d + GRU).
 
 Each encoder maps its input to a `Cond` of width D = model.cond_dim; the `Conditioner` holds the
 ones a model was trained with, drops conditions per clip for classifier-free guidance, and joins
@@ -221,7 +221,7 @@ class Conditioner(nn.Module):
         return tuple(n for n in CONDITIONS if getattr(self, n) is not None)
 
     def encode(self, name: str, value, *, sample_latent: bool = False) -> tuple[Cond, Optional[torch.Tensor]]:
-        """One condition: text list[str], image (B, C, H, W) or audio log-mel (B, n_mels, S) -> (Cond, KL (B,) or None)."""
+        """One condition (text list[str], image (B, C, H, W), audio log-mel (B, n_mels, S)) -> (Cond, KL or None)."""
         if name not in CONDITIONS or getattr(self, name, None) is None:
             raise ValueError(f"this model takes no {name} condition (it was trained with {self.names or 'none'})")
         device = next(self.parameters()).device
@@ -232,7 +232,7 @@ class Conditioner(nn.Module):
     def forward(self, batch_size: int, *, text: Optional[list[str]] = None, image: Optional[torch.Tensor] = None,
                 audio: Optional[torch.Tensor] = None, keep: Optional[dict[str, torch.Tensor]] = None,
                 sample_latent: bool = False) -> tuple[Optional[Cond], torch.Tensor]:
-        """The joined Cond for a batch and the image KL (B,); conditions not given or with keep[name] False are dropped."""
+        """The joined Cond of a batch and the image KL (B,); conditions not given, or keep[name] False, are dropped."""
         inputs = {"text": text, "image": image, "audio": audio}
         kl = torch.zeros(batch_size, device=next(self.parameters()).device)
         parts = []

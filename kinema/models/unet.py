@@ -31,7 +31,7 @@ from .layers import (
 
 
 class Block(nn.Module):
-    """A ResBlock, then spatial self-attention (low resolution), cross-attention (if conditioned), temporal attention."""
+    """ResBlock, then spatial self-attention (low resolution), cross-attention (if conditioned), temporal attention."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, cfg: UNetConfig, *, spatial_attention: bool):
         super().__init__()

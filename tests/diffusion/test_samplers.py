@@ -7,16 +7,19 @@ import pytest
 import torch
 
 from kinema.diffusion import SAMPLERS, Denoiser, bind, clip_x0, get_sampler, make_schedule, spaced_timesteps
+from kinema.diffusion.schedules import timesteps_for
 from kinema.diffusion.process import q_sample
 from kinema.types import PREDICTION_TYPES, Prediction
 
 N = 1000
 
 # extra option sets per sampler; a sampler not listed runs with its defaults
-OPTIONS = {"ddpm": [{}, {"variance": "large"}], "ddim": [{"eta": 0.0}, {"eta": 1.0}]}
+OPTIONS = {"ddpm": [{}, {"variance": "large"}], "ddim": [{"eta": 0.0}, {"eta": 1.0}],
+           "dpmpp_2m_sde": [{}, {"eta": 0.5}]}
 CASES = [(name, opts) for name in sorted(SAMPLERS) for opts in OPTIONS.get(name, [{}])]
-STOCHASTIC = {("ddpm", ()), ("ddpm", (("variance", "large"),)), ("ddim", (("eta", 1.0),))}
-DETERMINISTIC = {("ddim", (("eta", 0.0),))}
+STOCHASTIC = {("ddpm", ()), ("ddpm", (("variance", "large"),)), ("ddim", (("eta", 1.0),)), ("dpmpp_2m_sde", ()),
+              ("dpmpp_2m_sde", (("eta", 0.5),))}
+DETERMINISTIC = {("ddim", (("eta", 0.0),)), ("euler", ()), ("heun", ()), ("dpmpp_2m", ())}
 
 
 def _key(name, opts):
@@ -67,12 +70,12 @@ def test_sampler_contract(name, opts, schedule_name, prediction, dtype):
 
 
 def test_registry_maps_names_to_samplers():
-    assert {"ddpm", "ddim"} <= set(SAMPLERS)
+    assert {"ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde"} <= set(SAMPLERS)
     for name, fn in SAMPLERS.items():
         assert get_sampler(name) is fn
 
 
-@pytest.mark.parametrize("name", ["", "euler", "DDIM"])
+@pytest.mark.parametrize("name", ["", "lms", "DDIM"])
 def test_get_sampler_rejects_unknown_name(name):
     with pytest.raises(ValueError, match="unknown sampler"):
         get_sampler(name)
@@ -271,3 +274,88 @@ def test_gaussian_denoiser_is_the_posterior_mean():
     # the residual of the optimal estimator is uncorrelated with x_t
     corr = torch.corrcoef(torch.stack([residual, x_t.flatten()]))[0, 1].item()
     assert abs(corr) < 4 / math.sqrt(len(residual))
+
+
+# ---- the ODE / SDE solvers (Euler, Heun, DPM-Solver++) on the Gaussian toy ----
+
+
+def _ode_gain(schedule, t_max):
+    """The exact probability-flow map of the Gaussian toy: x0 - MU = S / std(x_T) (x_T - m_T)."""
+    ab = schedule.alphas_cumprod[t_max].item()
+    return S / math.sqrt(ab * S**2 + 1 - ab)
+
+
+def _gain(name, schedule, ts):
+    """The slope of a deterministic sampler's (affine) map x_T -> x0 on the Gaussian toy, measured."""
+    x_T = torch.tensor([0.0, 1.0], dtype=torch.float64).reshape(2, 1, 1, 1, 1)
+    out = get_sampler(name)(_gaussian_denoiser(schedule), x_T, ts, schedule=schedule)
+    return (out[1] - out[0]).item()
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+def test_euler_is_ddim_eta0(schedule_name):
+    """DDIM with eta = 0 is exactly Euler's method on the ODE in sigma (Song et al. 2021, §4.3)."""
+    schedule = make_schedule(schedule_name, N)
+    ts = spaced_timesteps(N, 12, "trailing")
+    x_T = torch.randn(3, 1, 2, 3, 3, generator=_gen(3), dtype=torch.float64)
+    denoise = _gaussian_denoiser(schedule)
+    a = get_sampler("euler")(denoise, x_T, ts, schedule=schedule)
+    b = get_sampler("ddim")(denoise, x_T, ts, schedule=schedule, eta=0.0)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+def test_higher_order_solvers_are_closer_to_the_exact_ode(schedule_name):
+    """At 40 Karras steps Heun and DPM-Solver++(2M) land far closer to the exact ODE map than Euler."""
+    schedule = make_schedule(schedule_name, N)
+    ts = timesteps_for(schedule, 40, "karras")
+    exact = _ode_gain(schedule, int(ts[0]))
+    err = {name: abs(_gain(name, schedule, ts) - exact) for name in ("euler", "heun", "dpmpp_2m")}
+    assert err["heun"] < err["euler"] / 5 and err["dpmpp_2m"] < err["euler"] / 5, err
+    many = timesteps_for(schedule, 200, "karras")  # and all converge to it, Euler at first order
+    for name, tol in (("euler", 0.02), ("heun", 0.002), ("dpmpp_2m", 0.002)):
+        assert abs(_gain(name, schedule, many) - _ode_gain(schedule, int(many[0]))) < tol * exact
+
+
+@pytest.mark.parametrize("name,steps,tol", [("heun", 50, 0.02), ("dpmpp_2m", 50, 0.02), ("dpmpp_2m_sde", 200, 0.03)])
+def test_solvers_recover_gaussian_data(name, steps, tol):
+    schedule = make_schedule("cosine", N)
+    exact, shifted, narrow = _sample_variants(name, schedule, timesteps_for(schedule, steps, "karras"), 12_000, seed=4)
+    assert _looks_like_data(exact, tol=tol)
+    assert not _looks_like_data(shifted, tol=tol)
+    assert not _looks_like_data(narrow, tol=tol)
+
+
+def test_dpmpp_2m_sde_rejects_eta_zero():
+    schedule = make_schedule("cosine", N)
+    with pytest.raises(ValueError, match="eta must be > 0"):
+        get_sampler("dpmpp_2m_sde")(_gaussian_denoiser(schedule), torch.zeros(1, 1, 1, 1, 1),
+                                    spaced_timesteps(N, 4), schedule=schedule, eta=0.0)
+
+
+def test_heun_calls_the_model_twice_per_step_but_once_on_the_last():
+    schedule = make_schedule("cosine", N)
+    calls = []
+
+    def counting(x_t, t):
+        calls.append(int(t[0]))
+        return _gaussian_denoiser(schedule)(x_t, t)
+
+    get_sampler("heun")(counting, torch.zeros(1, 1, 1, 1, 1, dtype=torch.float64), torch.tensor([900, 500, 100]),
+                        schedule=schedule)
+    assert calls == [900, 500, 500, 100, 100]
+
+
+@pytest.mark.parametrize("schedule_name", ["linear", "cosine"])
+@pytest.mark.parametrize("steps", [1, 2, 10, 25, 100, 500])
+def test_karras_spacing(schedule_name, steps):
+    schedule = make_schedule(schedule_name, N)
+    ts = timesteps_for(schedule, steps, "karras")
+    assert ts.dtype == torch.int64 and bool((ts[:-1] > ts[1:]).all())
+    assert len(ts) == steps if steps <= 50 else steps // 2 <= len(ts) <= steps  # sparse top levels: fewer
+    sig = schedule.sigmas()[ts]
+    assert sig[0] <= 80 * 1.2  # capped near EDM's sigma_max
+    if 2 <= steps <= 25:  # sigma^(1/7) follows a straight ramp from the top to the smallest level (eq. 5)
+        assert ts[-1] == 0
+        ramp = torch.linspace(sig[0] ** (1 / 7), sig[-1] ** (1 / 7), steps, dtype=torch.float64)
+        assert (sig ** (1 / 7) - ramp).abs().max() < 0.25 * (ramp[0] - ramp[-1]) / max(steps - 1, 1)  # snapping

@@ -101,7 +101,8 @@ def test_dropping_a_condition_reproduces_the_branch_without_it(name):
         dropped, _ = cond_enc(3, **inputs, keep=keep)
         without, _ = cond_enc(3, **{k: v for k, v in inputs.items() if k != name})
         full, _ = cond_enc(3, **inputs)
-        out_dropped, out_without, out_full = model(x, t, cond=dropped), model(x, t, cond=without), model(x, t, cond=full)
+        out_dropped, out_without = model(x, t, cond=dropped), model(x, t, cond=without)
+        out_full = model(x, t, cond=full)
     assert torch.allclose(out_dropped[1], out_without[1], atol=1e-5)  # the dropped clip: as if never given
     assert torch.allclose(out_dropped[0], out_full[0], atol=1e-5)  # the kept clips: unchanged
     assert not torch.allclose(out_full[1], out_without[1], atol=1e-3)  # and the condition does matter
