@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from ..config import Config, resolve_precision, to_dict
-from ..data import build_dataset, draw_masks, make_grid, to_uint8, write_video
+from ..data import build_dataset, dataset_options, draw_masks, make_grid, to_uint8, write_video
 from ..diffusion import Denoiser, clip_x0, generate, make_schedule, training_loss
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.model_dir import save_model_dir
@@ -95,8 +95,7 @@ class Trainer:
     def build_data(self) -> None:
         """A DataLoader whose batches depend only on the step, so a resumed run sees the same data."""
         dc, tc = self.config.data, self.config.train
-        self.dataset = build_dataset(dc.kind, size=dc.size, num_frames=dc.num_frames, max_digits=dc.max_digits,
-                                     length=dc.length, seed=dc.seed, split="train")
+        self.dataset = build_dataset(dc.kind, **dataset_options(dc, split="train"))
         sampler = StepBatchSampler(len(self.dataset), tc.batch_size, seed=tc.seed,
                                    process=self.accelerator.process_index, start_step=self.step_count,
                                    micro=tc.grad_accum)
