@@ -109,12 +109,12 @@ class DataConfig:
     clips_per_video: int = 1  # video files: items per video
     crop: str = "center"  # video files: "center" or "random" square crop
     flip: bool = False  # video files and cache: random left-right flip
-    audio: bool = False  # video files and cache: also return the clip's sound as "audio" (A,)
-    audio_sample_rate: int = 16000  # Hz of the returned mono audio
     max_digits: int = 2  # moving-digits: up to this many digits per clip
     length: int = 10000  # moving-digits: clips per (virtual) epoch
     num_workers: int = 0  # DataLoader worker processes
     seed: int = 0  # data seed (moving-digits clips are a pure function of it and the index)
+    audio: bool = False  # also yield each clip's audio track (mono, "audio": (A,))
+    audio_rate: int = 16000  # audio sample rate in Hz
 
     def __post_init__(self):
         kinds = ("moving-digits", "folder", "ucf101", "kinetics400", "cache")
@@ -132,8 +132,8 @@ class DataConfig:
         _check(self.start in ("random", "uniform"), "data.start", self.start, "random, uniform")
         _check(self.clips_per_video >= 1, "data.clips_per_video", self.clips_per_video, ">= 1")
         _check(self.crop in ("center", "random"), "data.crop", self.crop, "center, random")
-        _check(self.audio_sample_rate > 0, "data.audio_sample_rate", self.audio_sample_rate, "> 0")
         _check(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
+        _check(self.audio_rate >= 1000, "data.audio_rate", self.audio_rate, ">= 1000")
 
 
 @dataclass

@@ -13,7 +13,15 @@ from kinema.data.datasets import (
 )
 from kinema.data.masks import TASKS, draw_masks, task_mask
 from kinema.data.transforms import ClipConfig
-from kinema.data.video_datasets import UCF101, Kinetics400, VideoClips, VideoFolder, class_caption, preview_grid, summarize
+from kinema.data.video_datasets import (
+    UCF101,
+    Kinetics400,
+    VideoClips,
+    VideoFolder,
+    class_caption,
+    preview_grid,
+    summarize,
+)
 from kinema.data.video_io import (
     VideoInfo,
     make_grid,

@@ -48,7 +48,7 @@ def build_cache(dataset: VideoClips, out: str | Path, *, progress: bool = True) 
         try:
             frames, audio = dataset.clip_frames(i, deterministic=True)
         except DECODE_ERRORS as err:
-            dataset._skip(entry.path, f"cannot decode: {err}")
+            dataset.mark_bad(entry.path, f"cannot decode: {err}")
             continue
         if audio is not None and sound is None:
             sound = np.memmap(tmp / AUDIO_FILE, dtype=np.float32, mode="w+", shape=(n, len(audio)))
@@ -67,7 +67,7 @@ def build_cache(dataset: VideoClips, out: str | Path, *, progress: bool = True) 
         samples = sound.shape[1]
         del sound
         os.truncate(tmp / AUDIO_FILE, kept * samples * 4)
-        index.update(audio_samples=samples, audio_sample_rate=dataset.audio_sample_rate)
+        index.update(audio_samples=samples, audio_rate=dataset.audio_rate)
     (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

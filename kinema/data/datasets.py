@@ -208,6 +208,7 @@ class MovingDigits(torch.utils.data.Dataset):
 
 
 def _check_options(kind: str, given: set, allowed: set) -> None:
+    """A ValueError naming the options of `given` that `kind` does not take."""
     unknown = sorted(given - allowed)
     if unknown:
         raise ValueError(f"unknown options {unknown} for {kind!r}; allowed: {sorted(allowed)}")
@@ -244,7 +245,7 @@ def dataset_options(config: DataConfig, split: str = "train") -> dict:
         return dict(root=c.root, size=c.size, num_frames=c.num_frames, flip=c.flip, audio=c.audio)
     options = dict(root=c.root, num_frames=c.num_frames, size=c.size, frame_stride=c.frame_stride,
                    target_fps=c.target_fps, start=c.start, clips_per_video=c.clips_per_video, crop=c.crop,
-                   flip=c.flip, audio=c.audio, audio_sample_rate=c.audio_sample_rate)
+                   flip=c.flip, audio=c.audio, audio_rate=c.audio_rate)
     if c.kind == "ucf101":
         options["split_file"] = c.split_file
     if c.kind == "kinetics400":

@@ -1,7 +1,7 @@
 """Data sets of real video files: VideoFolder, UCF101, Kinetics400 and what they share.
 
 Every item is ``{"video": float32 (3, T, size, size) in [-1, 1], "caption": str ("" when none),
-"label": int (-1 when none)}``, plus ``"audio": float32 (A,)`` — mono at ``audio_sample_rate``,
+"label": int (-1 when none)}``, plus ``"audio": float32 (A,)`` — mono at ``audio_rate``,
 covering exactly the clip's frames, zeros without a sound track — when ``audio=True``.
 
 Files are probed (headers only) when the data set is built: one that cannot be opened or is
@@ -116,11 +116,11 @@ class VideoClips(torch.utils.data.Dataset):
     """Clips cut from a list of videos by a ClipConfig; unreadable videos are skipped and recorded."""
 
     def __init__(self, entries: list[VideoEntry], clip: Optional[ClipConfig] = None, *, audio: bool = False,
-                 audio_sample_rate: int = 16000, name: str = "videos"):
-        if audio_sample_rate <= 0:
-            raise ValueError(f"audio_sample_rate must be > 0, got {audio_sample_rate}")
+                 audio_rate: int = 16000, name: str = "videos"):
+        if audio_rate <= 0:
+            raise ValueError(f"audio_rate must be > 0, got {audio_rate}")
         self.clip = clip if clip is not None else ClipConfig()
-        self.audio, self.audio_sample_rate, self.name = audio, audio_sample_rate, name
+        self.audio, self.audio_rate, self.name = audio, audio_rate, name
         self.bad_files: dict[str, str] = {}  # path -> why it was skipped
         self.entries: list[VideoEntry] = []
         self.infos: list[VideoInfo] = []
@@ -128,10 +128,10 @@ class VideoClips(torch.utils.data.Dataset):
             try:
                 info = probe_video(entry.path)
             except DECODE_ERRORS as err:
-                self._skip(entry.path, str(err))
+                self.mark_bad(entry.path, str(err))
                 continue
             if info.num_frames < clip_span(self.clip, info.fps):
-                self._skip(entry.path, f"too few frames: {info.num_frames} < {clip_span(self.clip, info.fps)} "
+                self.mark_bad(entry.path, f"too few frames: {info.num_frames} < {clip_span(self.clip, info.fps)} "
                                        f"needed for one clip")
                 continue
             self.entries.append(entry)
@@ -143,7 +143,7 @@ class VideoClips(torch.utils.data.Dataset):
             warnings.warn(f"{name}: skipped {len(self.bad_files)} of {len(entries)} videos (see .bad_files)",
                           stacklevel=2)
 
-    def _skip(self, path: Path, reason: str) -> None:
+    def mark_bad(self, path: Path, reason: str) -> None:
         """Record a bad video and warn once naming it."""
         if str(path) not in self.bad_files:
             self.bad_files[str(path)] = reason
@@ -168,7 +168,7 @@ class VideoClips(torch.utils.data.Dataset):
         sound = None
         if self.audio:
             seconds = frame_seconds(cfg, info.fps)
-            sound = read_audio(entry.path, start / info.fps, cfg.num_frames * seconds, self.audio_sample_rate)
+            sound = read_audio(entry.path, start / info.fps, cfg.num_frames * seconds, self.audio_rate)
         return frames, sound
 
     def sample(self, index: int, frames: np.ndarray, sound: Optional[np.ndarray]) -> dict:
@@ -192,7 +192,7 @@ class VideoClips(torch.utils.data.Dataset):
             try:
                 return self.sample(i, *self.clip_frames(i))
             except DECODE_ERRORS as err:
-                self._skip(path, f"cannot decode: {err}")
+                self.mark_bad(path, f"cannot decode: {err}")
         raise ValueError(f"{self.name}: every video failed to decode; skipped: {self.bad_files}")
 
 
@@ -209,7 +209,7 @@ class VideoFolder(VideoClips):
     """
 
     def __init__(self, root: str | Path, clip: Optional[ClipConfig] = None, *, audio: bool = False,
-                 audio_sample_rate: int = 16000):
+                 audio_rate: int = 16000):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"VideoFolder: no such directory: {self.root}")
@@ -222,7 +222,7 @@ class VideoFolder(VideoClips):
             entries.append(VideoEntry(path, caption))
         if not entries:
             raise ValueError(f"VideoFolder: no video files ({VIDEO_SUFFIXES}) or frame folders under {self.root}")
-        super().__init__(entries, clip, audio=audio, audio_sample_rate=audio_sample_rate,
+        super().__init__(entries, clip, audio=audio, audio_rate=audio_rate,
                          name=f"VideoFolder({self.root})")
 
 
@@ -237,7 +237,7 @@ class UCF101(VideoClips):
     """
 
     def __init__(self, root: str | Path, split_file: str | Path, clip: Optional[ClipConfig] = None, *,
-                 audio: bool = False, audio_sample_rate: int = 16000):
+                 audio: bool = False, audio_rate: int = 16000):
         self.root = Path(root)
         split_path = _resolve(self.root, split_file, "UCF101 split file")
         class_file = split_path.parent / "classInd.txt"
@@ -272,7 +272,7 @@ class UCF101(VideoClips):
         if self.missing:
             warnings.warn(f"UCF101: {len(self.missing)} of {len(self.missing) + len(entries)} clips listed in "
                           f"{split_path.name} are missing under {self.root} (first: {self.missing[0]})", stacklevel=2)
-        super().__init__(entries, clip, audio=audio, audio_sample_rate=audio_sample_rate,
+        super().__init__(entries, clip, audio=audio, audio_rate=audio_rate,
                          name=f"UCF101({split_path.name})")
 
 
@@ -287,7 +287,7 @@ class Kinetics400(VideoClips):
     """
 
     def __init__(self, root: str | Path, annotations: str | Path, clip: Optional[ClipConfig] = None, *,
-                 split: Optional[str] = None, audio: bool = False, audio_sample_rate: int = 16000):
+                 split: Optional[str] = None, audio: bool = False, audio_rate: int = 16000):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"Kinetics400: no such directory: {self.root}")
@@ -314,7 +314,7 @@ class Kinetics400(VideoClips):
         if self.missing:
             warnings.warn(f"Kinetics400: {len(self.missing)} of {len(self.missing) + len(entries)} clips in "
                           f"{table.name} are missing under {self.root} (first: {self.missing[0]})", stacklevel=2)
-        super().__init__(entries, clip, audio=audio, audio_sample_rate=audio_sample_rate,
+        super().__init__(entries, clip, audio=audio, audio_rate=audio_rate,
                          name=f"Kinetics400({table.name})")
 
 
@@ -333,7 +333,7 @@ def summarize(dataset: VideoClips, *, decode: bool = True) -> dict:
             try:
                 dataset.clip_frames(i, deterministic=True)
             except DECODE_ERRORS as err:
-                dataset._skip(path, f"cannot decode: {err}")
+                dataset.mark_bad(path, f"cannot decode: {err}")
     good = [(e, info) for e, info in zip(dataset.entries, dataset.infos) if str(e.path) not in dataset.bad_files]
     durations = [info.duration for _, info in good]
     return {
@@ -364,7 +364,7 @@ def preview_grid(dataset: VideoClips, num_videos: int = 8, num_frames: int = 8) 
         try:
             frames, _ = dataset.clip_frames(i, deterministic=True)  # (T, S, S, 3)
         except DECODE_ERRORS as err:
-            dataset._skip(dataset.entries[i // dataset.clip.clips_per_video].path, f"cannot decode: {err}")
+            dataset.mark_bad(dataset.entries[i // dataset.clip.clips_per_video].path, f"cannot decode: {err}")
             continue
         pick = np.linspace(0, len(frames) - 1, min(num_frames, len(frames))).round().astype(int)
         rows.append(frames[pick])  # (F, S, S, 3)
