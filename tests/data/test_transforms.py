@@ -86,7 +86,7 @@ def test_audio_covers_exactly_the_clip(tmp_path):
     write_av(tmp_path / "tone.mp4", gradient_frames(t=48), fps=12, tone_hz=500.0, sample_rate=16000)
     write_av(tmp_path / "silent.mp4", gradient_frames(t=48, seed=1), fps=12)
     cfg = ClipConfig(num_frames=6, frame_stride=2, size=16, start="uniform")  # 6 frames of 1/6 s: 1 s
-    ds = VideoFolder(tmp_path, cfg, audio=True, audio_sample_rate=8000)
+    ds = VideoFolder(tmp_path, cfg, audio=True, audio_rate=8000)
     tone, silent = ds[1], ds[0]  # sorted: silent.mp4, tone.mp4
     assert tone["audio"].shape == (8000,) and tone["audio"].dtype == torch.float32
     assert torch.equal(silent["audio"], torch.zeros(8000))
