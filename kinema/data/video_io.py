@@ -297,6 +297,10 @@ def _probe_gif(path: Path) -> VideoInfo:
     return VideoInfo(len(durations), 1000.0 / mean_ms if mean_ms > 0 else GIF_DEFAULT_FPS, width, height, False)
 
 
+class _SeekOvershoot(ValueError):
+    """Seeking landed after the wanted frame (bad index in the file): decode from the start instead."""
+
+
 def _read_av_clip(path: Path, indices: Sequence[int], shorter_side: Optional[int], seek: bool) -> np.ndarray:
     """Decode the frames at `indices` from the key frame before the first one; uint8 (T, H, W, 3)."""
     with av.open(str(path)) as container:
@@ -326,10 +330,6 @@ def _read_av_clip(path: Path, indices: Sequence[int], shorter_side: Optional[int
         raise ValueError(f"{path} ended early: decoded {j} of the {len(indices)} clip frames "
                          f"(wanted source frames up to {indices[-1]})")
     return np.stack(frames)  # (T, H, W, 3)
-
-
-class _SeekOvershoot(ValueError):
-    """Seeking landed after the wanted frame (bad index in the file): decode from the start instead."""
 
 
 def probe_video(path: str | Path) -> VideoInfo:
