@@ -124,7 +124,8 @@ def main() -> None:
             m = frame_metrics(videos, real)
             report["edit"][f"strength {strength:g}"] = {
                 "psnr_to_source_db": round(float(m["psnr"]), 2), "ssim_to_source": round(float(m["ssim"]), 3),
-                "digit_accuracy_to_new_prompt": float(np.mean([clf.predict(v) == d for v, d in zip(videos, new_digits)])),
+                "digit_accuracy_to_new_prompt": float(np.mean([clf.predict(v) == d
+                                                               for v, d in zip(videos, new_digits)])),
                 "digit_kept_from_source": float(np.mean([clf.predict(v) == d for v, d in zip(videos, digits)])),
                 "guidance": best, "seconds": round(time.time() - t0, 1)}
             examples[f"edit_s{strength:g}"] = videos[:8]

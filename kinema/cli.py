@@ -8,6 +8,8 @@
     kinema sample  --model M --prompt "digit 7 moving left" --guidance 4 [--audio a.wav] [--image ref.png] --out d/
     kinema edit    --model M --video in.mp4 --prompt "digit 3 moving up" --strength 0.6 --out o.mp4
     kinema augment --model M --prompts prompts.txt --per-prompt 4 --out DIR   (a captioned video folder)
+    kinema data inspect DIR [--kind folder|ucf101|kinetics400] [--preview preview.png] [--json report.json]
+    kinema data cache   DIR --out CACHE [--config run.yaml] [--set data.size=64]
 
 Exit codes: 0 success, 2 usage errors (bad arguments, config or paths), 1 runtime failures.
 """
@@ -15,6 +17,7 @@ Exit codes: 0 success, 2 usage errors (bad arguments, config or paths), 1 runtim
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -132,6 +135,58 @@ def cmd_augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_config(args: argparse.Namespace):
+    """The DataConfig of a `kinema data` command: --config's data section, then --set, --kind and DIR."""
+    from .config import DataConfig, from_dict
+
+    section: dict = {}
+    if args.config is not None:
+        if not Path(args.config).is_file():
+            raise FileNotFoundError(f"config file not found: {args.config}")
+        section = dict((yaml.safe_load(Path(args.config).read_text()) or {}).get("data") or {})
+    for key, value in (_parse_override(s) for s in args.set):
+        if not key.startswith("data."):
+            raise ValueError(f"kinema data: --set only takes data.* keys, got {key!r}")
+        section[key[len("data."):]] = value
+    section.update(root=str(args.dir), kind=args.kind or section.get("kind", "folder"))
+    for name in ("split_file", "annotations"):
+        if getattr(args, name):
+            section[name] = getattr(args, name)
+    return from_dict(DataConfig, section, prefix="data.")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """inspect: report a video collection and write a preview sheet; cache: decode every clip once to a shard."""
+    from .data import build_cache, build_dataset, dataset_options, preview_grid, summarize, write_image
+
+    dc = _data_config(args)
+    if dc.kind not in ("folder", "ucf101", "kinetics400"):
+        raise ValueError(f"kinema data: --kind must be folder, ucf101 or kinetics400, got {dc.kind!r}")
+    if not Path(args.dir).is_dir():
+        raise FileNotFoundError(f"kinema data: no such directory: {args.dir}")
+    dataset = build_dataset(dc.kind, **dataset_options(dc))
+    if args.action == "cache":
+        index = build_cache(dataset, args.out)
+        print(f"cached {index['count']} clips of {index['clip_shape']} (uint8) to {args.out}; "
+              f"skipped {len(index['bad_files'])} bad files")
+        return 0
+    report = summarize(dataset)
+    write_image(args.preview, preview_grid(dataset))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{report['videos']} readable videos ({report['clips']} clips), {report['bad']} bad, "
+          f"{report['missing']} listed but missing")
+    print(f"duration: {report['seconds_total']:.1f} s in total, {report['seconds_min']:.2f}-"
+          f"{report['seconds_max']:.2f} s each; {report['with_audio']} with audio")
+    print(f"resolutions: {report['resolutions']}")
+    print(f"fps: {report['fps']}")
+    print(f"captions: {report['captions']} of {report['videos']}; labels: {report['labels']} classes")
+    for path, reason in report["bad_files"].items():
+        print(f"bad: {path}: {reason}")
+    print(f"preview: {args.preview}")
+    return 0
+
+
 def _sampling(args: argparse.Namespace) -> dict:
     """The pipeline keywords shared by every generating command (sampler, steps, seed, conditions, guidance)."""
     from .diffusion import SAMPLERS
@@ -180,7 +235,10 @@ def _parse_override(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or "." not in key:
         raise ValueError(f"--set expects section.key=value, got {text!r}")
-    return key, yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+        return key, value  # YAML 1.1 reads no / off / yes / on as booleans; keep the word (e.g. mixed_precision=no)
+    return key, parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--frames", type=int, default=16, help="frames of the result, given ones included")
         p.add_argument("--out", required=True, help="output .mp4 or .gif")
         p.set_defaults(func=cmd_frames)
+
+    data = sub.add_parser("data", help="inspect or cache a collection of videos")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    for action, help_text in (("inspect", "counts, durations, sizes, fps, captions, bad files, a preview"),
+                              ("cache", "decode every clip once into a memory-mapped uint8 shard")):
+        p = data_sub.add_parser(action, help=help_text)
+        p.add_argument("dir", help="the videos' root directory")
+        p.add_argument("--kind", choices=("folder", "ucf101", "kinetics400"),
+                       help="how DIR is laid out (default: --config's data.kind, else folder)")
+        p.add_argument("--split-file", help="ucf101: trainlist0k.txt / testlist0k.txt")
+        p.add_argument("--annotations", help="kinetics400: the annotations CSV")
+        p.add_argument("--config", help="YAML run config whose data section sets the clip sampling")
+        p.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
+                       help="override one data setting, e.g. --set data.size=64 (repeatable)")
+        if action == "cache":
+            p.add_argument("--out", required=True, help="cache directory to write (replaced)")
+        else:
+            p.add_argument("--preview", default="preview.png", help="preview sheet image (default preview.png)")
+            p.add_argument("--json", help="also write the report as JSON here")
+        p.set_defaults(func=cmd_data)
     return parser
 
 

@@ -96,11 +96,21 @@ class DiffusionConfig:
 
 @dataclass
 class DataConfig:
-    """Where training clips come from."""
+    """Where training clips come from (the kinds: see kinema/data/datasets.py)."""
 
-    kind: str = "moving-digits"  # the data set; built in: "moving-digits"
-    size: int = 32  # frame height and width in pixels
+    kind: str = "moving-digits"  # "moving-digits" (built in), "folder", "ucf101", "kinetics400" or "cache"
+    root: str = ""  # folder / ucf101 / kinetics400: the videos' root directory; cache: the cache directory
+    split_file: str = ""  # ucf101: trainlist0k.txt or testlist0k.txt (classInd.txt beside it); or under root
+    annotations: str = ""  # kinetics400: the official CSV (label, youtube_id, time_start, time_end, split)
+    split: str = ""  # kinetics400: keep only rows of this split ("train", "val", "test"; "" = all)
+    size: int = 32  # frame height and width in pixels (video files: shorter side scaled, square cropped)
     num_frames: int = 16  # frames per clip
+    frame_stride: int = 1  # video files: take every n-th source frame
+    target_fps: Optional[float] = None  # video files: resample time to this frame rate instead of striding
+    start: str = "random"  # video files: "random" clip start on every read, or "uniform" (fixed, evenly spread)
+    clips_per_video: int = 1  # video files: items per video
+    crop: str = "center"  # video files: "center" or "random" square crop
+    flip: bool = False  # video files and cache: random left-right flip
     max_digits: int = 2  # moving-digits: up to this many digits per clip
     length: int = 10000  # moving-digits: clips per (virtual) epoch
     num_workers: int = 0  # DataLoader worker processes
@@ -109,9 +119,21 @@ class DataConfig:
     audio_rate: int = 16000  # audio sample rate in Hz
 
     def __post_init__(self):
-        _check(self.kind in ("moving-digits",), "data.kind", self.kind, "moving-digits")
+        kinds = ("moving-digits", "folder", "ucf101", "kinetics400", "cache")
+        _check(self.kind in kinds, "data.kind", self.kind, ", ".join(kinds))
+        _check(self.kind == "moving-digits" or bool(self.root), "data.root", self.root,
+               f"a directory for data.kind {self.kind!r}")
+        _check(self.kind != "ucf101" or bool(self.split_file), "data.split_file", self.split_file,
+               "a trainlist0k.txt / testlist0k.txt path for data.kind 'ucf101'")
+        _check(self.kind != "kinetics400" or bool(self.annotations), "data.annotations", self.annotations,
+               "the annotations CSV for data.kind 'kinetics400'")
         _check(self.size >= 8, "data.size", self.size, ">= 8")
         _check(self.num_frames >= 1, "data.num_frames", self.num_frames, ">= 1")
+        _check(self.frame_stride >= 1, "data.frame_stride", self.frame_stride, ">= 1")
+        _check(self.target_fps is None or self.target_fps > 0, "data.target_fps", self.target_fps, "> 0 or null")
+        _check(self.start in ("random", "uniform"), "data.start", self.start, "random, uniform")
+        _check(self.clips_per_video >= 1, "data.clips_per_video", self.clips_per_video, ">= 1")
+        _check(self.crop in ("center", "random"), "data.crop", self.crop, "center, random")
         _check(self.num_workers >= 0, "data.num_workers", self.num_workers, ">= 0")
         _check(self.audio_rate >= 1000, "data.audio_rate", self.audio_rate, ">= 1000")
 
@@ -227,6 +249,9 @@ class Config:
             raise ValueError("cond.audio needs data.audio: true (the clips' audio tracks)")
         if self.diffusion.loss == "hybrid" and not self.model.learned_variance:
             raise ValueError("diffusion.loss 'hybrid' needs model.learned_variance: true")
+        if self.data.kind != "moving-digits" and self.model.in_channels != 3:
+            raise ValueError(f"data.kind {self.data.kind!r} yields RGB clips: set model.in_channels to 3, "
+                             f"got {self.model.in_channels}")
         f = self.model.downsample_factor
         if self.data.size % f:
             raise ValueError(f"data.size {self.data.size} is not divisible by {f} "

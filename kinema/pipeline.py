@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .config import CondConfig, DiffusionConfig, UNetConfig, from_dict, resolve_precision
 from .data import make_grid, read_image, read_video, to_tensor, to_uint8, write_video
-from .data.audio import fit_length, log_mel, read_audio
+from .data.audio import fit_length, load_audio, log_mel
 from .diffusion import Denoiser, bind, clip_x0, edit, generate, guided, keep_known, make_schedule
 from .models import SpaceTimeUNet
 from .models.encoders import Conditioner, Tokenizer
@@ -312,7 +312,7 @@ class VideoPipeline:
             return img.expand(batch, *img.shape[1:]) if img.shape[0] == 1 else img
         cfg = self.conditioner.config
         if isinstance(value, (str, Path)):
-            value = read_audio(value, self.audio_rate)
+            value = load_audio(value, self.audio_rate)
         wave = torch.as_tensor(np.asarray(value, dtype=np.float32))
         wave = wave[None] if wave.ndim == 1 else wave  # (B', A)
         if wave.ndim != 2:

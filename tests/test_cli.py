@@ -85,3 +85,11 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "kinema"  # the venv's console script
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "train" in out.stdout and "sample" in out.stdout
+
+
+def test_set_keeps_yaml_words_that_are_not_booleans():
+    from kinema.cli import _parse_override
+
+    assert _parse_override("train.mixed_precision=no") == ("train.mixed_precision", "no")
+    assert _parse_override("model.frame_conditioning=true") == ("model.frame_conditioning", True)
+    assert _parse_override("train.lr=1e-3") == ("train.lr", 1e-3)

@@ -128,3 +128,18 @@ def test_cli_sample_edit_augment(run, tmp_path, capsys):
         assert (tmp_path / "aug" / r["path"]).with_suffix(".txt").read_text().strip() == r["caption"]
     assert main(["sample", *base, "--audio", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "x")]) == 2
     assert "missing.wav does not exist" in capsys.readouterr().err
+
+
+def test_augmented_folder_trains_back(run, tmp_path):
+    """`kinema augment` writes a captioned VideoFolder that `kinema train` reads for 20 steps (text-conditioned)."""
+    (tmp_path / "prompts.txt").write_text("digit 1 moving up\ndigit 2 moving left\n")
+    assert main(["augment", "--model", str(run), "--steps", "2", "--prompts", str(tmp_path / "prompts.txt"),
+                 "--per-prompt", "3", "--frames", "4", "--out", str(tmp_path / "aug")]) == 0
+    tiny_model = [f"{k}={v}" for k, v in TINY.items() if k.startswith(("model.", "diffusion.", "train."))]
+    sets = [*tiny_model, "model.in_channels=3", "data.kind=folder", f"data.root={tmp_path / 'aug'}",
+            "data.size=24", "data.num_frames=4", "cond.text=gru", "train.steps=20", "train.log_every=10"]
+    assert main(["train", "--out", str(tmp_path / "back"), *[a for s in sets for a in ("--set", s)]]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "back" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20] and all(np.isfinite(r["loss"]) for r in rows)
+    vocab = json.loads((tmp_path / "back" / "model" / "text_vocab.json").read_text())
+    assert {"digit", "1", "2", "up", "left"} <= set(vocab)  # learned from the augmented captions

@@ -1,4 +1,4 @@
-"""Audio: read a track (PyAV) or write a wav, and log-mel features aligned to video frames.
+"""Audio: load a sound file (PyAV) or write a wav, and log-mel features aligned to video frames.
 
 A clip's audio is mono float32 (A,) in [-1, 1] at `rate` Hz covering exactly its frames, so frame
 t spans samples [t * rate / fps, (t + 1) * rate / fps). `log_mel` keeps that alignment: its
@@ -20,8 +20,11 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
 # ---- files ----
 
 
-def read_audio(path: str | Path, rate: int = 16000) -> np.ndarray:
-    """The first audio stream of an audio or video file, mixed to mono and resampled: float32 (A,)."""
+def load_audio(path: str | Path, rate: int = 16000) -> np.ndarray:
+    """A whole sound file (or a video's first audio stream) as mono float32 (A,) at `rate`; errors if it has none.
+
+    For user input (a prompt's sound track). Data sets read a clip's span with `video_io.read_audio`.
+    """
     import av
 
     path = Path(path)

@@ -1,12 +1,19 @@
-"""Built-in data sets and the sample-dict contract.
+"""Built-in data sets, the registry of data kinds and the sample-dict contract.
 
-Every data set yields ``{"video": float (C, T, H, W) in [-1, 1], "caption": str,
-"labels": LongTensor}``; collate stacks them into ``(B, C, T, H, W)``.
+Every data set yields ``{"video": float32 (C, T, H, W) in [-1, 1], "caption": str, ...}``;
+collate stacks them into ``(B, C, T, H, W)``. The kinds:
+
+- ``moving-digits``: synthetic, C = 1, with ``"labels": LongTensor (max_digits, 2)``.
+- ``folder`` / ``ucf101`` / ``kinetics400`` (``video_datasets.py``): real videos, C = 3, with
+  ``"label": int`` (-1 when none), ``"caption"`` "" when none, and ``"audio": float32 (A,)``
+  when asked for.
+- ``cache`` (``cache.py``): clips of one of those, decoded once into a memory-mapped shard.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -14,6 +21,11 @@ import numpy as np
 import torch
 from einops import rearrange
 from PIL import Image
+
+from ..config import DataConfig
+from .cache import CachedClips
+from .transforms import ClipConfig
+from .video_datasets import UCF101, Kinetics400, VideoFolder
 
 # ---- directions ----
 
@@ -33,7 +45,8 @@ _STEPS = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1),
 _UNIT = _STEPS / np.linalg.norm(_STEPS, axis=1, keepdims=True)  # (8, 2)
 
 SPLITS = ("train", "test")
-DATASET_KINDS = ("moving-digits",)
+DATASET_KINDS = ("moving-digits", "folder", "ucf101", "kinetics400", "cache")
+VIDEO_SETS = {"folder": VideoFolder, "ucf101": UCF101, "kinetics400": Kinetics400}
 _SPLIT_SEED = 20240  # fixes the train/test partition of the digit images forever
 _TEST_FRACTION = 0.2
 
@@ -243,12 +256,48 @@ class MovingDigits(torch.utils.data.Dataset):
 # ---- registry ----
 
 
+def _check_options(kind: str, given: set, allowed: set) -> None:
+    """A ValueError naming the options of `given` that `kind` does not take."""
+    unknown = sorted(given - allowed)
+    if unknown:
+        raise ValueError(f"unknown options {unknown} for {kind!r}; allowed: {sorted(allowed)}")
+
+
 def build_dataset(kind: str, **kwargs) -> torch.utils.data.Dataset:
-    """Build a built-in data set by name, e.g. build_dataset("moving-digits", size=64, digit_size=28)."""
+    """Build a data set by kind (DATASET_KINDS), e.g. build_dataset("folder", root="clips", size=64).
+
+    Video kinds take their constructor's arguments plus the ClipConfig fields (num_frames, size,
+    frame_stride, target_fps, start, clips_per_video, crop, flip) as keywords.
+    """
     if kind == "moving-digits":
-        allowed = {f.name for f in dataclasses.fields(MovingDigitsConfig)}
-        unknown = sorted(set(kwargs) - allowed)
-        if unknown:
-            raise ValueError(f"unknown options {unknown} for {kind!r}; allowed: {sorted(allowed)}")
+        _check_options(kind, set(kwargs), {f.name for f in dataclasses.fields(MovingDigitsConfig)})
         return MovingDigits(MovingDigitsConfig(**kwargs))
+    if kind == "cache":
+        _check_options(kind, set(kwargs), set(inspect.signature(CachedClips).parameters))
+        return CachedClips(**kwargs)
+    if kind in VIDEO_SETS:
+        cls = VIDEO_SETS[kind]
+        clip_fields = {f.name for f in dataclasses.fields(ClipConfig)}
+        _check_options(kind, set(kwargs), clip_fields | set(inspect.signature(cls).parameters) - {"clip"})
+        clip = ClipConfig(**{k: kwargs.pop(k) for k in clip_fields & set(kwargs)})
+        return cls(clip=clip, **kwargs)
     raise ValueError(f"unknown dataset kind {kind!r}; allowed: {DATASET_KINDS}")
+
+
+def dataset_options(config: DataConfig, split: str = "train") -> dict:
+    """The build_dataset keywords that a DataConfig gives its kind (moving-digits draws from `split`)."""
+    c = config
+    if c.kind == "moving-digits":
+        sound = dict(audio=True, audio_rate=c.audio_rate) if c.audio else {}
+        return dict(size=c.size, num_frames=c.num_frames, max_digits=c.max_digits, length=c.length, seed=c.seed,
+                    split=split, **sound)
+    if c.kind == "cache":
+        return dict(root=c.root, size=c.size, num_frames=c.num_frames, flip=c.flip, audio=c.audio)
+    options = dict(root=c.root, num_frames=c.num_frames, size=c.size, frame_stride=c.frame_stride,
+                   target_fps=c.target_fps, start=c.start, clips_per_video=c.clips_per_video, crop=c.crop,
+                   flip=c.flip, audio=c.audio, audio_rate=c.audio_rate)
+    if c.kind == "ucf101":
+        options["split_file"] = c.split_file
+    if c.kind == "kinetics400":
+        options.update(annotations=c.annotations, split=c.split or None)
+    return options

@@ -2,14 +2,19 @@
 
 On disk and at the user boundary a video is ``uint8 (T, H, W, C)`` with C = 3 (RGB);
 inside kinema it is float ``(C, T, H, W)`` in ``[-1, 1]``. ``to_tensor`` / ``to_uint8``
-convert between the two.
+convert between the two. ``probe_video`` reads a file's headers, ``read_clip`` decodes only
+the frames a clip needs (seeking to the nearest key frame first) and ``read_audio`` the
+matching span of the sound track.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Optional
 
 import av
 import numpy as np
@@ -23,7 +28,12 @@ AV_SUFFIXES = (".mp4", ".avi", ".mov", ".webm", ".mkv")  # read with PyAV
 GIF_SUFFIXES = (".gif",)  # read and written with Pillow
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # single frames / frame folders
 WRITE_SUFFIXES = (".mp4", ".gif")  # what write_video can produce
+VIDEO_SUFFIXES = AV_SUFFIXES + GIF_SUFFIXES  # single files a data set picks up as videos
 MP4_CRF = 18  # x264 constant rate factor: low enough that small digits stay legible
+FRAME_FOLDER_FPS = 25.0  # frame rate assumed for a folder of frames, which carries no timing
+GIF_DEFAULT_FPS = 10.0  # frame rate of a gif whose frames carry no duration
+# What a broken, truncated or mislabelled file raises while being probed or decoded.
+DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError, IndexError)
 
 
 # ---- helpers ----
@@ -81,10 +91,14 @@ def _read_gif(path: Path) -> np.ndarray:
     return _stack(frames, path)
 
 
+def _frame_files(path: Path) -> list[Path]:
+    """The image files of a frame folder, sorted by name."""
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _read_folder(path: Path) -> np.ndarray:
     """Read the image files of a folder, sorted by name, as frames."""
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return _stack([read_image(p) for p in files], path)
+    return _stack([read_image(p) for p in _frame_files(path)], path)
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
@@ -220,3 +234,196 @@ def make_grid(videos: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.n
     cells = np.pad(cells, ((0, 0), (0, 0), (pad, 0), (pad, 0), (0, 0)))  # border above / left
     grid = rearrange(cells, "(nr nc) t h w c -> t (nr h) (nc w) c", nr=nrow, nc=ncol)
     return np.pad(grid, ((0, 0), (0, pad), (0, pad), (0, 0)))  # closing border below / right
+
+
+# ---- clips: probing, seeking decode, audio ----
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video's headers say, read without decoding its frames."""
+
+    num_frames: int  # frames of the first video stream
+    fps: float  # frames per second (the stream's average rate)
+    width: int  # frame width in pixels
+    height: int  # frame height in pixels
+    has_audio: bool  # whether an audio stream is present
+
+    @property
+    def duration(self) -> float:
+        """Seconds of video."""
+        return self.num_frames / self.fps
+
+
+def _scaled_size(width: int, height: int, shorter_side: Optional[int]) -> tuple[int, int]:
+    """(width, height) with the shorter side scaled to `shorter_side` (unchanged when None)."""
+    if shorter_side is None:
+        return width, height
+    scale = shorter_side / min(width, height)
+    return max(shorter_side, round(width * scale)), max(shorter_side, round(height * scale))
+
+
+def _resize(frame: np.ndarray, shorter_side: Optional[int]) -> np.ndarray:
+    """One uint8 (H, W, 3) frame with its shorter side scaled (Pillow bilinear, antialiased)."""
+    h, w = frame.shape[:2]
+    size = _scaled_size(w, h, shorter_side)
+    if size == (w, h):
+        return frame
+    return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR))
+
+
+def _probe_av(path: Path) -> VideoInfo:
+    """Frame count, rate and size from a container's headers (packets are counted when it has no count)."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"no video stream in {path}")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if not rate:
+            raise ValueError(f"no frame rate in {path}")
+        num_frames = stream.frames
+        if num_frames <= 0:  # mkv / webm headers carry no frame count: demux (no decoding) and count
+            num_frames = sum(1 for packet in container.demux(stream) if packet.size)
+        ctx = stream.codec_context
+        return VideoInfo(int(num_frames), float(rate), ctx.width, ctx.height, bool(container.streams.audio))
+
+
+def _probe_gif(path: Path) -> VideoInfo:
+    """Frame count, mean frame rate and size of a gif."""
+    with Image.open(path) as image:
+        durations = [frame.info.get("duration", 0) for frame in ImageSequence.Iterator(image)]
+        width, height = image.size
+    mean_ms = sum(durations) / len(durations)
+    return VideoInfo(len(durations), 1000.0 / mean_ms if mean_ms > 0 else GIF_DEFAULT_FPS, width, height, False)
+
+
+class _SeekOvershoot(ValueError):
+    """Seeking landed after the wanted frame (bad index in the file): decode from the start instead."""
+
+
+def _read_av_clip(path: Path, indices: Sequence[int], shorter_side: Optional[int], seek: bool) -> np.ndarray:
+    """Decode the frames at `indices` from the key frame before the first one; uint8 (T, H, W, 3)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or stream.base_rate)
+        time_base, t0 = float(stream.time_base), stream.start_time or 0
+        if seek and indices[0] > 0:  # lands on the key frame at or before the first wanted frame
+            container.seek(t0 + int(indices[0] / fps / time_base), stream=stream, backward=True)
+        frames, j, size = [], 0, None
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                raise ValueError(f"a frame without a timestamp in {path}")
+            index = round((frame.pts - t0) * time_base * fps)  # source frame number
+            if index < indices[j]:
+                continue
+            if not frames and index > indices[0]:
+                raise _SeekOvershoot(f"seeking in {path} passed frame {indices[0]} (landed on {index})")
+            if size is None:
+                size = _scaled_size(frame.width, frame.height, shorter_side)
+            rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
+            while j < len(indices) and indices[j] <= index:  # a frame may serve several wanted indices
+                frames.append(rgb)
+                j += 1
+            if j == len(indices):
+                break
+    if j < len(indices):
+        raise ValueError(f"{path} ended early: decoded {j} of the {len(indices)} clip frames "
+                         f"(wanted source frames up to {indices[-1]})")
+    return np.stack(frames)  # (T, H, W, 3)
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, fps, size and audio presence of a video file, gif or frame folder, from headers only."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such video file or folder: {path}")
+    try:
+        if path.is_dir():
+            files = _frame_files(path)
+            if not files:
+                raise ValueError(f"no frames found in {path}")
+            with Image.open(files[0]) as image:
+                return VideoInfo(len(files), FRAME_FOLDER_FPS, image.width, image.height, False)
+        suffix = path.suffix.lower()
+        if suffix in AV_SUFFIXES:
+            return _probe_av(path)
+        if suffix in GIF_SUFFIXES:
+            return _probe_gif(path)
+    except av.FFmpegError as err:
+        raise ValueError(f"could not open {path}: {err}") from err
+    raise ValueError(f"unknown video suffix {suffix!r} for {path}; allowed: {VIDEO_SUFFIXES} or a frame folder")
+
+
+def read_clip(path: str | Path, indices: Sequence[int], shorter_side: Optional[int] = None) -> np.ndarray:
+    """Decode only source frames `indices` (non-decreasing), shorter side scaled; uint8 (len(indices), H, W, 3).
+
+    Container files seek to the key frame before the first index, so a short clip from a long
+    file decodes about one key-frame interval plus the clip, not the whole file.
+    """
+    path = Path(path)
+    indices = [int(i) for i in indices]
+    if not indices or indices[0] < 0 or any(b < a for a, b in zip(indices, indices[1:])):
+        raise ValueError(f"indices must be a non-empty non-decreasing list of frame numbers >= 0, got {indices}")
+    if path.is_dir():
+        files = _frame_files(path)
+        if indices[-1] >= len(files):
+            raise ValueError(f"{path} has {len(files)} frames, clip wants frame {indices[-1]}")
+        frames = [_resize(read_image(files[i]), shorter_side) for i in indices]
+        return _stack(frames, path)
+    suffix = path.suffix.lower()
+    if suffix in GIF_SUFFIXES:
+        every = _read_gif(path)  # gifs are small: decode all, keep the wanted frames
+        if indices[-1] >= len(every):
+            raise ValueError(f"{path} has {len(every)} frames, clip wants frame {indices[-1]}")
+        return np.stack([_resize(every[i], shorter_side) for i in indices])
+    if suffix not in AV_SUFFIXES:
+        raise ValueError(f"unknown video suffix {suffix!r} for {path}; allowed: {VIDEO_SUFFIXES}")
+    try:
+        try:
+            return _read_av_clip(path, indices, shorter_side, seek=True)
+        except _SeekOvershoot:
+            return _read_av_clip(path, indices, shorter_side, seek=False)
+    except av.FFmpegError as err:
+        raise ValueError(f"could not decode {path}: {err}") from err
+
+
+def read_audio(path: str | Path, start: float, duration: float, sample_rate: int) -> np.ndarray:
+    """Mono float32 (round(duration * sample_rate),) of the first audio stream from `start` s; zeros if none.
+
+    Samples outside the recorded sound (before it starts, after it ends) are zeros too.
+    """
+    if start < 0 or duration <= 0 or sample_rate <= 0:
+        raise ValueError(f"need start >= 0, duration > 0, sample_rate > 0; got {start}, {duration}, {sample_rate}")
+    path = Path(path)
+    num = round(duration * sample_rate)
+    if path.is_dir() or path.suffix.lower() not in AV_SUFFIXES:
+        return np.zeros(num, dtype=np.float32)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return np.zeros(num, dtype=np.float32)
+            stream = container.streams.audio[0]
+            time_base, t0 = float(stream.time_base), stream.start_time or 0
+            rate = stream.rate
+            # mono float at the source rate; the target rate is reached by interpolation at exact times
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            if start > 0:
+                container.seek(t0 + int(start / time_base), stream=stream, backward=True)
+            chunks, first = [], None
+            for frame in container.decode(stream):
+                if frame.pts is None:
+                    raise ValueError(f"an audio frame without a timestamp in {path}")
+                begins = (frame.pts - t0) * time_base  # seconds
+                first = begins if first is None else first
+                chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
+                if begins > start + duration:
+                    break
+            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
+    except av.FFmpegError as err:
+        raise ValueError(f"could not decode the audio of {path}: {err}") from err
+    if not chunks:
+        return np.zeros(num, dtype=np.float32)
+    samples = np.concatenate(chunks)  # (N,) at `rate`
+    have = first + np.arange(len(samples)) / rate  # seconds of each decoded sample
+    want = start + np.arange(num) / sample_rate
+    return np.interp(want, have, samples, left=0.0, right=0.0).astype(np.float32)

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 
 from ..config import Config, resolve_precision, to_dict
-from ..data import build_dataset, draw_masks, make_grid, to_uint8, write_video
+from ..data import build_dataset, dataset_options, draw_masks, make_grid, to_uint8, write_video
 from ..data.audio import log_mel
 from ..diffusion import Denoiser, bind, clip_x0, generate, make_schedule, training_loss
 from ..models import SpaceTimeUNet, count_parameters
@@ -100,10 +100,9 @@ class Trainer:
     def build_dataset(self) -> None:
         """The training clips (split "train")."""
         dc = self.config.data
-        options = dict(audio=True, audio_rate=dc.audio_rate) if dc.audio else {}
-        self.dataset = build_dataset(dc.kind, size=dc.size, num_frames=dc.num_frames, max_digits=dc.max_digits,
-                                     length=dc.length, seed=dc.seed, split="train", **options)
-        self.fps = getattr(getattr(self.dataset, "config", None), "fps", None)
+        self.dataset = build_dataset(dc.kind, **dataset_options(dc, split="train"))
+        # the frame rate the audio is aligned to (moving digits: nominal; videos: the resampled rate if set)
+        self.fps = getattr(getattr(self.dataset, "config", None), "fps", None) or dc.target_fps
 
     def build_model(self) -> None:
         """The network, the condition encoders (if any) and their EMA copies."""

@@ -1,0 +1,128 @@
+"""A decoded-clip cache: every clip decoded once into a uint8 memory-mapped shard.
+
+A cache directory holds ``clips.u8`` — raw uint8 ``(N, T, S, S, 3)`` in C order — optionally
+``audio.f32`` — raw float32 ``(N, A)`` — and ``index.json`` with the shape, the clip settings,
+and each clip's caption, label and source. No pickle anywhere. Later epochs read the shard
+through ``numpy.memmap`` and decode nothing. The cached clip of each item is its
+deterministic one (the "uniform" start, centre crop); ``CachedClips`` can still flip at random.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .transforms import random_flip
+from .video_datasets import VideoClips
+from .video_io import DECODE_ERRORS, to_tensor
+
+CACHE_VERSION = 1
+CLIPS_FILE, AUDIO_FILE, INDEX_FILE = "clips.u8", "audio.f32", "index.json"
+
+# ---- writing ----
+
+
+def build_cache(dataset: VideoClips, out: str | Path, *, progress: bool = True) -> dict:
+    """Decode every item of `dataset` once into the cache directory `out` (replaced atomically); returns the index."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    cfg, n = dataset.clip, len(dataset)
+    shape = (cfg.num_frames, cfg.size, cfg.size, 3)  # one clip: (T, S, S, 3)
+    clips = np.memmap(tmp / CLIPS_FILE, dtype=np.uint8, mode="w+", shape=(n, *shape))
+    sound = None
+    rows, kept = [], 0
+    for i in tqdm(range(n), desc="cache", unit="clip", disable=not progress):
+        entry = dataset.entries[i // cfg.clips_per_video]
+        if str(entry.path) in dataset.bad_files:
+            continue
+        try:
+            frames, audio = dataset.clip_frames(i, deterministic=True)
+        except DECODE_ERRORS as err:
+            dataset.mark_bad(entry.path, f"cannot decode: {err}")
+            continue
+        if audio is not None and sound is None:
+            sound = np.memmap(tmp / AUDIO_FILE, dtype=np.float32, mode="w+", shape=(n, len(audio)))
+        clips[kept] = frames
+        if sound is not None:
+            sound[kept] = audio
+        rows.append({"caption": entry.caption, "label": entry.label, "source": str(entry.path)})
+        kept += 1
+    if kept == 0:
+        raise ValueError(f"cache: no clip of {dataset.name} could be decoded; skipped: {dataset.bad_files}")
+    del clips  # flush, then cut the unused tail (items are the leading axis, so a prefix is a valid shard)
+    os.truncate(tmp / CLIPS_FILE, kept * int(np.prod(shape)))
+    index = {"version": CACHE_VERSION, "count": kept, "clip_shape": list(shape),
+             "clip": dataclasses.asdict(cfg), "bad_files": dict(dataset.bad_files), "items": rows}
+    if sound is not None:
+        samples = sound.shape[1]
+        del sound
+        os.truncate(tmp / AUDIO_FILE, kept * samples * 4)
+        index.update(audio_samples=samples, audio_rate=dataset.audio_rate)
+    (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return index
+
+
+# ---- reading ----
+
+
+class CachedClips(torch.utils.data.Dataset):
+    """Clips from a cache directory written by `build_cache`; the sample dict of the source data set."""
+
+    def __init__(self, root: str | Path, *, size: Optional[int] = None, num_frames: Optional[int] = None,
+                 flip: bool = False, audio: bool = False):
+        self.root, self.flip, self.audio = Path(root), flip, audio
+        path = self.root / INDEX_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"no clip cache at {self.root} (missing {INDEX_FILE}); "
+                                    f"write one with `kinema data cache DIR --out {self.root}`")
+        self.index = json.loads(path.read_text())
+        if self.index.get("version") != CACHE_VERSION:
+            raise ValueError(f"{path}: cache version {self.index.get('version')!r}, expected {CACHE_VERSION}")
+        t, s = self.index["clip_shape"][:2]
+        if (size is not None and size != s) or (num_frames is not None and num_frames != t):
+            raise ValueError(f"cache {self.root} holds {t} frames of {s}x{s}, but size={size}, "
+                             f"num_frames={num_frames} were asked; rebuild the cache")
+        if audio and "audio_samples" not in self.index:
+            raise ValueError(f"cache {self.root} was written without audio; rebuild it with audio")
+        self._clips = self._sound = None  # memmaps, opened lazily in each worker process
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_clips": None, "_sound": None}  # workers map the files themselves
+
+    def __len__(self) -> int:
+        return self.index["count"]
+
+    def _open(self) -> None:
+        """Map the shard files read-only."""
+        n = self.index["count"]
+        self._clips = np.memmap(self.root / CLIPS_FILE, dtype=np.uint8, mode="r", shape=(n, *self.index["clip_shape"]))
+        if self.audio:
+            shape = (n, self.index["audio_samples"])
+            self._sound = np.memmap(self.root / AUDIO_FILE, dtype=np.float32, mode="r", shape=shape)
+
+    def __getitem__(self, index: int) -> dict:
+        """{"video": (3, T, S, S), "caption", "label"[, "audio": (A,)]} read from the shard."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a cache of {len(self)} clips")
+        if self._clips is None:
+            self._open()
+        frames = np.array(self._clips[index])  # (T, S, S, 3): a copy, so the map stays read-only
+        if self.flip:
+            frames = np.ascontiguousarray(random_flip(frames))
+        row = self.index["items"][index]
+        item = {"video": to_tensor(frames), "caption": row["caption"], "label": row["label"]}
+        if self.audio:
+            item["audio"] = torch.from_numpy(np.array(self._sound[index]))  # (A,)
+        return item
