@@ -238,6 +238,11 @@ def _parse_override(text: str) -> tuple[str, object]:
     parsed = yaml.safe_load(value)
     if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
         return key, value  # YAML 1.1 reads no / off / yes / on as booleans; keep the word (e.g. mixed_precision=no)
+    if isinstance(parsed, str):
+        try:
+            return key, float(parsed)  # YAML 1.1 wants a dot in floats: 1e-3 would stay a string
+        except ValueError:
+            pass
     return key, parsed
 
 
