@@ -112,6 +112,10 @@ class CachedClips(torch.utils.data.Dataset):
             shape = (n, self.index["audio_samples"])
             self._sound = np.memmap(self.root / AUDIO_FILE, dtype=np.float32, mode="r", shape=shape)
 
+    def caption(self, index: int) -> str:
+        """The caption of item `index`, from the index alone."""
+        return self.index["items"][index]["caption"]
+
     def __getitem__(self, index: int) -> dict:
         """{"video": (3, T, S, S), "caption", "label"[, "audio": (A,)]} read from the shard."""
         if not 0 <= index < len(self):

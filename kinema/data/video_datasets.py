@@ -152,6 +152,10 @@ class VideoClips(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.entries) * self.clip.clips_per_video
 
+    def caption(self, index: int) -> str:
+        """The caption of item `index`, without decoding it."""
+        return self.entries[index // self.clip.clips_per_video].caption
+
     def clip_frames(self, index: int, *, deterministic: bool = False) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Item `index` as uint8 (T, size, size, 3) frames and float32 (A,) audio (None unless audio); may raise.
 

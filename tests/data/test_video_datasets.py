@@ -183,6 +183,7 @@ def test_ucf101_splits_captions_and_labels(ucf_root):
     assert [(it["caption"], it["label"]) for it in items] == [
         ("apply eye makeup", 0), ("boxing punching bag", 1), ("yo yo", 2)]
     check_item(items[0], 8, 16, label=0)
+    assert [ds.caption(i) for i in range(len(ds))] == [it["caption"] for it in items]  # without decoding
     with pytest.warns(UserWarning, match="1 of 4 clips listed in testlist01.txt are missing"):
         test_ds = UCF101(root, lists / "testlist01.txt", SMALL)
     assert [e.path.relative_to(root).as_posix() for e in test_ds.entries] == test
@@ -257,6 +258,7 @@ def test_cache_round_trip_is_exact_and_skips_bad_files(tmp_path):
         assert torch.equal(got["video"], want["video"]) and torch.equal(got["audio"], want["audio"])
         assert (got["caption"], got["label"]) == (want["caption"], want["label"])
     assert [cached[i]["caption"] for i in range(4)] == ["", "", "one", "one"]
+    assert [cached.caption(i) for i in range(4)] == ["", "", "one", "one"]
     with pytest.raises(ValueError, match="rebuild the cache"):
         CachedClips(tmp_path / "cache", size=32)
     with pytest.raises(FileNotFoundError, match="kinema data cache"):
