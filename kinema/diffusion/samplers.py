@@ -117,26 +117,8 @@ def _vp(schedule: Schedule, t: torch.Tensor, x: torch.Tensor):
     return alpha, sigma, alpha.log() - sigma.log()  # lambda = +inf at the clean end (sigma = 0)
 
 
-@torch.no_grad()
-def sample_euler(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
-                 generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None) -> torch.Tensor:
-    """Euler steps on the probability-flow ODE in sigma = sigma_t / alpha_t (Karras et al. 2022, Alg. 1, 1st order)."""
-    x = x_T
-    for i, t, s in _steps(timesteps, x):
-        pred = denoise(x, t)
-        _report(callback, i, t, x, pred)
-        (a_t, s_t, _), (a_s, s_s, _) = _vp(schedule, t, x), _vp(schedule, s, x)
-        y, x0 = x.double() / a_t, pred.x0.double()  # y = x_t / alpha_t has noise level sigma = s_t / a_t
-        d = (y - x0) / (s_t / a_t)  # dy / dsigma (Alg. 1, l. 4)
-        y = y + (s_s / a_s - s_t / a_t) * d  # Euler step (l. 5)
-        x = (y * a_s).to(x_T.dtype)
-    return x
-
-
-@torch.no_grad()
-def sample_heun(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
-                generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None) -> torch.Tensor:
-    """Heun's 2nd-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1); Euler on the last step."""
+def _karras_ode(denoise, x_T, timesteps, schedule, callback, second_order: bool) -> torch.Tensor:
+    """Euler or Heun steps on dy/dsigma = (y - x0) / sigma, y = x_t / alpha_t, sigma = sigma_t / alpha_t (EDM)."""
     x = x_T
     for i, t, s in _steps(timesteps, x):
         pred = denoise(x, t)
@@ -144,14 +126,28 @@ def sample_heun(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, 
         (a_t, s_t, _), (a_s, s_s, _) = _vp(schedule, t, x), _vp(schedule, s, x)
         sig_t, sig_s = s_t / a_t, s_s / a_s
         y = x.double() / a_t
-        d = (y - pred.x0.double()) / sig_t  # (l. 4)
-        y_next = y + (sig_s - sig_t) * d  # Euler predictor (l. 5)
-        if int(s[0]) >= 0:  # 2nd-order correction where sigma_next > 0 (l. 6-8)
+        d = (y - pred.x0.double()) / sig_t  # dy / dsigma (l. 4)
+        y_next = y + (sig_s - sig_t) * d  # Euler step (l. 5)
+        if second_order and int(s[0]) >= 0:  # Heun's correction where sigma_next > 0 (l. 6-8)
             x0_next = denoise((y_next * a_s).to(x_T.dtype), s).x0.double()
             d_next = (y_next - x0_next) / sig_s
             y_next = y + (sig_s - sig_t) * (d + d_next) / 2
         x = (y_next * a_s).to(x_T.dtype)
     return x
+
+
+@torch.no_grad()
+def sample_euler(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
+                 generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None) -> torch.Tensor:
+    """Euler steps on the probability-flow ODE in sigma = sigma_t / alpha_t (Karras et al. 2022, Alg. 1, 1st order)."""
+    return _karras_ode(denoise, x_T, timesteps, schedule, callback, second_order=False)
+
+
+@torch.no_grad()
+def sample_heun(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, *, schedule: Schedule,
+                generator: Optional[torch.Generator] = None, callback: Optional[Callable] = None) -> torch.Tensor:
+    """Heun's 2nd-order method on the probability-flow ODE (Karras et al. 2022, Alg. 1); Euler on the last step."""
+    return _karras_ode(denoise, x_T, timesteps, schedule, callback, second_order=True)
 
 
 def _dpmpp_2m(denoise, x_T, timesteps, schedule, generator, callback, eta: float) -> torch.Tensor:
