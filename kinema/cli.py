@@ -8,6 +8,7 @@
     kinema sample  --model M --prompt "digit 7 moving left" --guidance 4 [--audio a.wav] [--image ref.png] --out d/
     kinema edit    --model M --video in.mp4 --prompt "digit 3 moving up" --strength 0.6 --out o.mp4
     kinema augment --model M --prompts prompts.txt --per-prompt 4 --out DIR   (a captioned video folder)
+    kinema eval    --model M [--task predict] --num 256 --sampler dpmpp_2m --steps 10 --out report/ [--i3d W]
     kinema data inspect DIR [--kind folder|ucf101|kinetics400] [--preview preview.png] [--json report.json]
     kinema data cache   DIR --out CACHE [--config run.yaml] [--set data.size=64]
 
@@ -133,6 +134,78 @@ def cmd_augment(args: argparse.Namespace) -> int:
     (out / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} captioned clips for {len(prompts)} prompts to {out}")
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score a model on a task against real clips; write report.json, report.md and plots."""
+    import time
+
+    import torch
+
+    from . import __version__
+    from .diffusion import SAMPLERS
+    from .evaluation.evaluate import EvalProtocol, build_scorers, data_spec, evaluate, real_clips
+    from .evaluation.report import write_report
+    from .pipeline import VideoPipeline
+
+    start = time.perf_counter()
+    if args.sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {args.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+    if args.eta is not None and args.sampler not in ("ddim", "dpmpp_2m_sde"):
+        raise ValueError(f"--eta applies to ddim and dpmpp_2m_sde, not {args.sampler!r}")
+    flow = None
+    if args.flow is not None:
+        from .models.flow import load_flow_net
+
+        flow = load_flow_net(args.flow)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision)
+    kind, root = ("moving-digits", None) if args.data == "moving-digits" else (args.kind, args.data)
+    spec = data_spec(kind, size=pipe.size, num_frames=pipe.num_frames, num=args.num, seed=args.data_seed, root=root,
+                     audio="audio" in args.cond, audio_rate=pipe.audio_rate, fps=pipe.fps)
+    protocol = EvalProtocol(model=str(args.model), data=spec, task=args.task, num_clips=args.num, draws=args.draws,
+                            context_frames=args.context, conditions=tuple(args.cond), guidance=args.guidance,
+                            sampler=args.sampler, steps=tuple(args.steps), spacing=args.spacing, eta=args.eta,
+                            seed=args.seed, batch_size=args.batch, count_frames=args.count_frames,
+                            precision=pipe.precision)
+    scorers = build_scorers(kind, args.i3d, args.trust_pickle, flow=flow)
+    real = real_clips(spec, args.num)
+    other = real_clips({**spec, "seed": spec["seed"] + 1}, args.num) if kind == "moving-digits" else None
+    report, clips = evaluate(_eval_sampler(pipe, protocol), protocol, scorers, real, other)
+    report["environment"] = {"kinema": __version__, "torch": torch.__version__, "device": str(pipe.device),
+                             "threads": torch.get_num_threads(), "flow_model": args.flow,
+                             "seconds_total": round(time.perf_counter() - start, 1)}
+    write_report(report, args.out, real["video"], clips)
+    for row in report["results"]:
+        figures = {"FD-digits": row.get("fd_digits"), "FVD": row["fvd"],
+                   "PSNR dB": row.get("frame_metrics", {}).get("mean_over_draws", {}).get("psnr")}
+        text = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()
+                         if v is not None)
+        print(f"{row['steps']} steps: {text}  ({row['seconds']['sampling']} s sampling)")
+    print(f"report: {Path(args.out) / 'report.md'}  ({report['environment']['seconds_total']} s)")
+    return 0
+
+
+def _eval_sampler(pipe, protocol):
+    """The sampling function of `kinema eval`: a batch of real clips -> the task's given frames and conditions."""
+    k, scale = protocol.context_frames, protocol.guidance
+    options = {"eta": protocol.eta} if protocol.eta is not None else {}
+
+    def sample(batch: dict, steps: int, seed: int):
+        video = batch["video"]  # (B, C, T, H, W)
+        given = {"generate": {}, "predict": {"context": video[:, :, :k], "context_frames": k},
+                 "interpolate": {"first_frame": video[:, :, 0], "last_frame": video[:, :, -1]},
+                 "animate": {"first_frame": video[:, :, 0]}}[protocol.task]
+        conds = {}
+        if "text" in protocol.conditions:
+            conds.update(prompt=list(batch["caption"]), guidance=scale)
+        if "image" in protocol.conditions:
+            conds.update(image=video[:, :, 0], image_guidance=scale)
+        if "audio" in protocol.conditions:
+            conds.update(audio=batch["audio"].numpy(), audio_guidance=scale)
+        return pipe(len(video), num_frames=video.shape[2], steps=steps, sampler=protocol.sampler, seed=seed,
+                    spacing=protocol.spacing, progress=False, **given, **conds, **options).torch()
+
+    return sample
 
 
 def _data_config(args: argparse.Namespace):
@@ -281,6 +354,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="frames per clip (default: the training window)")
     p.add_argument("--out", required=True, help="output folder (mp4 + .txt captions + captions.jsonl)")
     p.set_defaults(func=cmd_augment)
+
+    p = sub.add_parser("eval", help="score a model against real clips (FD-digits, KID, FVD with --i3d, frame, "
+                                    "alignment and temporal metrics) and write a report")
+    p.add_argument("--model", required=True, help="model directory or training run directory")
+    p.add_argument("--data", default="moving-digits",
+                   help="real clips: moving-digits (held-out digit images, default) or a directory of videos")
+    p.add_argument("--kind", default="folder", choices=("folder", "ucf101", "kinetics400", "cache"),
+                   help="layout of a --data directory (default folder)")
+    p.add_argument("--data-seed", type=int, default=123, help="which real clips (moving-digits; default 123)")
+    p.add_argument("--task", default="generate", choices=("generate", "predict", "interpolate", "animate"))
+    p.add_argument("--num", type=int, default=256, help="real clips, and generated clips per step count")
+    p.add_argument("--draws", type=int, default=1, help="samples per clip for predict / interpolate / animate: "
+                                                        "reports the mean over them and the best of them")
+    p.add_argument("--context", type=int, default=4, help="predict: given frames (default 4)")
+    p.add_argument("--cond", nargs="+", default=[], choices=("text", "image", "audio"),
+                   help="conditions each real clip lends: its caption, first frame, sound (a conditioned model)")
+    p.add_argument("--guidance", type=float, default=1.0, help="guidance scale of every given condition")
+    p.add_argument("--sampler", default="ddim", help="ddim (default), ddpm, euler, heun, dpmpp_2m, dpmpp_2m_sde")
+    p.add_argument("--steps", type=int, nargs="+", default=[25],
+                   help="sampler steps; several values evaluate each and plot the metrics against them")
+    p.add_argument("--spacing", choices=("leading", "linspace", "trailing", "karras"),
+                   help="timestep spacing (default: karras for euler / heun / dpmpp_*, leading otherwise)")
+    p.add_argument("--eta", type=float, help="noise of ddim or dpmpp_2m_sde")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--batch", type=int, default=32, help="clips per sampler call (default 32)")
+    p.add_argument("--count-frames", default="all", choices=("all", "generated"),
+                   help="frames the distribution metrics see: all (given ones included) or the generated ones")
+    p.add_argument("--i3d", help="I3D Kinetics-400 weights (.safetensors; a state dict .pt with --trust-pickle) "
+                                 "for FVD; without them FVD is reported unavailable")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow --i3d to be a pickled state dict (read with torch.load(weights_only=True))")
+    p.add_argument("--flow", help="flow model directory: adds the warping error to the temporal metrics")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "no"), help="sampling precision")
+    p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--out", required=True, help="report directory (report.json, report.md, png plots)")
+    p.set_defaults(func=cmd_eval)
 
     tasks = {
         "predict": ("continue a video from its last --context frames", [("--video", "input video file"),

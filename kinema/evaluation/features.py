@@ -4,7 +4,8 @@ FVD uses an I3D network trained on Kinetics; its weights cannot ship here. For t
 kinema trains a small 3D-conv classifier (digit class and initial motion direction) on the train
 split and ships its weights in the package; the Fréchet distance between the Gaussian fits of its
 pooled features on real and generated clips scores a sampler or a model offline. The figure is
-comparable only between runs that use the same network (its weights' sha256 is reported).
+comparable only between runs that use the same network (its weights' sha256 is reported). KID
+(the unbiased kernel distance) on the same features is labelled "KID-digits" likewise.
 
     python -m kinema.evaluation.features --steps 800   # retrain and write the shipped weights
 """
@@ -72,7 +73,7 @@ def clip_features(net: DigitMotionNet, videos: torch.Tensor, batch: int = 64) ->
     return torch.cat(out).double().numpy()
 
 
-# ---- the Fréchet distance ----
+# ---- distances between feature sets: Fréchet, kernel (KID) ----
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +94,35 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
         covmean = linalg.sqrtm((cov1 + eps) @ (cov2 + eps))
     covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
+
+
+def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 of samples (m, D) and (n, D) with the cubic kernel k(a, b) = (a.b / D + 1)^3."""
+    d = x.shape[1]
+    k_xx, k_yy, k_xy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+    m, n = len(x), len(y)
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))  # i != j only: this makes it unbiased
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.mean())
+
+
+def kernel_distance(x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+                    seed: int = 0) -> dict:
+    """KID (Binkowski et al. 2018): mean and std of the unbiased MMD^2 over random subsets of features (N, D).
+
+    Each subset draws min(subset_size, len(x), len(y)) rows of each set without replacement;
+    when that is every row, all subsets agree and the std is 0.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
+        raise ValueError(f"need two feature sets (N >= 2, D) of one D, got shapes {x.shape} and {y.shape}")
+    if subsets < 1 or subset_size < 2:
+        raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
+    m = min(subset_size, len(x), len(y))
+    rng = np.random.default_rng(seed)
+    values = [mmd2_unbiased(x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)])
+              for _ in range(subsets)]
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "subsets": subsets, "subset_size": m}
 
 
 # ---- training (writes the shipped weights) ----

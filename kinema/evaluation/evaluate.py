@@ -1,0 +1,396 @@
+"""The measurements of `kinema eval`: real clips, the draw loop around a sampling function, every score.
+
+FVD numbers are known not to reproduce across papers: they move with the feature network's
+weights, the resolution, the clip count and whether given (conditioning) frames are counted.
+`EvalProtocol` therefore holds every such choice and the report records it beside the figures.
+Sampling itself is a callable handed in (the command line wraps the pipeline in one), so this
+module never imports the pipeline.
+
+Scores, each labelled in the report:
+- FD-digits / KID-digits: Fréchet and kernel distances on kinema's moving-digits network (not FVD);
+- FVD: Fréchet distance on I3D logits, only with I3D weights given, else "unavailable";
+- frame metrics (tasks with a target): PSNR / SSIM on the generated frames, mean over the draws
+  and, with several draws per clip, best of the draws;
+- alignment (moving digits): digit and direction accuracy, height-pitch correlation with audio,
+  and the entropy of the generated digit classes (diversity);
+- temporal: flicker index and warping error from `kinema.evaluation.temporal`, when present.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data import build_dataset, task_mask, to_tensor, to_uint8
+from ..data.datasets import MovingDigits, digit_pitch
+from .alignment import (
+    DigitClassifier,
+    centroid_track,
+    direction_of,
+    height_pitch_correlation,
+)
+from .features import (
+    WEIGHTS,
+    clip_features,
+    frechet_distance,
+    gaussian_stats,
+    kernel_distance,
+    load_feature_net,
+)
+from .frame_metrics import UINT8_MSE_FLOOR, psnr_per_frame, ssim_per_frame
+
+TASKS = ("generate", "predict", "interpolate", "animate")
+CONDITIONS = ("text", "image", "audio")  # taken from each real clip: its caption, its first frame, its sound
+COUNT_FRAMES = ("all", "generated")
+# a sampling function: (batch of real items {"video" (B, C, T, H, W), "caption", "audio"?}, steps, seed)
+# -> generated clips (B, C, T, H, W) in [-1, 1], given frames included
+SampleFn = Callable[[dict, int, int], torch.Tensor]
+
+# ---- the protocol ----
+
+
+@dataclass
+class EvalProtocol:
+    model: str  # the model directory evaluated
+    data: dict  # the real clips: kind and the data set's options (split, seed, size, frames, ...)
+    task: str = "generate"  # generate | predict | interpolate | animate
+    num_clips: int = 256  # real clips, and generated clips per step count
+    draws: int = 1  # samples per real clip (tasks with a target): mean over them and best of them
+    context_frames: int = 4  # predict: the first k frames are given
+    conditions: tuple[str, ...] = ()  # what each real clip lends as condition: text, image, audio
+    guidance: float = 1.0  # classifier-free guidance scale of every given condition
+    sampler: str = "ddim"  # a name of kinema.diffusion.SAMPLERS
+    steps: tuple[int, ...] = (25,)  # sampler steps; one full evaluation per entry
+    spacing: Optional[str] = None  # timestep spacing; None = the pipeline's default for the sampler
+    eta: Optional[float] = None  # ddim / dpmpp_2m_sde noise; None = the sampler's default
+    seed: int = 0  # batch b of draw d is sampled with seed + 1000 d + b
+    batch_size: int = 32  # clips per sampler call (the noise drawn depends on it)
+    count_frames: str = "all"  # distribution metrics on all frames or only on the generated ones
+    precision: str = "auto"  # the pipeline's precision setting (bf16 autocast where native)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.count_frames not in COUNT_FRAMES:
+            raise ValueError(f"count_frames must be one of {COUNT_FRAMES}, got {self.count_frames!r}")
+        unknown = sorted(set(self.conditions) - set(CONDITIONS))
+        if unknown:
+            raise ValueError(f"unknown conditions {unknown}; choose from {CONDITIONS}")
+        if self.num_clips < 2 or self.batch_size < 1 or self.draws < 1:
+            raise ValueError(f"need num_clips >= 2, batch_size >= 1 and draws >= 1, got {self.num_clips}, "
+                             f"{self.batch_size}, {self.draws}")
+        if self.draws > 1 and self.task == "generate":
+            raise ValueError(f"draws={self.draws}: several draws per clip need a task with a target "
+                             f"(predict, interpolate, animate), not generate")
+        if not self.steps or min(self.steps) < 1:
+            raise ValueError(f"steps must be one or more positive counts, got {self.steps}")
+        if self.num_clips // self.batch_size >= 1000:
+            raise ValueError(f"{self.num_clips} clips in batches of {self.batch_size} overrun the seed plan "
+                             f"(seed + 1000 draw + batch); use larger batches")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.data["num_frames"])
+
+    def known(self) -> torch.Tensor:
+        """(T,) bool: the frames the task gives (copied from the real clip) rather than generates."""
+        mask = torch.zeros(self.num_frames) if self.task == "generate" else \
+            task_mask(self.task, self.num_frames, self.context_frames)
+        return mask.bool()
+
+    def counted(self) -> torch.Tensor:
+        """(T,) bool: the frames the distribution metrics see."""
+        return torch.ones(self.num_frames, dtype=torch.bool) if self.count_frames == "all" else ~self.known()
+
+    def record(self) -> dict:
+        """Every choice as plain JSON data, with the frames each metric counts spelled out."""
+        out = asdict(self)
+        out["steps"], out["conditions"] = list(self.steps), list(self.conditions)
+        known = self.known()
+        out["frames"] = {
+            "per_clip": self.num_frames, "size": self.data.get("size"),
+            "given": torch.nonzero(known).flatten().tolist(),
+            "generated": torch.nonzero(~known).flatten().tolist(),  # what frame metrics count (given a target)
+            "distribution_metrics_count": torch.nonzero(self.counted()).flatten().tolist(),
+        }
+        out["seed_plan"] = "batch b of draw d: seed + 1000 d + b; real clips: data.seed; KID subsets: seed"
+        return out
+
+
+def data_spec(kind: str, *, size: int, num_frames: int, num: int, seed: int = 123, root: Optional[str] = None,
+              audio: bool = False, audio_rate: int = 16000, fps: float = 8.0) -> dict:
+    """The real clips' description: build_dataset keywords plus "kind" (moving digits: held-out digits, one each)."""
+    if kind == "moving-digits":
+        spec = dict(size=size, num_frames=num_frames, split="test", max_digits=1, seed=seed, length=num)
+        return {"kind": kind, **spec, **(dict(audio=True, audio_rate=audio_rate, fps=fps) if audio else {})}
+    if root is None:
+        raise ValueError(f"data kind {kind!r} needs a root directory")
+    if audio:
+        raise ValueError(f"audio conditions come from moving-digits data only, not from {kind!r}")
+    return {"kind": kind, "root": str(root), "size": size, "num_frames": num_frames}
+
+
+# ---- real clips ----
+
+
+def real_clips(spec: dict, num: int) -> dict:
+    """The first `num` clips of the data set in `spec`, on the uint8 grid as generated clips are.
+
+    {"video": (N, C, T, H, W), "caption": [N], "audio": (N, A)?, "digit" / "direction": (N,) and
+    "pitch": (N, T) Hz for moving digits}
+    """
+    options = {k: v for k, v in spec.items() if k != "kind"}
+    ds = build_dataset(spec["kind"], **options)
+    if len(ds) < num:
+        raise ValueError(f"the {spec['kind']} data has {len(ds)} clips, fewer than the {num} asked for")
+    items = [ds[i] for i in tqdm(range(num), desc="real clips", unit="clip", leave=False)]
+    video = to_tensor(to_uint8(torch.stack([it["video"] for it in items])))  # (N, C, T, H, W), uint8 levels
+    out = {"video": video, "caption": [it.get("caption", "") for it in items]}
+    if "audio" in items[0]:
+        out["audio"] = torch.stack([it["audio"] for it in items])  # (N, A)
+    if isinstance(ds, MovingDigits):
+        labels = torch.stack([it["labels"][0] for it in items])  # (N, 2): digit, direction of the one digit
+        out["digit"], out["direction"] = labels[:, 0], labels[:, 1]
+        room = ds.config.size - ds.config.digit_size
+        out["pitch"] = torch.from_numpy(np.stack([digit_pitch(ds.tracks(i)[0].positions.astype(np.float64), room)
+                                                  for i in range(num)]))  # (N, T)
+    return out
+
+
+def _rows(real: dict, start: int, stop: int) -> dict:
+    """Items start .. stop - 1 of every per-clip field of `real`."""
+    return {k: v[start:stop] for k, v in real.items() if isinstance(v, (torch.Tensor, list))}
+
+
+# ---- the draw loop ----
+
+
+def draw_clips(sample: SampleFn, real: dict, protocol: EvalProtocol, steps: int,
+               progress: bool = True) -> torch.Tensor:
+    """(draws, N, C, T, H, W) clips from `sample`, batch by batch, with the protocol's seeds; checks each batch."""
+    n, bs = protocol.num_clips, protocol.batch_size
+    draws = []
+    with tqdm(total=n * protocol.draws, desc=f"sample {protocol.sampler} {steps} steps", unit="clip",
+              disable=not progress) as bar:
+        for d in range(protocol.draws):
+            parts = []
+            for b, i in enumerate(range(0, n, bs)):
+                batch = _rows(real, i, min(i + bs, n))
+                out = sample(batch, steps, protocol.seed + 1000 * d + b)
+                want = tuple(batch["video"].shape)
+                if tuple(out.shape) != want:
+                    raise ValueError(f"the sampling function returned shape {tuple(out.shape)}, expected {want}")
+                parts.append(out.float().cpu())
+                bar.update(len(out))
+            draws.append(torch.cat(parts))
+    return torch.stack(draws)
+
+
+# ---- scores ----
+
+
+@dataclass
+class Scorers:
+    digits: Optional[tuple] = None  # (DigitMotionNet, sha256) on moving digits
+    classifier: Optional[DigitClassifier] = None  # digit classes on moving digits
+    i3d: Optional[tuple] = None  # (I3D, sha256, path)
+    fvd_reason: str = "no --i3d weights given; FVD needs the Kinetics-400 I3D weights, which kinema cannot ship"
+    flow: Optional[torch.nn.Module] = None  # an optical-flow network for the warping error
+
+    def networks(self) -> dict:
+        """Which feature networks scored this run, with their weights' sha256."""
+        out = {"fd_digits": {"available": False, "reason": "the digit network applies to moving-digits data only"}}
+        if self.digits is not None:
+            out["fd_digits"] = {"available": True, "name": "DigitMotionNet (kinema, moving digits; not I3D, not FVD)",
+                                "weights": str(WEIGHTS), "sha256": self.digits[1], "features": "pooled, 64-d"}
+        out["fvd"] = {"available": False, "reason": self.fvd_reason}
+        if self.i3d is not None:
+            from .fvd import FVD_FRAMES, FVD_SIZE
+
+            out["fvd"] = {"available": True, "name": f"I3D Inception-v1, {self.i3d[0].num_classes} classes",
+                          "weights": self.i3d[2], "sha256": self.i3d[1],
+                          "features": f"{self.i3d[0].num_classes} logits averaged over time (before softmax)",
+                          "preprocessing": f"first {FVD_FRAMES} frames, gray to RGB, bilinear resize to "
+                                           f"{FVD_SIZE}x{FVD_SIZE}, values in [-1, 1]"}
+        return out
+
+
+def build_scorers(kind: str, i3d_path: Optional[str] = None, trust_pickle: bool = False,
+                  flow: Optional[torch.nn.Module] = None, digit_size: int = 14) -> Scorers:
+    """The scoring networks for a data kind: the digit networks on moving digits, I3D when its weights are given."""
+    scorers = Scorers(flow=flow)
+    if i3d_path is not None:  # first: a bad path fails before the slower set-up
+        from .fvd import load_i3d
+
+        net, sha = load_i3d(i3d_path, trust_pickle=trust_pickle)
+        scorers.i3d = (net, sha, str(i3d_path))
+    if kind == "moving-digits":
+        scorers.digits = load_feature_net()
+        scorers.classifier = DigitClassifier(digit_size=digit_size)
+    return scorers
+
+
+def feature_sets(clips: torch.Tensor, scorers: Scorers, progress: bool = False) -> dict:
+    """Features of clips (N, C, T, H, W) from each available network: {"digits": (N, 64), "i3d": (N, 400)}."""
+    out = {}
+    if scorers.digits is not None:
+        out["digits"] = clip_features(scorers.digits[0], clips)
+    if scorers.i3d is not None:
+        from .fvd import i3d_features
+
+        out["i3d"] = i3d_features(scorers.i3d[0], clips, progress=progress)
+    return out
+
+
+def distribution_scores(real: dict, fake: dict, seed: int = 0) -> dict:
+    """FD-digits and KID-digits (digit features) and FVD (I3D features) between two `feature_sets`."""
+    out = {}
+    if "digits" in real:
+        out["fd_digits"] = frechet_distance(*gaussian_stats(real["digits"]), *gaussian_stats(fake["digits"]))
+        out["kid_digits"] = kernel_distance(real["digits"], fake["digits"], seed=seed)
+    if "i3d" in real:
+        out["fvd"] = frechet_distance(*gaussian_stats(real["i3d"]), *gaussian_stats(fake["i3d"]))
+    return out
+
+
+def calibration(real: torch.Tensor, other: torch.Tensor, scorers: Scorers, seed: int = 0) -> dict:
+    """FD-digits and KID-digits of real clips (N, C, T, H, W) against another real draw, it shuffled in time, and noise.
+
+    A trustworthy score orders them real < shuffled < noise: the first is the floor a perfect
+    model reaches at this clip count.
+    """
+    if scorers.digits is None:
+        return {}
+    g = torch.Generator().manual_seed(seed)
+    order = torch.stack([torch.randperm(other.shape[2], generator=g) for _ in range(len(other))])  # (N, T)
+    shuffled = torch.stack([clip[:, idx] for clip, idx in zip(other, order)])  # frames of each clip permuted
+    noise = torch.rand(other.shape, generator=g) * 2 - 1
+    digits_only = Scorers(digits=scorers.digits)
+    ref = feature_sets(real, digits_only)
+    return {name: distribution_scores(ref, feature_sets(clips, digits_only), seed=seed)
+            for name, clips in (("real_vs_real", other), ("real_vs_shuffled", shuffled), ("real_vs_noise", noise))}
+
+
+def frame_scores(fake: torch.Tensor, real: torch.Tensor, known: torch.Tensor) -> dict:
+    """PSNR / SSIM of draws (S, N, C, T, H, W) against real (N, C, T, H, W) on the frames not `known` (T,).
+
+    "mean_over_draws": every draw counts; "best_of_draws" (S > 1): per clip, the draw with the best
+    score of that metric. Per-frame curves cover all T frames (given ones are exact copies).
+    """
+    psnr = torch.stack([psnr_per_frame(f, real, floor=UINT8_MSE_FLOOR) for f in fake])  # (S, N, T)
+    ssim = torch.stack([ssim_per_frame(f, real) for f in fake])  # (S, N, T)
+    gen = ~known
+    out = {"draws": len(fake), "frames_counted": torch.nonzero(gen).flatten().tolist(),
+           "mean_over_draws": {"psnr": psnr[..., gen].mean().item(), "ssim": ssim[..., gen].mean().item(),
+                               "psnr_per_frame": psnr.mean(dim=(0, 1)).tolist(),
+                               "ssim_per_frame": ssim.mean(dim=(0, 1)).tolist()}}
+    if len(fake) > 1:
+        clips = torch.arange(psnr.shape[1])
+        best = {}
+        for name, values in (("psnr", psnr), ("ssim", ssim)):
+            pick = values[..., gen].mean(-1).argmax(0)  # (N,) the best draw of each clip
+            chosen = values[pick, clips]  # (N, T)
+            best[name], best[f"{name}_per_frame"] = chosen[:, gen].mean().item(), chosen.mean(0).tolist()
+        out["best_of_draws"] = best
+    return out
+
+
+def digit_diversity(digits: list[int]) -> dict:
+    """Entropy of the digit classes shown (bits, and over log2 10), the class histogram and the share with no digit."""
+    shown = np.array([d for d in digits if d >= 0], dtype=np.int64)
+    counts = np.bincount(shown, minlength=10)
+    p = counts[counts > 0] / max(counts.sum(), 1)
+    bits = float(-(p * np.log2(p)).sum()) + 0.0 if len(shown) else 0.0  # + 0.0: one class gives 0, not -0
+    return {"entropy_bits": bits, "entropy_normalised": bits / np.log2(10), "histogram": counts.tolist(),
+            "no_digit_fraction": 1 - len(shown) / max(len(digits), 1)}
+
+
+def alignment_scores(fake: torch.Tensor, real: dict, protocol: EvalProtocol, classifier: DigitClassifier) -> dict:
+    """Moving digits: do clips (N, C, T, H, W) show the digit, motion and pitch their conditions asked for?"""
+    digits = [classifier.predict(v) for v in fake]
+    out = {}
+    if protocol.task == "generate":
+        out["diversity"] = digit_diversity(digits)
+    if protocol.task != "generate" or {"text", "image"} & set(protocol.conditions):
+        out["digit_accuracy"] = float(np.mean([d == t for d, t in zip(digits, real["digit"].tolist())]))
+    if "text" in protocol.conditions:  # the caption names the initial motion
+        out["direction_accuracy"] = float(np.mean([direction_of(centroid_track(v)) == t
+                                                   for v, t in zip(fake, real["direction"].tolist())]))
+    elif protocol.task != "generate":  # the motion of the generated span, from the last given frame on
+        start = max(int(torch.nonzero(~protocol.known())[0]) - 1, 0)
+        same = [direction_of(centroid_track(v[:, start:])) == direction_of(centroid_track(r[:, start:]))
+                for v, r in zip(fake, real["video"])]
+        out["direction_agreement_with_real"] = float(np.mean(same))
+    if "audio" in protocol.conditions:
+        c = np.array([height_pitch_correlation(centroid_track(v), p.numpy()) for v, p in zip(fake, real["pitch"])])
+        out["height_pitch_correlation"] = float(np.nanmean(c)) if np.isfinite(c).any() else float("nan")
+        out["height_pitch_clips_scored"] = int(np.isfinite(c).sum())
+    return out
+
+
+def temporal_scores(videos: torch.Tensor, flow: Optional[torch.nn.Module] = None) -> dict:
+    """Flicker index (and warping error, given a flow network) of clips (N, C, T, H, W), from `temporal`."""
+    import importlib
+
+    try:
+        temporal = importlib.import_module(__package__ + ".temporal")
+    except ModuleNotFoundError as err:
+        if err.name != __package__ + ".temporal":  # the module is there but needs something missing
+            raise
+        return {"available": False, "reason": "kinema.evaluation.temporal (flicker index, warping error) "
+                                              "is not part of this version"}
+    out = {"available": True, "flicker_index": float(temporal.flicker_index(videos).mean())}
+    if flow is not None:
+        out["warping_error"] = float(temporal.warping_error(videos, flow).mean())
+    return out
+
+
+def _clip_scores(fake: torch.Tensor, real: dict, real_features: dict, protocol: EvalProtocol,
+                 scorers: Scorers) -> dict:
+    """Every score of draws (S, N, C, T, H, W) at one step count; distribution scores use the first draw."""
+    first = fake[0]
+    fake_features = feature_sets(first[:, :, protocol.counted()], scorers, progress=True)
+    out = distribution_scores(real_features, fake_features, seed=protocol.seed)
+    if scorers.i3d is None:
+        out["fvd"] = "unavailable"
+    if protocol.task != "generate":
+        out["frame_metrics"] = frame_scores(fake, real["video"], protocol.known())
+    if scorers.classifier is not None:
+        out["alignment"] = alignment_scores(first, real, protocol, scorers.classifier)
+    out["temporal"] = temporal_scores(first, scorers.flow)
+    return out
+
+
+# ---- the whole evaluation ----
+
+
+def evaluate(sample: SampleFn, protocol: EvalProtocol, scorers: Scorers, real: dict,
+             other: Optional[dict] = None, progress: bool = True) -> tuple[dict, dict]:
+    """Draw, score and time each step count; return the report and the clips {steps: (draws, N, C, T, H, W)}."""
+    report = {"protocol": protocol.record(), "feature_networks": scorers.networks(), "real": {}, "results": []}
+    counted = protocol.counted()
+    if other is not None:
+        report["calibration"] = calibration(real["video"][:, :, counted], other["video"][:, :, counted], scorers,
+                                            seed=protocol.seed)
+    if scorers.classifier is not None and protocol.task == "generate":
+        report["real"]["diversity"] = digit_diversity([scorers.classifier.predict(v) for v in real["video"]])
+    report["real"]["temporal"] = temporal_scores(real["video"], scorers.flow)
+    t0 = time.perf_counter()
+    real_features = feature_sets(real["video"][:, :, counted], scorers, progress=progress)
+    report["real"]["seconds_features"] = round(time.perf_counter() - t0, 2)
+    clips = {}
+    for steps in protocol.steps:
+        t0 = time.perf_counter()
+        fake = draw_clips(sample, real, protocol, steps, progress=progress)  # (S, N, C, T, H, W)
+        t1 = time.perf_counter()
+        row = {"steps": steps, **_clip_scores(fake, real, real_features, protocol, scorers)}
+        t2 = time.perf_counter()
+        row["seconds"] = {"sampling": round(t1 - t0, 2), "scoring": round(t2 - t1, 2)}
+        report["results"].append(row)
+        clips[steps] = fake
+    return report, clips
