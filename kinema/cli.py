@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -49,7 +51,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .pipeline import VideoPipeline
 
     sampling = _sampling(args)
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle)
     video = pipe(args.num, num_frames=args.frames, **sampling)
     out = Path(args.out)
     for i in range(len(video)):
@@ -73,7 +75,7 @@ def cmd_frames(args: argparse.Namespace) -> int:
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"--{name}: {path} does not exist")
     sampling = _sampling(args)
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle)
     given = {"predict": lambda: {"context": args.video, "context_frames": args.context},
              "interpolate": lambda: {"first_frame": args.first, "last_frame": args.last},
              "animate": lambda: {"first_frame": args.image}}[args.command]()
@@ -95,7 +97,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     sampling = _sampling(args)
     for key in ("overlap", "long_mode"):
         sampling.pop(key)
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle)
     video = pipe.edit(args.video, strength=args.strength, **sampling)
     video.save(out)
     print(f"wrote {video.numpy().shape[1]} edited frames to {out}")
@@ -120,7 +122,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     if sampling.pop("prompt", None) is not None:
         raise ValueError("augment reads its prompts from --prompts; drop --prompt")
     seed = sampling.pop("seed")
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -298,6 +300,9 @@ def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] 
     p.add_argument("--long-mode", default="sliding", choices=("sliding", "keyframes"),
                    help="how videos longer than the window are made (default sliding)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow weights in a .pt / .ckpt pickle, read with torch.load(weights_only=True); "
+                        "only for files you trust (default: safetensors only)")
 
 
 # ---- parsing ----
@@ -308,7 +313,12 @@ def _parse_override(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or "." not in key:
         raise ValueError(f"--set expects section.key=value, got {text!r}")
-    parsed = yaml.safe_load(value)
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        from .config import yaml_error
+
+        raise ValueError(f"--set {text!r}: the value is not valid YAML: {yaml_error(err)}") from err
     if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
         return key, value  # YAML 1.1 reads no / off / yes / on as booleans; keep the word (e.g. mixed_precision=no)
     if isinstance(parsed, str):
@@ -428,17 +438,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Print a warning as one line, without the source line Python adds."""
+    print(f"kinema: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the `kinema` console script; returns the exit code."""
+    """Entry point of the `kinema` console script; returns the exit code (0 ok, 2 usage error, 1 failure).
+
+    Errors print one line; set KINEMA_TRACEBACK=1 to see the traceback of a runtime failure.
+    """
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"kinema {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("kinema: interrupted", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:  # bad input
+            print(f"kinema {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("kinema: interrupted", file=sys.stderr)
+            return 130
+        except Exception as err:  # a runtime failure (diverged training, out of memory, I/O)
+            if os.environ.get("KINEMA_TRACEBACK") == "1":
+                raise
+            print(f"kinema {args.command}: error: {type(err).__name__}: {' '.join(str(err).split())} "
+                  "(KINEMA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

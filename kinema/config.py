@@ -219,10 +219,11 @@ class TrainConfig:
     keep_checkpoints: int = 3  # how many checkpoints to keep
     sample_steps: int = 25  # DDIM steps for the periodic sample grid
     num_samples: int = 4  # clips in the periodic sample grid
+    max_bad_steps: int = 10  # stop after this many steps in a row with a NaN / Inf loss or gradient (each skipped)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints", "sample_steps",
-                     "num_samples", "checkpoint_every"):
+                     "num_samples", "checkpoint_every", "max_bad_steps"):
             _check(getattr(self, name) >= 1, f"train.{name}", getattr(self, name), ">= 1")
         _check(self.lr > 0, "train.lr", self.lr, "> 0")
         _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
@@ -271,6 +272,15 @@ def resolve_precision(setting: str, device_type: str) -> str:
 
 
 # ---- reading and writing ----
+
+
+def yaml_error(err: Exception) -> str:
+    """A YAML parse error as one line: the problem and where (line, column)."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(err).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -329,7 +339,10 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}  # data only: tags such as !!python/object are refused
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML data: {yaml_error(err)}") from err
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a config file must be a mapping of sections, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():

@@ -23,8 +23,22 @@ from .data.audio import fit_length, load_audio, log_mel
 from .diffusion import Denoiser, bind, clip_x0, edit, generate, guided, keep_known, make_schedule
 from .models import SpaceTimeUNet
 from .models.encoders import Conditioner, Tokenizer
-from .models.model_dir import load_model_weights, read_model_config, read_vocab
+from .models.model_dir import load_model_weights, read_model_config, read_vocab, resolve_model_dir
 from .types import Cond, FrameMask
+
+# ---- loading ----
+
+
+def _load_weights(module: torch.nn.Module, path: Path, name: str, trust_pickle: bool) -> None:
+    """Load model_dir/<name> weights into `module`; weights that do not fit are a ValueError."""
+    weights = load_model_weights(path, name, trust_pickle=trust_pickle)
+    try:
+        module.load_state_dict(weights)
+    except RuntimeError as err:  # missing / unexpected keys, size mismatches: one line, cut short
+        text = " ".join(str(err).split())
+        raise ValueError(f"{path}: the {name} weights do not fit its config.json: "
+                         f"{text[:300]}{'...' if len(text) > 300 else ''}") from err
+
 
 # ---- the result ----
 
@@ -90,31 +104,43 @@ class VideoPipeline:
         self.precision = resolve_precision(precision, self.device.type)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: Optional[str] = None, precision: str = "auto"):
+    def from_pretrained(cls, path: str | Path, *, device: Optional[str] = None, precision: str = "auto",
+                        trust_pickle: bool = False):
         """Load a model directory (config.json + model.safetensors), or a training run's `model/` inside it.
 
         Args:
-            path: the model directory, or a run directory written by `kinema train`.
+            path: the model directory, a run directory written by `kinema train`, or the name of a model
+                bundled with kinema ("moving-digits").
             device: "cpu", "cuda", ... (default: cuda when available).
             precision: "auto" (bf16 where the hardware has it), "bf16" or "no".
+            trust_pickle: read weights from a `.pt` / `.ckpt` pickle when the directory has no safetensors
+                (with torch.load(weights_only=True)); without it such a directory is refused.
         """
-        path = Path(path)
-        if not (path / "model.safetensors").is_file() and (path / "model" / "model.safetensors").is_file():
+        path = resolve_model_dir(path)  # a directory, or the name of a bundled model ("moving-digits")
+        if not (path / "model.safetensors").is_file() and (path / "model" / "config.json").is_file():
             path = path / "model"
         config = read_model_config(path)
         for key in ("model", "diffusion", "data"):
             if key not in config:
                 raise ValueError(f"{path / 'config.json'} has no {key!r} section; is it a kinema model directory?")
-        model = SpaceTimeUNet(from_dict(UNetConfig, config["model"], prefix="model."))
-        model.load_state_dict(load_model_weights(path))
-        diffusion = from_dict(DiffusionConfig, config["diffusion"], prefix="diffusion.")
+        try:
+            model_config = from_dict(UNetConfig, config["model"], prefix="model.")
+            diffusion = from_dict(DiffusionConfig, config["diffusion"], prefix="diffusion.")
+            cond = from_dict(CondConfig, config["cond"], prefix="cond.") if "cond" in config else None
+        except ValueError as err:
+            raise ValueError(f"{path / 'config.json'}: {err}") from err
+        size, f = config["data"].get("size"), model_config.downsample_factor
+        if not isinstance(size, int) or size < 1 or size % f:
+            raise ValueError(f"{path / 'config.json'}: data.size = {size!r} is not a positive multiple of {f}, "
+                             f"the UNet's downsampling factor")
+        model = SpaceTimeUNet(model_config)
+        _load_weights(model, path, "model", trust_pickle)
         conditioner, data = None, config["data"]
-        if "cond" in config:
-            cond = from_dict(CondConfig, config["cond"], prefix="cond.")
+        if cond is not None:
             tokenizer = Tokenizer(read_vocab(path)) if cond.text == "gru" else None
             conditioner = Conditioner(cond, model.config.cond_dim, in_channels=model.config.in_channels,
                                       tokenizer=tokenizer)
-            conditioner.load_state_dict(load_model_weights(path, "conditioner"))
+            _load_weights(conditioner, path, "conditioner", trust_pickle)
         return cls(model, diffusion, size=data["size"], num_frames=data["num_frames"], conditioner=conditioner,
                    fps=data.get("fps") or 8.0, audio_rate=data.get("audio_rate", 16000), device=device,
                    precision=precision)

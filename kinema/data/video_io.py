@@ -20,7 +20,7 @@ import av
 import numpy as np
 import torch
 from einops import rearrange
-from PIL import Image, ImageSequence
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
 # ---- suffixes ----
 
@@ -171,8 +171,11 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
-    with Image.open(path) as image:
-        return _pil_rgb(image)
+    try:
+        with Image.open(path) as image:
+            return _pil_rgb(image)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL raises SyntaxError for some broken files
+        raise ValueError(f"cannot read {path} as an image: {err}") from err
 
 
 def write_image(path: str | Path, frame: np.ndarray) -> None:

@@ -31,6 +31,18 @@ def sample_timesteps(batch: int, schedule: Schedule, *, device=None, generator=N
     return torch.randint(0, schedule.num_steps, (batch,), device=device, generator=generator)
 
 
+def draw_t_eps(x0: torch.Tensor, schedule: Schedule, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """t (B,) and eps like x0; given a list of generators, example i draws from generator[i] alone."""
+    if not isinstance(generator, (list, tuple)):
+        t = sample_timesteps(x0.shape[0], schedule, device=x0.device, generator=generator)
+        return t, torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    assert len(generator) == x0.shape[0], f"{len(generator)} generators for a batch of {x0.shape[0]}"
+    # drawn on the CPU one example at a time: the draw does not depend on the batch or the device
+    t = torch.cat([sample_timesteps(1, schedule, generator=g) for g in generator])
+    eps = torch.stack([torch.randn(x0.shape[1:], generator=g, dtype=x0.dtype) for g in generator])
+    return t.to(x0.device), eps.to(x0.device)
+
+
 def masked_mean(x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean over all non-batch dims, per sample, (B,); `weight` (broadcastable to x) selects elements."""
     if weight is None:
@@ -69,7 +81,7 @@ def training_loss(
     loss_type: str = "simple",
     learned_variance: bool = False,
     weight: Optional[torch.Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    generator: Optional[torch.Generator | list[torch.Generator]] = None,
     **model_kwargs,
 ) -> dict:
     """Draw t and eps, noise x0, ask `model(x_t, t, **model_kwargs)`, return the loss terms.
@@ -78,13 +90,13 @@ def training_loss(
     L_vlb term, with a stop-gradient on the mean so it trains the variance alone (improved DDPM
     §3.1), scaled by N / 1000 so that lambda = 0.001 for any N. `weight` (broadcastable to x0,
     e.g. (B, 1, T, 1, 1)) marks which elements count; `pred` is the Prediction, for extra losses.
+    `generator` is one CPU / device generator, or one CPU generator per example (see `draw_t_eps`).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {LOSS_TYPES}")
     if loss_type == "hybrid" and not learned_variance:
         raise ValueError("loss_type 'hybrid' trains a learned variance; set learned_variance=True")
-    t = sample_timesteps(x0.shape[0], schedule, device=x0.device, generator=generator)
-    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    t, eps = draw_t_eps(x0, schedule, generator)
     x_t = q_sample(x0, t, eps, schedule=schedule)
     output = model(x_t, t, **model_kwargs)  # (B, C or 2C, T, H, W)
     mean_out = output.chunk(2, dim=1)[0] if learned_variance else output

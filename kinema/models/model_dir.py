@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
+import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 VOCAB_FILE = "text_vocab.json"
+FORMAT = 1  # layout of a model directory, recorded in config.json as "format"
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # torch.save / pickle files: loading them can run code
 
 # ---- atomic file helpers (shared with training checkpoints) ----
 
@@ -73,10 +78,12 @@ def save_model_dir(out_dir: str | os.PathLike, model: nn.Module, config: dict, *
     """Write config.json, model.safetensors, `<name>.safetensors` per extra module and text_vocab.json, atomically."""
     if not isinstance(config, dict):
         raise ValueError(f"config must be a dict, got {type(config).__name__}")
-    if "kinema_version" in config:
-        raise ValueError(f"config key 'kinema_version' is reserved, got {config['kinema_version']!r}")
+    for key in ("kinema_version", "format"):
+        if key in config:
+            raise ValueError(f"config key {key!r} is reserved, got {config[key]!r}")
     try:
-        text = json.dumps({"kinema_version": _kinema_version(), **config}, indent=2, allow_nan=False) + "\n"
+        text = json.dumps({"kinema_version": _kinema_version(), "format": FORMAT, **config}, indent=2,
+                          allow_nan=False) + "\n"
     except (TypeError, ValueError) as err:
         raise ValueError(f"config is not JSON-serialisable: {err}") from err
     out = Path(out_dir)
@@ -105,9 +112,43 @@ def _model_file(model_dir: str | os.PathLike, name: str) -> Path:
     return path
 
 
-def load_model_weights(model_dir: str | os.PathLike, name: str = "model") -> dict[str, Tensor]:
-    """Return the state dict stored in model_dir/<name>.safetensors (CPU tensors)."""
-    return load_file(_model_file(model_dir, f"{name}.safetensors"))
+def load_model_weights(model_dir: str | os.PathLike, name: str = "model", *,
+                       trust_pickle: bool = False) -> dict[str, Tensor]:
+    """Return the state dict in model_dir/<name>.safetensors (CPU tensors); a pickle only with `trust_pickle`."""
+    root = Path(model_dir)
+    safe = root / f"{name}.safetensors"
+    pickles = [root / f"{name}{s}" for s in PICKLE_SUFFIXES if (root / f"{name}{s}").is_file()]
+    if safe.is_file() or not pickles:
+        try:
+            return load_file(_model_file(model_dir, safe.name))
+        except SafetensorError as err:
+            raise ValueError(f"cannot read {safe}: {err}") from err
+    if not trust_pickle:
+        raise ValueError(f"{pickles[0]} is a pickle, and loading a pickle can run any code in it; kinema reads "
+                         f"weights from {safe.name} only. If you trust the file, pass --trust-pickle "
+                         "(trust_pickle=True), which loads it with torch.load(weights_only=True)")
+    return _load_trusted_pickle(pickles[0])
+
+
+def _load_trusted_pickle(path: Path) -> dict[str, Tensor]:
+    """A state dict from a torch.save file through torch.load(weights_only=True): tensors and containers only."""
+    import pickle
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        found = re.search(r"Unsupported[^.\n]*", str(err))  # e.g. "Unsupported global: GLOBAL exec was not ..."
+        why = found.group(0) if found else (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"refusing {path}: torch.load(weights_only=True) rejected it: {why}") from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # the common {"state_dict": ...} wrapper
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors (got {type(state).__name__})")
+    return state
 
 
 def read_vocab(model_dir: str | os.PathLike) -> list[str]:
@@ -128,5 +169,13 @@ def read_model_config(model_dir: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(config, dict):
         raise ValueError(f"{path} must hold a JSON object, got {type(config).__name__}")
-    config.pop("kinema_version", None)
+    version = config.pop("kinema_version", None)
+    # directories written before "format" was recorded are format 1; no kinema_version at all: not ours
+    found = config.pop("format", 1 if version is not None else None)
+    if found is None:
+        raise ValueError(f"{path} has no 'kinema_version' or 'format'; is {path.parent} a kinema model directory?")
+    if found != FORMAT:
+        raise ValueError(f"{path.parent} was written by kinema {version} in model format {found!r}; this kinema "
+                         f"{_kinema_version()} reads format {FORMAT}; load it with kinema {version} or re-export it")
     return config
+

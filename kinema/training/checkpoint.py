@@ -143,6 +143,10 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict, keep: in
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     tensors, skeleton = flatten_state(state)
+    bad = nonfinite_tensors(tensors)
+    if bad:
+        raise ValueError(f"refusing to write checkpoint step {step}: non-finite values in {bad[:5]}"
+                         f"{f' and {len(bad) - 5} more' if len(bad) > 5 else ''}")
     meta = json.dumps({"format": FORMAT, "step": step, "state": skeleton}, allow_nan=False)
 
     root = Path(run_dir) / "checkpoints"
@@ -163,6 +167,26 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict, keep: in
     _fsync_dir(root)
     _prune(run_dir, keep, final)
     return final
+
+
+def nonfinite_tensors(tensors: dict[str, Tensor]) -> list[str]:
+    """Keys of the floating-point tensors that hold a NaN or an infinity."""
+    return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def remove_stale(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temp / half-deleted directories a killed run left under run_dir/checkpoints; return them."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    stale = [p for p in root.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".del-", ".old-"))]
+    for path in stale:
+        if path.name.startswith(".old-") and not (root / path.name.split("-")[1]).exists():
+            # killed between the two renames of _replace_dir: the old copy is the only one; put it back
+            os.rename(path, root / path.name.split("-")[1])
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 def _replace_dir(src: Path, dst: Path) -> None:

@@ -9,8 +9,11 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import random
 import time
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -19,7 +22,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from einops import rearrange
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from ..config import Config, resolve_precision, to_dict
@@ -30,27 +33,87 @@ from ..models import SpaceTimeUNet, count_parameters
 from ..models.encoders import Conditioner, Tokenizer
 from ..models.model_dir import save_model_dir
 from ..types import FrameMask
-from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (flatten_state, list_checkpoints, load_checkpoint, nonfinite_tensors, remove_stale,
+                         rng_state, save_checkpoint, set_rng_state)
 from .ema import ema_decay, ema_update
 
 # ---- helpers ----
 
 
 class StepBatchSampler(Sampler):
-    """Index batches as a pure function of (seed, process, step, micro-batch): resuming at step k is exact."""
+    """(index, example seed) batches as a pure function of (seed, step): resuming at step k is exact.
 
-    def __init__(self, length: int, batch_size: int, *, seed: int, process: int, start_step: int, micro: int):
-        self.length, self.batch_size, self.seed, self.process = length, batch_size, seed, process
-        self.start_step, self.micro = start_step, micro
+    Step k draws one global batch of batch_size x num_processes x micro examples; micro-batch m of
+    process p is slice (m * num_processes + p) of it. Any split of the same global batch (more
+    processes, or more accumulation) therefore sees the same examples with the same seeds.
+    """
 
-    def __iter__(self) -> Iterator[list[int]]:
-        step = self.start_step
+    def __init__(self, length: int, batch_size: int, *, seed: int, process: int, num_processes: int,
+                 start_step: int, micro: int):
+        assert 0 <= process < num_processes, f"process {process} of {num_processes}"
+        self.length, self.batch_size, self.seed = length, batch_size, seed
+        self.process, self.num_processes, self.start_step, self.micro = process, num_processes, start_step, micro
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step, b = self.start_step, self.batch_size
         while True:
+            rng = np.random.default_rng([self.seed, step])
+            n = b * self.num_processes * self.micro
+            index, seeds = rng.integers(0, self.length, n), rng.integers(0, 2**63, n)  # (n,), (n,)
             for m in range(self.micro):
-                key = np.random.SeedSequence([self.seed, self.process, step, m]).generate_state(1)[0]
-                g = torch.Generator().manual_seed(int(key))
-                yield torch.randint(0, self.length, (self.batch_size,), generator=g).tolist()
+                first = (m * self.num_processes + self.process) * b
+                yield [(int(i), int(s)) for i, s in zip(index[first:first + b], seeds[first:first + b])]
             step += 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextmanager
+def seeded_rngs(seed: int):
+    """Seed python, numpy and torch (CPU) with `seed` inside the block; restore their states after it."""
+    py, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.random.default_generator.manual_seed(seed)  # the CPU one only: fork_rng restores just that
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(np_state)
+
+
+class SeededExamples(Dataset):
+    """Item (index, seed) is dataset[index] read under `seeded_rngs(seed)`, plus "seed": its random
+    crops / flips / clip starts depend on the seed alone, not on the worker that reads it."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, seed = key
+        with seeded_rngs(seed):
+            item = self.dataset[index]
+        return {**item, "seed": seed}
+
+
+def example_generators(batch: dict) -> list[torch.Generator]:
+    """One CPU generator per clip, seeded by the sampler's example seeds (B,)."""
+    if "seed" not in batch:
+        raise ValueError(f"batch has no 'seed' (keys {sorted(batch)}); draw batches from Trainer.loader")
+    return [torch.Generator().manual_seed(int(s)) for s in batch["seed"]]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many steps in a row with a NaN / Inf loss or gradient, or non-finite weights at a checkpoint."""
 
 
 def model_dir_config(config: Config, fps: Optional[float] = None) -> dict:
@@ -81,13 +144,17 @@ class Trainer:
         self.config, self.out = config, Path(out)
         tc = config.train
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
-        self.accelerator = Accelerator(mixed_precision=resolve_precision(tc.mixed_precision, device_type))
-        torch.manual_seed(tc.seed + self.accelerator.process_index)
+        # several processes (torchrun / accelerate launch) and no GPU: DDP on the CPU over gloo
+        cpu_ddp = device_type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.accelerator = Accelerator(mixed_precision=resolve_precision(tc.mixed_precision, device_type),
+                                       cpu=cpu_ddp)
+        seed_everything(tc.seed)  # the same initial weights on every process
         self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
-        self.step_count = 0
+        self.step_count, self.bad_in_row, self.skipped = 0, 0, 0
         self.build_dataset()
         self.build_model()
         self.build_optimizer()
+        seed_everything(tc.seed + self.accelerator.process_index)  # then one stream per process (dropout, latents)
         if resume:
             self.restore()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
@@ -135,15 +202,19 @@ class Trainer:
         """A DataLoader whose batches depend only on the step, so a resumed run sees the same data."""
         dc, tc = self.config.data, self.config.train
         sampler = StepBatchSampler(len(self.dataset), tc.batch_size, seed=tc.seed,
-                                   process=self.accelerator.process_index, start_step=self.step_count,
+                                   process=self.accelerator.process_index,
+                                   num_processes=self.accelerator.num_processes, start_step=self.step_count,
                                    micro=tc.grad_accum)
         # its own generator: creating the iterator must not draw from the global RNG (exact resume)
-        self.loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=dc.num_workers,
+        self.loader = DataLoader(SeededExamples(self.dataset), batch_sampler=sampler, num_workers=dc.num_workers,
                                  persistent_workers=dc.num_workers > 0,
                                  generator=torch.Generator().manual_seed(tc.seed))
 
     def restore(self) -> None:
-        """Load the newest readable checkpoint of `out` (model, EMA, optimizer, LR schedule, RNG, step)."""
+        """Load the newest readable checkpoint of `out` (weights, EMA, optimizer, LR, scaler, RNG, step)."""
+        if self.accelerator.is_main_process:
+            remove_stale(self.out)  # temp directories of a run killed while writing
+        self.accelerator.wait_for_everyone()
         if not list_checkpoints(self.out):
             raise FileNotFoundError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
         step, state = load_checkpoint(self.out)
@@ -154,9 +225,17 @@ class Trainer:
             self.ema_conditioner.load_state_dict(state["ema_conditioner"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        if self.accelerator.scaler is not None and state.get("scaler") is not None:
+            self.accelerator.scaler.load_state_dict(state["scaler"])
         rngs = state["rng"]  # one per process of the run that saved it
         set_rng_state(rngs[min(self.accelerator.process_index, len(rngs) - 1)])
         self.step_count = step
+        self.bad_in_row, self.skipped = state.get("bad_steps", (0, 0))
+        saved, now = state.get("data", {}).get("global_batch"), self.global_batch()
+        if saved is not None and saved != now:
+            warnings.warn(f"the checkpoint was trained with a global batch of {saved}, this run has {now} "
+                          "(batch_size x processes x grad_accum): it continues, with other batches than an "
+                          "uninterrupted run would see", stacklevel=2)
         self._truncate_metrics(step)
 
     # ---- one optimizer step ----
@@ -165,19 +244,22 @@ class Trainer:
         """The diffusion loss terms of one micro-batch; with frame conditioning, over the unknown frames only."""
         dcfg, extra = self.config.diffusion, {}
         x0 = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
+        gens = example_generators(batch)  # a clip's draws do not depend on how the global batch is split
         if self.config.model.frame_conditioning:
-            mask, _ = draw_masks(x0.shape[0], x0.shape[2], self.config.masks)  # (B, T), a task per clip
-            mask = mask.to(x0.device)
+            mask = torch.cat([draw_masks(1, x0.shape[2], self.config.masks, generator=g)[0] for g in gens])
+            mask = mask.to(x0.device)  # (B, T), a task per clip
             extra["frames"] = FrameMask(mask=mask, frames=x0 * rearrange(mask, "b t -> b 1 t 1 1"))
             extra["weight"] = rearrange(1 - mask, "b t -> b 1 t 1 1")
         kl = None
         if self.conditioner is not None:
             cc = self.config.cond
             rates = {"text": cc.drop_text, "image": cc.drop_image, "audio": cc.drop_audio}
-            keep = {n: torch.rand(x0.shape[0]) >= rates[n] for n in rates}  # CFG: drop each condition per clip
+            keep = {n: torch.stack([torch.rand((), generator=g) for g in gens]) >= rates[n]
+                    for n in rates}  # CFG: drop each condition per clip
             extra["cond"], kl = self.encode(self.conditioner, batch, keep=keep, sample_latent=True)
         terms = training_loss(self.model, x0, schedule=self.schedule, prediction=dcfg.prediction,
-                              loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance, **extra)
+                              loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance,
+                              generator=gens, **extra)
         if kl is not None and self.config.cond.image:
             terms["kl"] = kl.mean()
             terms["loss"] = terms["loss"] + self.config.cond.kl_weight * terms["kl"]
@@ -199,7 +281,7 @@ class Trainer:
         return conditioner(video.shape[0], **inputs, **options)
 
     def step(self, batches: list[dict]) -> dict:
-        """forward -> loss -> backward (accumulated) -> clip -> optimizer -> LR -> EMA; returns scalars."""
+        """forward -> loss -> backward (accumulated) -> clip -> (skip if NaN / Inf) -> optimizer -> LR -> EMA."""
         tc, logs = self.config.train, {}
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
@@ -209,8 +291,12 @@ class Trainer:
             for k in ("loss", "mse", "vb", "kl"):
                 if k in terms:
                     logs[k] = logs.get(k, 0.0) + terms[k].item() / len(batches)
+        logs = self.mean_over_processes(logs)
         logs["grad_norm"] = float(self.accelerator.clip_grad_norm_(self.parameters(), tc.grad_clip or math.inf))
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
+        if not self.finite(logs):
+            return self.skip(logs)
+        self.bad_in_row = 0
         self.optimizer.step()
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -220,6 +306,40 @@ class Trainer:
             ema_update(self.ema_conditioner, self.accelerator.unwrap_model(self.conditioner), decay)
         self.step_count += 1
         return logs
+
+    def mean_over_processes(self, logs: dict) -> dict:
+        """The logged scalars averaged over processes; NaN / Inf on any process makes the mean non-finite."""
+        if self.accelerator.num_processes == 1:
+            return logs
+        values = torch.tensor(list(logs.values()), dtype=torch.float64, device=self.accelerator.device)
+        return dict(zip(logs, self.accelerator.reduce(values, "mean").tolist()))
+
+    @staticmethod
+    def finite(logs: dict) -> bool:
+        """Whether the (process-mean) loss and the (all-reduced) gradient norm are finite: every process agrees."""
+        return math.isfinite(logs["loss"]) and math.isfinite(logs["grad_norm"])
+
+    def skip(self, logs: dict) -> dict:
+        """Drop a step with a NaN / Inf loss or gradient (its batch is used up); stop after max_bad_steps in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        self.bad_in_row, self.skipped = self.bad_in_row + 1, self.skipped + 1
+        limit = self.config.train.max_bad_steps
+        if self.accelerator.is_main_process:
+            tqdm.write(f"kinema: step {self.step_count}: loss {logs['loss']}, grad norm {logs['grad_norm']}; skipped "
+                       f"({self.bad_in_row} in a row of at most {limit}, {self.skipped} in all)")
+        if self.bad_in_row >= limit:
+            last = list_checkpoints(self.out)
+            raise TrainingDiverged(
+                f"stopped at step {self.step_count}: {self.bad_in_row} steps in a row had a NaN / Inf loss or "
+                f"gradient (train.max_bad_steps = {limit}); the last checkpoint, "
+                f"{last[-1] if last else 'none'}, is intact; try a lower train.lr or a longer train.warmup_steps")
+        return {**logs, "skipped": 1}
+
+    def global_batch(self) -> int:
+        """Clips per optimizer step over all processes and micro-batches."""
+        tc = self.config.train
+        return tc.batch_size * self.accelerator.num_processes * tc.grad_accum
 
     # ---- the loop and its cadences ----
 
@@ -232,26 +352,28 @@ class Trainer:
             print(f"kinema: {count_parameters(self.model) / 1e6:.2f}M parameters, "
                   f"mixed precision {self.accelerator.mixed_precision}, device {self.accelerator.device}")
         bar = tqdm(total=tc.steps, initial=self.step_count, disable=not main, desc="train", unit="step")
-        window, t0, micro = [], time.time(), []
-        for batch in self.loader:
-            if self.step_count >= tc.steps:
-                break
-            micro.append(batch)
-            if len(micro) < tc.grad_accum:
-                continue
-            logs, micro = self.step(micro), []
-            window.append(logs)
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.4f}")
-            s = self.step_count
-            if s % tc.log_every == 0 or s == tc.steps:
-                self.log(s, window, time.time() - t0)
-                window, t0 = [], time.time()
-            if tc.sample_every and (s % tc.sample_every == 0 or s == tc.steps):
-                self.sample_grid(s)
-            if s % tc.checkpoint_every == 0 or s == tc.steps:
-                self.save()
-        bar.close()
+        try:  # a failure (e.g. TrainingDiverged) must not leave the bar's line open
+            window, t0, micro = [], time.time(), []
+            for batch in self.loader:
+                if self.step_count >= tc.steps:
+                    break
+                micro.append(batch)
+                if len(micro) < tc.grad_accum:
+                    continue
+                logs, micro = self.step(micro), []
+                window.append(logs)
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}")
+                s = self.step_count
+                if s % tc.log_every == 0 or s == tc.steps:
+                    self.log(s, window, time.time() - t0)
+                    window, t0 = [], time.time()
+                if tc.sample_every and (s % tc.sample_every == 0 or s == tc.steps):
+                    self.sample_grid(s)
+                if s % tc.checkpoint_every == 0 or s == tc.steps:
+                    self.save()
+        finally:
+            bar.close()
         if main:
             self.plot_loss()
 
@@ -259,7 +381,10 @@ class Trainer:
         """Append the mean of the last logs to metrics.jsonl."""
         if not self.accelerator.is_main_process or not window:
             return
-        row = {"step": step, **{k: sum(w[k] for w in window) / len(window) for k in window[0]}}
+        good = [w for w in window if not w.get("skipped")]  # a skipped step's loss is NaN / Inf
+        row = {"step": step, **{k: sum(w[k] for w in good) / len(good) for k in (good[0] if good else {})}}
+        if len(good) < len(window):
+            row["skipped"] = len(window) - len(good)
         row["sec_per_step"] = seconds / len(window)
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -269,9 +394,17 @@ class Trainer:
         rngs = gather_object([rng_state()]) if self.accelerator.num_processes > 1 else [rng_state()]
         if not self.accelerator.is_main_process:
             return
+        scaler = self.accelerator.scaler  # fp16 only; bf16 and fp32 need none
         state = {"model": self.accelerator.unwrap_model(self.model).state_dict(), "ema": self.ema.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
-                 "rng": rngs, "config": to_dict(self.config)}
+                 "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
+                 "data": {"step": self.step_count, "seed": self.config.train.seed, "global_batch": self.global_batch()},
+                 "bad_steps": (self.bad_in_row, self.skipped), "config": to_dict(self.config)}
+        bad = nonfinite_tensors(flatten_state(state)[0])
+        if bad:
+            last = list_checkpoints(self.out)
+            raise TrainingDiverged(f"step {self.step_count}: the training state holds NaN / Inf ({bad[:3]}); not "
+                                   f"writing a checkpoint; the last one, {last[-1] if last else 'none'}, is intact")
         extra = {}
         if self.conditioner is not None:
             state["conditioner"] = self.accelerator.unwrap_model(self.conditioner).state_dict()
@@ -317,7 +450,7 @@ class Trainer:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for line in path.read_text().splitlines() if line.strip() and "loss" in (r := json.loads(line))]
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
         ax.set(xlabel="step", ylabel="loss", yscale="log", title=f"training loss ({self.out.name})")
@@ -331,5 +464,13 @@ class Trainer:
         """Drop metric rows written after `step` (by a run that died before its next checkpoint)."""
         path = self.out / "metrics.jsonl"
         if path.is_file() and self.accelerator.is_main_process:
-            rows = [line for line in path.read_text().splitlines() if line.strip()]
-            path.write_text("".join(line + "\n" for line in rows if json.loads(line)["step"] <= step))
+            rows = [line for line in path.read_text().splitlines() if _metric_step(line) <= step]
+            path.write_text("".join(line + "\n" for line in rows))
+
+
+def _metric_step(line: str) -> float:
+    """The step of a metrics.jsonl line; inf for a blank or half-written one (a kill mid-write)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf

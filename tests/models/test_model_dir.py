@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kinema.models.model_dir import load_model_weights, read_model_config, save_model_dir
+from kinema.models.model_dir import FORMAT, load_model_weights, read_model_config, save_model_dir
 
 # ---- model directories ----
 
@@ -49,7 +49,41 @@ def test_model_dir_missing_raises(tmp_path):
         load_model_weights(tmp_path / "half")
 
 
-@pytest.mark.parametrize("config", [{"kinema_version": "9"}, {"x": object()}, {"x": float("nan")}, [1]])
+@pytest.mark.parametrize("config", [{"kinema_version": "9"}, {"format": 1}, {"x": object()}, {"x": float("nan")},
+                                    [1]])
 def test_model_dir_bad_config_raises(tmp_path, config):
     with pytest.raises(ValueError):
         save_model_dir(tmp_path, nn.Linear(1, 1), config)
+
+
+def test_model_dir_records_its_format(tmp_path):
+    save_model_dir(tmp_path, nn.Linear(1, 1), {"a": 1})
+    assert json.loads((tmp_path / "config.json").read_text())["format"] == FORMAT
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: {**c, "format": FORMAT + 1, "kinema_version": "9.9.9"}, r"written by kinema 9\.9\.9 in model format 2"),
+    (lambda c: {k: v for k, v in c.items() if k not in ("format", "kinema_version")}, "a kinema model directory"),
+])
+def test_model_dir_from_another_version_is_refused(tmp_path, edit, message):
+    save_model_dir(tmp_path, nn.Linear(1, 1), {"a": 1})
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(edit(config)))
+    with pytest.raises(ValueError, match=message):
+        read_model_config(tmp_path)
+
+
+def test_model_dir_written_before_formats_is_format_1(tmp_path):
+    save_model_dir(tmp_path, nn.Linear(1, 1), {"a": 1})
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["format"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert read_model_config(tmp_path) == {"a": 1}
+
+
+def test_truncated_weights_are_a_clear_error(tmp_path):
+    save_model_dir(tmp_path, nn.Linear(4, 4), {})
+    data = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot read .*model.safetensors"):
+        load_model_weights(tmp_path)

@@ -15,6 +15,8 @@ from kinema.training.checkpoint import (
     flatten_state,
     list_checkpoints,
     load_checkpoint,
+    nonfinite_tensors,
+    remove_stale,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -166,6 +168,29 @@ def test_keep_last_k(tmp_path):
         save_checkpoint(tmp_path, step * 10, _state(step), keep=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000040", "step_00000050"]
     assert _names(tmp_path) == ["step_00000040", "step_00000050"]  # no temp or trash dirs
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_state_is_never_written(tmp_path, bad):
+    save_checkpoint(tmp_path, 1, _state(1.0))
+    state = _state(2.0)
+    state["model"]["w"][1, 2] = bad
+    with pytest.raises(ValueError, match=r"refusing to write checkpoint step 2: non-finite values in \['model.w'\]"):
+        save_checkpoint(tmp_path, 2, state)
+    assert _names(tmp_path) == ["step_00000001"]  # nothing written, no temp dir left
+    assert nonfinite_tensors({"i": torch.tensor([2**40]), "f": torch.ones(2)}) == []
+
+
+def test_remove_stale_cleans_what_a_kill_leaves(tmp_path):
+    root = tmp_path / "checkpoints"
+    save_checkpoint(tmp_path, 1, _state(1.0))
+    save_checkpoint(tmp_path, 2, _state(2.0))
+    (root / ".tmp-step_00000003-11-abcd").mkdir()  # killed while writing step 3
+    (root / ".del-step_00000000-11-abcd").mkdir()  # killed while pruning
+    (root / "step_00000002").rename(root / ".old-step_00000002-ab12")  # killed between the renames of a re-save
+    assert len(remove_stale(tmp_path)) == 3
+    assert _names(tmp_path) == ["step_00000001", "step_00000002"]
+    assert torch.equal(load_checkpoint(tmp_path)[1]["model"]["w"], torch.full((2, 3), 2.0))
 
 
 def test_list_checkpoints_sorts_by_step_and_ignores_temp_dirs(tmp_path):

@@ -1,5 +1,6 @@
 """The Trainer end to end on a tiny model: loss terms, outputs on disk, exact resume."""
 
+import copy
 import json
 
 import pytest
@@ -8,7 +9,13 @@ from safetensors.torch import load_file
 
 from kinema.config import load_config
 from kinema.training import Trainer
-from kinema.training.trainer import StepBatchSampler
+from kinema.training.checkpoint import (
+    flatten_state,
+    list_checkpoints,
+    load_checkpoint,
+    nonfinite_tensors,
+)
+from kinema.training.trainer import SeededExamples, StepBatchSampler, TrainingDiverged
 
 TINY = {
     "model.channels": 8, "model.channel_mult": [1, 2], "model.num_res_blocks": 1, "model.head_dim": 8,
@@ -65,10 +72,174 @@ def test_resume_without_checkpoint_raises(tmp_path):
         Trainer(tiny_config(), tmp_path, resume=True)
 
 
+def _batches(n, **kw):
+    opts = {"batch_size": 4, "seed": 0, "process": 0, "num_processes": 1, "start_step": 0, "micro": 1} | kw
+    return [batch for _, batch in zip(range(n), StepBatchSampler(100, **opts))]
+
+
 def test_batches_are_a_function_of_the_step():
-    a = StepBatchSampler(100, 4, seed=0, process=0, start_step=0, micro=2)
-    b = StepBatchSampler(100, 4, seed=0, process=0, start_step=3, micro=2)
-    first = [batch for _, batch in zip(range(10), a)]
-    assert [batch for _, batch in zip(range(4), b)] == first[6:10]
-    other = StepBatchSampler(100, 4, seed=0, process=1, start_step=0, micro=2)
-    assert next(iter(other)) != first[0]  # each process draws its own shard
+    first = _batches(10, micro=2)
+    assert _batches(4, micro=2, start_step=3) == first[6:10]
+    assert first[0] != first[2]  # steps differ
+
+
+def test_any_split_of_the_global_batch_sees_the_same_examples():
+    whole = _batches(2, batch_size=8)
+    shards = [_batches(2, process=p, num_processes=2) for p in (0, 1)]
+    assert [shards[0][s] + shards[1][s] for s in (0, 1)] == whole  # per-process sharding
+    micro = _batches(4, micro=2)
+    assert [micro[0] + micro[1], micro[2] + micro[3]] == whole  # gradient accumulation
+    assert len({seed for _, seed in whole[0]}) == 8  # every example has its own seed
+
+
+class _Noisy(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return {"video": torch.rand(3), "index": i}
+
+
+def test_seeded_examples_depend_on_the_seed_only():
+    data = SeededExamples(_Noisy())
+    torch.manual_seed(1)
+    a = data[(3, 77)]
+    state = torch.get_rng_state()
+    torch.rand(5)  # move the global stream: the item must not change
+    b = data[(3, 77)]
+    assert torch.equal(a["video"], b["video"]) and a["seed"] == 77 and a["index"] == 3
+    assert not torch.equal(a["video"], data[(3, 78)]["video"])
+    torch.set_rng_state(state)
+    data[(3, 77)]
+    assert torch.equal(torch.get_rng_state(), state)  # reading an item leaves the global RNG alone
+
+
+def test_worker_processes_draw_what_the_main_process_draws():
+    """Random augmentation depends on the example seed, not on which worker (or none) reads it."""
+    def batches(workers):
+        sampler = StepBatchSampler(10, 4, seed=0, process=0, num_processes=1, start_step=5, micro=1)
+        loader = torch.utils.data.DataLoader(SeededExamples(_Noisy()), batch_sampler=sampler, num_workers=workers)
+        return [batch["video"] for _, batch in zip(range(3), loader)]
+
+    main_process, workers = batches(0), batches(2)
+    assert all(torch.equal(a, b) for a, b in zip(main_process, workers))
+    assert not torch.equal(main_process[0], main_process[1])
+
+
+def _weights(trainer):
+    return {k: v.clone() for k, v in trainer.accelerator.unwrap_model(trainer.model).state_dict().items()}
+
+
+def _one_step(tmp_path, **extra):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trainer = Trainer(tiny_config(**{"train.mixed_precision": "no", "model.frame_conditioning": True, **extra}),
+                      tmp_path)
+    it = iter(trainer.loader)
+    trainer.step([next(it) for _ in range(trainer.config.train.grad_accum)])
+    return _weights(trainer)
+
+
+def test_accumulation_matches_a_bigger_batch(tmp_path):
+    """batch 2 x 2 micro-batches updates the weights as batch 4 does (the same clips, t, eps and masks)."""
+    big = _one_step(tmp_path / "a", **{"train.batch_size": 4})
+    accum = _one_step(tmp_path / "b", **{"train.batch_size": 2, "train.grad_accum": 2})
+    other = _one_step(tmp_path / "c", **{"train.batch_size": 4, "train.seed": 1})
+    diff = max((big[k] - accum[k]).abs().max().item() for k in big)
+    assert diff < 1e-6, diff
+    assert max((big[k] - other[k]).abs().max().item() for k in big) > 1e-4  # the check can tell batches apart
+
+
+def _poison(monkeypatch, bad_steps):
+    """Make Trainer.loss return NaN while the step count is in `bad_steps`."""
+    loss = Trainer.loss
+
+    def poisoned(self, batch):
+        terms = loss(self, batch)
+        if self.step_count in bad_steps:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(Trainer, "loss", poisoned)
+
+
+def test_nan_step_is_skipped_and_counted(tmp_path, monkeypatch):
+    _poison(monkeypatch, {2})
+    trainer = Trainer(tiny_config(**{"train.steps": 4}), tmp_path)
+    batches = iter(trainer.loader)
+    for _ in range(2):
+        trainer.step([next(batches)])
+    before, adam = _weights(trainer), copy.deepcopy(trainer.optimizer.state_dict())
+    logs = trainer.step([next(batches)])
+    assert logs["skipped"] == 1 and logs["loss"] != logs["loss"]
+    assert trainer.step_count == 3 and trainer.skipped == 1 and trainer.bad_in_row == 1
+    after = _weights(trainer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(a, b) for a, b in zip(adam["state"][0].values(),
+                                                  trainer.optimizer.state_dict()["state"][0].values()))
+    assert trainer.step([next(batches)])["loss"] > 0 and trainer.bad_in_row == 0 and trainer.skipped == 1
+    assert any(not torch.equal(before[k], v) for k, v in _weights(trainer).items())
+
+
+def test_metrics_count_skipped_steps(tmp_path, monkeypatch):
+    _poison(monkeypatch, {1})
+    Trainer(tiny_config(**{"train.steps": 3, "train.log_every": 3}), tmp_path).fit()
+    (row,) = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert row["skipped"] == 1 and row["loss"] > 0 and row["step"] == 3
+
+
+def test_nan_in_a_row_stops_with_an_intact_checkpoint(tmp_path, monkeypatch, capsys):
+    _poison(monkeypatch, set(range(2, 100)))
+    trainer = Trainer(tiny_config(**{"train.steps": 20, "train.max_bad_steps": 3}), tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"stopped at step 5: 3 steps in a row .*step_00000004, is intact"):
+        trainer.fit()
+    assert "step 3: loss nan" in capsys.readouterr().out
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002", "step_00000004"]
+    step, state = load_checkpoint(tmp_path)
+    tensors, _ = flatten_state(state)
+    assert step == 4 and not nonfinite_tensors(tensors) and len(tensors) > 10
+    assert state["bad_steps"] == (2, 2)  # steps 3 and 4 were skipped: the streak resumes with the run
+    _, before = load_checkpoint(list_checkpoints(tmp_path)[0])
+    assert all(torch.equal(before["model"][k], v) for k, v in state["model"].items())  # no update since step 2
+
+
+def test_nonfinite_weights_are_never_checkpointed(tmp_path):
+    trainer = Trainer(tiny_config(**{"train.steps": 2}), tmp_path)
+    trainer.fit()
+    with torch.no_grad():
+        next(trainer.model.parameters())[0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="NaN / Inf.*step_00000002, is intact"):
+        trainer.save()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002"]
+
+
+def test_truncated_newest_checkpoint_falls_back_with_a_warning(tmp_path):
+    """Steps 2 and 4 are saved, step 4's tensor file is cut in half: resume warns, restarts at 2, ends exact."""
+    cfg = {"train.mixed_precision": "no"}
+    Trainer(tiny_config(**cfg, **{"train.steps": 6}), tmp_path / "straight").fit()
+    Trainer(tiny_config(**cfg, **{"train.steps": 4}), tmp_path / "cut").fit()
+    newest = tmp_path / "cut" / "checkpoints" / "step_00000004" / "state.safetensors"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint .*step_00000004"):
+        resumed = Trainer(tiny_config(**cfg, **{"train.steps": 6}), tmp_path / "cut", resume=True)
+    assert resumed.step_count == 2
+    resumed.fit()
+    a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_another_global_batch_warns(tmp_path):
+    Trainer(tiny_config(**{"train.steps": 2}), tmp_path).fit()
+    with pytest.warns(UserWarning, match="global batch of 2, this run has 4"):
+        Trainer(tiny_config(**{"train.steps": 4, "train.batch_size": 4}), tmp_path, resume=True)
+
+
+def test_half_written_metrics_line_is_dropped_on_resume(tmp_path):
+    Trainer(tiny_config(**{"train.steps": 2}), tmp_path).fit()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 3, "lo')  # killed mid-write
+    Trainer(tiny_config(**{"train.steps": 3}), tmp_path, resume=True).fit()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]

@@ -1,0 +1,236 @@
+"""Bad input through the `kinema` command line: each case's one-line message and exit code.
+
+    python benchmarks/bad_inputs.py [--out benchmarks/results/bad_inputs]
+
+Builds tiny model directories (a good one, and broken variants: a pickle, another format, foreign,
+mismatched or truncated weights) and broken input files, runs every case as its own `kinema`
+process and writes <out>.md and <out>.json: input, exit code, the last line of stderr, and whether
+a traceback appeared. Expected: exit 2 for usage errors, 1 for runtime failures, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+TINY = {"model.channels": 8, "model.channel_mult": [1, 2], "model.num_res_blocks": 1, "model.head_dim": 8,
+        "model.norm_groups": 4, "model.spatial_attention_levels": [1], "diffusion.num_steps": 100,
+        "data.size": 24, "data.num_frames": 4, "data.length": 64, "train.batch_size": 2,
+        "train.sample_every": 0, "train.log_every": 1}
+
+
+class Payload:
+    """Unpickling this runs code: it writes `marker` (the proof that a loader executed it)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+# ---- inputs ----
+
+
+def build_inputs(root: Path) -> dict[str, Path]:
+    """Write the model directories and files the cases use under `root`; return them by name."""
+    import torch
+    from safetensors.torch import save_file
+
+    from kinema.config import load_config
+    from kinema.models import SpaceTimeUNet
+    from kinema.models.encoders import Conditioner, Tokenizer
+    from kinema.models.model_dir import save_model_dir
+    from kinema.training.trainer import model_dir_config
+
+    root.mkdir(parents=True, exist_ok=True)
+    config = load_config(None, {**TINY, "model.frame_conditioning": True, "model.cond_dim": 16,
+                                "cond.text": "gru", "cond.audio": True, "data.audio": True, "cond.max_tokens": 8})
+    torch.manual_seed(0)
+    model = SpaceTimeUNet(config.model)
+    tokenizer = Tokenizer.build(["digit 1 moving left", "digit 2 moving up"])
+    conditioner = Conditioner(config.cond, config.model.cond_dim, in_channels=1, tokenizer=tokenizer)
+    meta = model_dir_config(config, fps=8.0)
+    good = save_model_dir(root / "model", model, meta, extra={"conditioner": conditioner}, vocab=tokenizer.words)
+
+    plain = load_config(None, TINY)
+    plain_meta = model_dir_config(plain)
+    net = SpaceTimeUNet(plain.model)
+    pickled = root / "pickled"
+    save_model_dir(pickled, net, plain_meta)
+    (pickled / "model.safetensors").unlink()
+    torch.save(net.state_dict(), pickled / "model.pt")  # an honest pickle: refused without --trust-pickle
+    evil = root / "evil"
+    save_model_dir(evil, net, plain_meta)
+    (evil / "model.safetensors").unlink()
+    torch.save(Payload(root / "PWNED"), evil / "model.ckpt")  # unpickling it runs code
+
+    future = save_model_dir(root / "future", net, plain_meta)
+    raw = json.loads((future / "config.json").read_text())
+    (future / "config.json").write_text(json.dumps({**raw, "kinema_version": "9.0.0", "format": 7}))
+    foreign = save_model_dir(root / "foreign", net, plain_meta)
+    raw = json.loads((foreign / "config.json").read_text())
+    (foreign / "config.json").write_text(json.dumps({k: v for k, v in raw.items()
+                                                     if k not in ("kinema_version", "format")}))
+    misfit = save_model_dir(root / "misfit", net, plain_meta)
+    raw = json.loads((misfit / "config.json").read_text())
+    raw["model"]["channels"] = 16
+    (misfit / "config.json").write_text(json.dumps(raw))
+    cut = save_model_dir(root / "truncated", net, plain_meta)
+    data = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[: len(data) // 2])
+    odd = save_model_dir(root / "odd-size", net, plain_meta)
+    raw = json.loads((odd / "config.json").read_text())
+    raw["data"]["size"] = 25
+    (odd / "config.json").write_text(json.dumps(raw))
+    save_file({"x": torch.zeros(1)}, str(root / "weights.safetensors"))
+
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    (root / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 garbage")
+    (root / "typo.yaml").write_text("trian:\n  steps: 10\n")
+    (root / "evil.yaml").write_text(f"train: !!python/object/apply:os.system ['touch {root / 'PWNED-yaml'}']\n")
+    (root / "list.yaml").write_text("- 1\n- 2\n")
+    (root / "tabs.yaml").write_text("train:\n\tsteps: 3\n")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(_nested(TINY)))
+    (root / "empty-run").mkdir(exist_ok=True)
+    return {"root": root, "model": good, "pickled": pickled, "evil": evil, "future": future, "foreign": foreign,
+            "misfit": misfit, "truncated": cut, "odd": odd}
+
+
+def _nested(flat: dict) -> dict:
+    out: dict = {}
+    for dotted, value in flat.items():
+        section, _, key = dotted.partition(".")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+# ---- the cases: (what is wrong, argv with {root} / {model} placeholders, expected exit code, expected text) ----
+
+LONG_PROMPT = " ".join(["digit 1 moving left"] * 6)
+SAMPLE = ["sample", "--out", "{root}/out", "--num", "1", "--steps", "2"]
+CASES = [
+    ("mistyped config key (--set)", ["train", "--out", "{root}/r", "--set", "model.chanels=8"], 2,
+     "did you mean 'channels'"),
+    ("mistyped section in a YAML file", ["train", "--config", "{root}/typo.yaml", "--out", "{root}/r"], 2,
+     "did you mean 'train'"),
+    ("negative learning rate", ["train", "--out", "{root}/r", "--set", "train.lr=-1"], 2, "train.lr = -1"),
+    ("wrong type", ["train", "--out", "{root}/r", "--set", "train.batch_size=two"], 2, "train.batch_size must be int"),
+    ("unknown choice", ["train", "--out", "{root}/r", "--set", "diffusion.prediction=noise"], 2, "eps, v, x0"),
+    ("H/W not divisible by the UNet's factor", ["train", "--out", "{root}/r", "--set", "data.size=30"], 2,
+     "not divisible by 4"),
+    ("--set without a value", ["train", "--out", "{root}/r", "--set", "model.channels"], 2, "section.key=value"),
+    ("--set value that is not YAML", ["train", "--out", "{root}/r", "--set", "model.channel_mult=[1, 2"], 2,
+     "not valid YAML"),
+    ("missing config file", ["train", "--config", "{root}/nope.yaml", "--out", "{root}/r"], 2,
+     "config file not found"),
+    ("YAML that would run code (!!python tag)", ["train", "--config", "{root}/evil.yaml", "--out", "{root}/r"], 2,
+     "not valid YAML data"),
+    ("config file that is a list", ["train", "--config", "{root}/list.yaml", "--out", "{root}/r"], 2,
+     "must be a mapping"),
+    ("YAML with tab indentation", ["train", "--config", "{root}/tabs.yaml", "--out", "{root}/r"], 2,
+     "not valid YAML"),
+    ("--resume with no checkpoint", ["train", "--config", "{root}/tiny.yaml", "--out", "{root}/empty-run",
+                                     "--resume"], 2, "no checkpoint"),
+    ("diverging training (lr 1e6)", ["train", "--config", "{root}/tiny.yaml", "--out", "{root}/diverge", "--steps",
+                                     "50", "--set", "train.lr=1e6", "--set", "train.grad_clip=0",
+                                     "--set", "train.warmup_steps=1", "--set", "train.max_bad_steps=3",
+                                     "--set", "train.checkpoint_every=1"], 1, "in a row had a NaN / Inf"),
+    ("missing model directory", SAMPLE + ["--model", "{root}/no/such/dir"], 2, "not found"),
+    ("a file where a model directory belongs", SAMPLE + ["--model", "{root}/weights.safetensors"], 2, "not found"),
+    ("weights only as a pickle (.pt)", SAMPLE + ["--model", "{pickled}"], 2, "is a pickle"),
+    ("code-running pickle with --trust-pickle", SAMPLE + ["--model", "{evil}", "--trust-pickle"], 2,
+     "weights_only=True) rejected it"),
+    ("model directory from another kinema version", SAMPLE + ["--model", "{future}"], 2, "model format 7"),
+    ("directory not written by kinema", SAMPLE + ["--model", "{foreign}"], 2, "a kinema model directory?"),
+    ("weights that do not fit config.json", SAMPLE + ["--model", "{misfit}"], 2, "do not fit"),
+    ("truncated weights file", SAMPLE + ["--model", "{truncated}"], 2, "cannot read"),
+    ("model size not divisible by the UNet's factor", SAMPLE + ["--model", "{odd}"], 2, "not a positive multiple"),
+    ("unknown sampler", SAMPLE + ["--model", "{model}", "--sampler", "euler_magic"], 2, "euler_magic"),
+    ("zero clips", ["sample", "--model", "{model}", "--out", "{root}/out", "--num", "0"], 2, "num_videos"),
+    ("non-integer --steps", ["sample", "--model", "{model}", "--out", "{root}/out", "--steps", "ten"], 2,
+     "invalid int value"),
+    ("unknown command", ["trian", "--out", "x"], 2, "invalid choice"),
+    ("unreadable image", ["animate", "--model", "{model}", "--image", "{root}/broken.png", "--out",
+                          "{root}/a.mp4", "--steps", "2"], 2, "cannot read"),
+    ("missing image", ["animate", "--model", "{model}", "--image", "{root}/none.png", "--out", "{root}/a.mp4"], 2,
+     "does not exist"),
+    ("unreadable audio", SAMPLE + ["--model", "{model}", "--audio", "{root}/broken.wav"], 2, "cannot read audio"),
+    ("unreadable video", ["predict", "--model", "{model}", "--video", "{root}/broken.mp4", "--context", "2",
+                          "--out", "{root}/p.mp4", "--steps", "2"], 2, "broken.mp4"),
+    ("wrong output suffix", ["interpolate", "--model", "{model}", "--first", "{root}/broken.png", "--last",
+                             "{root}/broken.png", "--out", "{root}/x.avi"], 2, "--out must end in .mp4 or .gif"),
+    ("guidance without its condition", SAMPLE + ["--model", "{model}", "--guidance", "4"], 2, "no text was given"),
+    ("prompt longer than the encoder takes", SAMPLE + ["--model", "{model}", "--prompt", LONG_PROMPT], 0,
+     "only the first 8 are used"),
+]
+
+
+def fill(argv: list[str], paths: dict[str, Path]) -> list[str]:
+    """The argv with {name} placeholders replaced by the built paths."""
+    return [a.format(**{k: str(v) for k, v in paths.items()}) for a in argv]
+
+
+def run_case(argv: list[str], timeout: float = 300) -> tuple[int, str]:
+    """Run `kinema argv` in a fresh process; return (exit code, stderr)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("KINEMA_TRACEBACK", None)
+    out = subprocess.run([sys.executable, "-m", "kinema.cli", *argv], capture_output=True, text=True, env=env,
+                         timeout=timeout)
+    return out.returncode, out.stderr
+
+
+def message(stderr: str) -> str:
+    """The error or warning line of a run's stderr (progress bars dropped)."""
+    lines = [ln.strip() for ln in stderr.replace("\r", "\n").splitlines() if ln.strip()]
+    lines = [ln for ln in lines if ln.startswith(("kinema", "usage:")) or "error" in ln] or lines
+    return next((ln for ln in reversed(lines) if "error" in ln or "warning" in ln), lines[-1] if lines else "")
+
+
+# ---- main ----
+
+
+def main() -> None:
+    """Run every case and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/bad_inputs", help="output path without suffix")
+    args = parser.parse_args()
+    rows, start = [], time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = build_inputs(Path(tmp))
+        for what, argv, want_code, want_text in CASES:
+            code, stderr = run_case(fill(argv, paths))
+            line = message(stderr).replace(tmp, "$TMP")
+            ok = code == want_code and want_text in stderr and "Traceback" not in stderr
+            rows.append({"input": what, "argv": " ".join(argv), "exit": code, "message": line,
+                         "traceback": "Traceback" in stderr, "as_expected": ok})
+            print(f"{'ok ' if ok else 'BAD'} {code} {what}: {line}", flush=True)
+        ran_code = [p.name for p in Path(tmp).glob("PWNED*")]
+    summary = {"cases": len(rows), "as_expected": sum(r["as_expected"] for r in rows),
+               "tracebacks": sum(r["traceback"] for r in rows), "payload_ran": ran_code,
+               "seconds": round(time.time() - start, 1)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
+    table = ["| # | input | exit | message |", "| --- | --- | --- | --- |"]
+    table += [f"| {i} | {r['input']} | {r['exit']} | `{r['message'].replace('|', '/')}` |"
+              for i, r in enumerate(rows, 1)]
+    md = (f"# Bad input through the CLI\n\n`python benchmarks/bad_inputs.py`: {summary['cases']} cases, "
+          f"{summary['as_expected']} with the expected exit code and message, {summary['tracebacks']} tracebacks; "
+          f"the code-running pickle and YAML payloads ran: {ran_code or 'no'}.\n"
+          "Exit 2 = usage error, 1 = runtime failure, 0 = done (with a warning).\n\n" + "\n".join(table) + "\n")
+    out.with_suffix(".md").write_text(md)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
