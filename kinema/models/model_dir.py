@@ -179,3 +179,15 @@ def read_model_config(model_dir: str | os.PathLike) -> dict:
                          f"{_kinema_version()} reads format {FORMAT}; load it with kinema {version} or re-export it")
     return config
 
+
+def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
+    """A model directory path as given, or the bundled model of that name (kinema/pretrained/<name>)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    bundled = Path(__file__).resolve().parent.parent / "pretrained" / str(name_or_path)
+    if bundled.is_dir() and not path.is_absolute():
+        return bundled
+    available = sorted(p.name for p in bundled.parent.glob("*") if p.is_dir()) if bundled.parent.is_dir() else []
+    raise FileNotFoundError(f"model directory {name_or_path} not found, and no bundled model has that name "
+                            f"(bundled: {', '.join(available) or 'none'})")

@@ -31,11 +31,13 @@ from ..data.audio import log_mel
 from ..diffusion import Denoiser, bind, clip_x0, generate, make_schedule, training_loss
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.encoders import Conditioner, Tokenizer
+from ..models.flow import load_flow_net
 from ..models.model_dir import save_model_dir
 from ..types import FrameMask
 from .checkpoint import (flatten_state, list_checkpoints, load_checkpoint, nonfinite_tensors, remove_stale,
                          rng_state, save_checkpoint, set_rng_state)
 from .ema import ema_decay, ema_update
+from .temporal_losses import temporal_losses
 
 # ---- helpers ----
 
@@ -183,6 +185,14 @@ class Trainer:
             self.conditioner = Conditioner(cfg.cond, cfg.model.cond_dim, in_channels=cfg.model.in_channels,
                                            tokenizer=self.tokenizer)
             self.ema_conditioner = copy.deepcopy(self.conditioner).requires_grad_(False).eval()
+        self.flow_net = None
+        if cfg.temporal.enabled:  # a frozen flow network for the temporal losses
+            self.flow_net = load_flow_net(cfg.temporal.flow_model).to(self.accelerator.device,
+                                                                     memory_format=torch.channels_last)
+            if self.flow_net.config.in_channels != cfg.model.in_channels:
+                raise ValueError(f"temporal.flow_model {cfg.temporal.flow_model!r} takes "
+                                 f"{self.flow_net.config.in_channels}-channel frames, the clips have "
+                                 f"{cfg.model.in_channels}")
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """Every trained parameter: the UNet's and the encoders'."""
@@ -263,6 +273,11 @@ class Trainer:
         if kl is not None and self.config.cond.image:
             terms["kl"] = kl.mean()
             terms["loss"] = terms["loss"] + self.config.cond.kl_weight * terms["kl"]
+        if self.flow_net is not None:  # flow and cycle losses on x0_hat, weighted by the noise level
+            tl = self.config.temporal
+            weight = self.schedule.alpha_bar(terms["t"]).float() if tl.weighting == "alpha_bar" else None
+            terms.update(temporal_losses(terms["pred"].x0, x0, self.flow_net, weight))
+            terms["loss"] = terms["loss"] + tl.flow_weight * terms["flow"] + tl.cycle_weight * terms["cycle"]
         return terms
 
     def encode(self, conditioner, batch: dict, **options):
@@ -288,7 +303,7 @@ class Trainer:
             with nullcontext() if last else self.accelerator.no_sync(self.model):
                 terms = self.loss(batch)
                 self.accelerator.backward(terms["loss"] / len(batches))
-            for k in ("loss", "mse", "vb", "kl"):
+            for k in ("loss", "mse", "vb", "kl", "flow", "cycle"):
                 if k in terms:
                     logs[k] = logs.get(k, 0.0) + terms[k].item() / len(batches)
         logs = self.mean_over_processes(logs)
