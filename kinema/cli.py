@@ -8,7 +8,10 @@
     kinema sample  --model M --prompt "digit 7 moving left" --guidance 4 [--audio a.wav] [--image ref.png] --out d/
     kinema edit    --model M --video in.mp4 --prompt "digit 3 moving up" --strength 0.6 --out o.mp4
     kinema augment --model M --prompts prompts.txt --per-prompt 4 --out DIR   (a captioned video folder)
+    kinema train-flow --data moving-digits --out flow/ [--steps N] [--set flow.width=32]
     kinema eval    --model M [--task predict] --num 256 --sampler dpmpp_2m --steps 10 --out report/ [--i3d W]
+    kinema demo  [--model moving-digits] [--out outputs/demo]   (every task once + index.html)
+    kinema serve [--model moving-digits] [--port 7860]           (a web page; pip install 'kinema[ui]')
     kinema data inspect DIR [--kind folder|ucf101|kinetics400] [--preview preview.png] [--json report.json]
     kinema data cache   DIR --out CACHE [--config run.yaml] [--set data.size=64]
 
@@ -43,6 +46,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer.fit()
     print(f"model: {Path(args.out) / 'model'}  metrics: {Path(args.out) / 'metrics.jsonl'}  "
           f"plot: {Path(args.out) / 'loss.png'}")
+    return 0
+
+
+def cmd_train_flow(args: argparse.Namespace) -> int:
+    """Train the optical-flow network without labels on consecutive frames; write a flow model directory."""
+    from .config import DataConfig, FlowConfig, FlowTrainConfig, from_dict, load_config, to_dict
+    from .training.flow_training import train_flow
+
+    sections: dict[str, dict] = {"data": {}, "flow": {}, "flow_train": {}}
+    for dotted, value in (_parse_override(s) for s in args.set):
+        section, _, key = dotted.partition(".")
+        if section not in sections:
+            raise ValueError(f"--set {dotted}: train-flow takes data.*, flow.* and flow_train.* keys")
+        sections[section][key] = value
+    if args.steps is not None:
+        sections["flow_train"]["steps"] = args.steps
+    if args.data.endswith((".yaml", ".yml")):
+        base = to_dict(load_config(args.data).data)  # the data section of a run config
+    else:
+        base = {"kind": args.data}
+    data = from_dict(DataConfig, {**base, **sections["data"]}, "data.")
+    channels = 1 if data.kind == "moving-digits" else 3
+    flow = from_dict(FlowConfig, {"in_channels": channels, **sections["flow"]}, "flow.")
+    summary = train_flow(data, args.out, flow, from_dict(FlowTrainConfig, sections["flow_train"], "flow_train."))
+    print(f"flow model: {args.out}  ({summary['steps']} steps in {summary['seconds']} s, "
+          f"final loss {summary['final']['loss']:.4f})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run every task of a model once; write GIF / MP4 clips and an index.html contact sheet."""
+    from .demo import run_demo
+
+    summary = run_demo(args.model, args.out, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
+                       seed=args.seed)
+    print(f"{len(summary['clips'])} clips in {summary['seconds']} s; open {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a model in a web page (gradio): prompt, image / audio / video inputs, task, sampler, guidance."""
+    from .serve import serve
+
+    serve(args.model, host=args.host, port=args.port, share=False)
     return 0
 
 
@@ -342,6 +389,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set train.batch_size=4 (repeatable)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-flow", help="train the optical-flow network on video frames, without labels")
+    p.add_argument("--data", required=True,
+                   help="a data kind (moving-digits, folder, ...) or a YAML run config whose data section to use")
+    p.add_argument("--out", required=True, help="flow model directory to write")
+    p.add_argument("--steps", type=int, help="override flow_train.steps")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override data.*, flow.* or flow_train.* values, e.g. --set data.root=clips/ (repeatable)")
+    p.set_defaults(func=cmd_train_flow)
+
+    p = sub.add_parser("demo", help="run every task of a model once and write an HTML contact sheet")
+    p.add_argument("--model", default="moving-digits", help="model directory or bundled name (default moving-digits)")
+    p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    p.add_argument("--steps", type=int, default=15, help="sampler steps (default 15)")
+    p.add_argument("--sampler", default="dpmpp_2m", help="sampler name (default dpmpp_2m)")
+    p.add_argument("--guidance", type=float, default=3.0, help="text guidance scale (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("serve", help="a web page to play with a model (needs kinema[ui]: gradio)")
+    p.add_argument("--model", default="moving-digits", help="model directory or bundled name (default moving-digits)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("sample", help="generate clips from a trained model")
     _add_sampling_args(p)
