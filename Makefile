@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # The CPU build of torch that lies on this class of machine; GPU users: see README.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test test-slow setup clean
+.PHONY: demo test test-slow test-browser setup clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ demo: $(VENV)/.base
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q
+
+$(VENV)/.browser: $(VENV)/.test
+	$(PIP) install -q -e ".[ui,browser]"
+	command -v chromium >/dev/null 2>&1 || (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null
+	touch $@
+
+# kinema serve driven by headless Chromium; screenshots land in outputs/browser/
+test-browser: $(VENV)/.browser
+	$(PY) -m pytest -q -m browser tests/browser
 
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q -m slow

@@ -17,7 +17,9 @@ ALLOWED = {
     "training": {"diffusion", "models", "data", "types", "config"},
     "evaluation": {"data", "models", "types", "config"},  # never training
     "pipeline": {"diffusion", "models", "data", "types", "config"},
-    "cli": {"pipeline", "training", "evaluation", "diffusion", "models", "data", "types", "config"},
+    "demo": {"pipeline", "data", "types", "config"},  # the demo and the web page: users of the pipeline
+    "serve": {"pipeline", "diffusion", "data", "types", "config"},
+    "cli": {"pipeline", "training", "evaluation", "demo", "serve", "diffusion", "models", "data", "types", "config"},
 }
 ROOT = "kinema"  # kinema/__init__.py: the re-exports, which may import any layer but cli
 
