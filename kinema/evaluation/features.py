@@ -111,7 +111,7 @@ def kernel_distance(x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_siz
     """KID (Binkowski et al. 2018): mean and std of the unbiased MMD^2 over random subsets of features (N, D).
 
     Each subset draws min(subset_size, len(x), len(y)) rows of each set without replacement;
-    when that is every row, all subsets agree and the std is 0.
+    when that is every row of both sets, one subset is the whole answer (subsets = 1, std = 0).
     """
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
@@ -119,6 +119,8 @@ def kernel_distance(x: np.ndarray, y: np.ndarray, subsets: int = 100, subset_siz
     if subsets < 1 or subset_size < 2:
         raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets} and {subset_size}")
     m = min(subset_size, len(x), len(y))
+    if m == len(x) == len(y):
+        subsets = 1  # every subset would be both whole sets
     rng = np.random.default_rng(seed)
     values = [mmd2_unbiased(x[rng.choice(len(x), m, replace=False)], y[rng.choice(len(y), m, replace=False)])
               for _ in range(subsets)]

@@ -33,6 +33,15 @@ def _fmt(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def _kid(kid: dict | None) -> str:
+    """KID as "mean ± std over subsets", or the mean alone when the one subset is every clip."""
+    if not kid:
+        return "n/a"
+    if kid["std"] > 0:
+        return f"{kid['mean']:.5f} ± {kid['std']:.5f}"
+    return f"{kid['mean']:.5f} (one subset: all {kid['subset_size']} clips)"
+
+
 def _jsonable(x):
     """NaN and infinities as null, so report.json is strict JSON."""
     if isinstance(x, dict):
@@ -143,8 +152,7 @@ def _results_md(report: dict) -> list[str]:
              "| steps | FD-digits | KID-digits (mean ± std) | FVD | sampling s | scoring s |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        kid = r.get("kid_digits")
-        kid_text = f"{kid['mean']:.5f} ± {kid['std']:.5f}" if kid else "n/a"
+        kid_text = _kid(r.get("kid_digits"))
         fvd = _fmt(r["fvd"], 2) if isinstance(r.get("fvd"), float) else "unavailable"
         lines.append(f"| {r['steps']} | {_fmt(r.get('fd_digits'))} | {kid_text} | {fvd} | "
                      f"{r['seconds']['sampling']} | {r['seconds']['scoring']} |")
@@ -179,10 +187,11 @@ def _results_md(report: dict) -> list[str]:
     temporal = [r["temporal"] for r in rows]
     if temporal and temporal[0].get("available"):
         lines += ["## Temporal", "", "| steps | flicker index | warping error |", "| --- | --- | --- |"]
-        lines += [f"| {r['steps']} | {_fmt(r['temporal']['flicker_index'], 4)} | "
-                  f"{_fmt(r['temporal'].get('warping_error'), 4)} |" for r in rows]
+        small = lambda x: "n/a" if x is None else f"{x:.3g}"
+        lines += [f"| {r['steps']} | {small(r['temporal']['flicker_index'])} | "
+                  f"{small(r['temporal'].get('warping_error'))} |" for r in rows]
         real_t = report["real"]["temporal"]
-        lines += [f"| real | {_fmt(real_t['flicker_index'], 4)} | {_fmt(real_t.get('warping_error'), 4)} |", ""]
+        lines += [f"| real | {small(real_t['flicker_index'])} | {small(real_t.get('warping_error'))} |", ""]
     elif temporal:
         lines += ["## Temporal", "", f"Unavailable: {temporal[0]['reason']}.", ""]
     return lines
