@@ -23,6 +23,7 @@ $(VENV)/.test: $(VENV)/.base
 setup: $(VENV)/.base
 
 demo: $(VENV)/.base
+	rm -rf runs/demo  # a fresh demo run (kinema train refuses a directory holding checkpoints)
 	$(VENV)/bin/kinema train --config configs/demo.yaml --out runs/demo
 	$(VENV)/bin/kinema sample --model runs/demo --num 8 --sampler ddim --steps 50 --out outputs/demo
 	@echo "demo videos: outputs/demo/ (sample_*.mp4, sample_*.gif, grid.mp4); loss plot: runs/demo/loss.png"

@@ -49,6 +49,7 @@ def build_inputs(root: Path) -> dict[str, Path]:
     from kinema.models import SpaceTimeUNet
     from kinema.models.encoders import Conditioner, Tokenizer
     from kinema.models.model_dir import save_model_dir
+    from kinema.training.checkpoint import save_checkpoint
     from kinema.training.trainer import model_dir_config
 
     root.mkdir(parents=True, exist_ok=True)
@@ -102,6 +103,7 @@ def build_inputs(root: Path) -> dict[str, Path]:
     (root / "tabs.yaml").write_text("train:\n\tsteps: 3\n")
     (root / "tiny.yaml").write_text(yaml.safe_dump(_nested(TINY)))
     (root / "empty-run").mkdir(exist_ok=True)
+    save_checkpoint(root / "old-run", 2, {"w": torch.zeros(1)})
     return {"root": root, "model": good, "pickled": pickled, "evil": evil, "future": future, "foreign": foreign,
             "misfit": misfit, "truncated": cut, "odd": odd}
 
@@ -141,6 +143,8 @@ CASES = [
      "not valid YAML"),
     ("--resume with no checkpoint", ["train", "--config", "{root}/tiny.yaml", "--out", "{root}/empty-run",
                                      "--resume"], 2, "no checkpoint"),
+    ("fresh run into a directory holding checkpoints", ["train", "--config", "{root}/tiny.yaml", "--out",
+                                                         "{root}/old-run"], 2, "already holds checkpoints"),
     ("diverging training (lr 1e6)", ["train", "--config", "{root}/tiny.yaml", "--out", "{root}/diverge", "--steps",
                                      "50", "--set", "train.lr=1e6", "--set", "train.grad_clip=0",
                                      "--set", "train.warmup_steps=1", "--set", "train.max_bad_steps=3",

@@ -509,9 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Print a warning as one line, without the source line Python adds."""
-    print(f"kinema: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line, without the source line Python adds."""
+    return f"kinema: warning: {' '.join(str(message).split())}\n"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -520,23 +520,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     Errors print one line; set KINEMA_TRACEBACK=1 to see the traceback of a runtime failure.
     """
     args = build_parser().parse_args(argv)
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
-        try:
-            return args.func(args)
-        except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:  # bad input
-            print(f"kinema {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("kinema: interrupted", file=sys.stderr)
-            return 130
-        except Exception as err:  # a runtime failure (diverged training, out of memory, I/O)
-            if os.environ.get("KINEMA_TRACEBACK") == "1":
-                raise
-            print(f"kinema {args.command}: error: {type(err).__name__}: {' '.join(str(err).split())} "
-                  "(KINEMA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
-            return 1
-
+    default_format, warnings.formatwarning = warnings.formatwarning, _format_warning
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:  # bad input
+        print(f"kinema {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kinema: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a runtime failure (diverged training, out of memory, I/O)
+        if os.environ.get("KINEMA_TRACEBACK") == "1":
+            raise
+        print(f"kinema {args.command}: error: {type(err).__name__}: {' '.join(str(err).split())} "
+              "(KINEMA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        warnings.formatwarning = default_format
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -185,9 +185,11 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path)
     if path.is_dir():
         return path
-    bundled = Path(__file__).resolve().parent.parent / "pretrained" / str(name_or_path)
+    root = Path(__file__).resolve().parent.parent / "pretrained"
+    bundled = root / str(name_or_path)
     if bundled.is_dir() and not path.is_absolute():
         return bundled
-    available = sorted(p.name for p in bundled.parent.glob("*") if p.is_dir()) if bundled.parent.is_dir() else []
+    # list the bundled models themselves, not the parent of the path given (an absolute path or a/b/c)
+    available = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     raise FileNotFoundError(f"model directory {name_or_path} not found, and no bundled model has that name "
                             f"(bundled: {', '.join(available) or 'none'})")

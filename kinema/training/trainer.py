@@ -159,6 +159,8 @@ class Trainer:
         seed_everything(tc.seed + self.accelerator.process_index)  # then one stream per process (dropout, latents)
         if resume:
             self.restore()
+        else:
+            self.start_fresh()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         if self.conditioner is not None:
             self.conditioner = self.accelerator.prepare(self.conditioner)
@@ -219,6 +221,16 @@ class Trainer:
         self.loader = DataLoader(SeededExamples(self.dataset), batch_sampler=sampler, num_workers=dc.num_workers,
                                  persistent_workers=dc.num_workers > 0,
                                  generator=torch.Generator().manual_seed(tc.seed))
+
+    def start_fresh(self) -> None:
+        """Refuse a run directory that holds another run's checkpoints; drop metrics of one that never saved."""
+        if self.accelerator.is_main_process:
+            remove_stale(self.out)  # temp directories of a run killed while writing its first checkpoint
+        found = list_checkpoints(self.out)
+        if found:
+            raise ValueError(f"{self.out} already holds checkpoints (newest {found[-1].name}); pass --resume to "
+                             "continue that run, or remove the directory or choose another --out to start over")
+        self._truncate_metrics(0)  # rows of a run killed before its first checkpoint
 
     def restore(self) -> None:
         """Load the newest readable checkpoint of `out` (weights, EMA, optimizer, LR, scaler, RNG, step)."""

@@ -2,12 +2,20 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from kinema.models.model_dir import FORMAT, load_model_weights, read_model_config, save_model_dir
+import kinema
+from kinema.models.model_dir import (
+    FORMAT,
+    load_model_weights,
+    read_model_config,
+    resolve_model_dir,
+    save_model_dir,
+)
 
 # ---- model directories ----
 
@@ -87,3 +95,12 @@ def test_truncated_weights_are_a_clear_error(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="cannot read .*model.safetensors"):
         load_model_weights(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["absolute", "no/such/dir"])
+def test_missing_model_lists_the_bundled_models_only(tmp_path, name):
+    (tmp_path / "sibling").mkdir()
+    target = tmp_path / "missing" if name == "absolute" else name
+    bundled = sorted(p.name for p in (Path(kinema.__file__).parent / "pretrained").iterdir() if p.is_dir())
+    with pytest.raises(FileNotFoundError, match=re.escape(f"(bundled: {', '.join(bundled) or 'none'})")):
+        resolve_model_dir(target)

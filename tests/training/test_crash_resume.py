@@ -48,9 +48,10 @@ def _last_logged(out):
 
 
 def _kill_at_random(proc, out, rng, start):
-    """Wait until the run has trained past `start`, then SIGKILL it after a random delay; return the delay."""
-    deadline = time.time() + 120
-    while _last_logged(out) <= start:
+    """Wait until this process has trained past step `start`, then SIGKILL it after a random delay."""
+    began, deadline = time.time(), time.time() + 120
+    metrics = out / "metrics.jsonl"
+    while _last_logged(out) <= start or metrics.stat().st_mtime < began:
         assert proc.poll() is None, f"the run ended before training (exit {proc.returncode}): {proc.stderr.read()}"
         assert time.time() < deadline, "the run did not start training within 120 s"
         time.sleep(0.02)
@@ -67,7 +68,7 @@ def _kill_at_random(proc, out, rng, start):
 def test_sigkill_three_times_then_resume_ends_bit_identical(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
-    seed = int(os.environ.get("KINEMA_KILL_SEED", time.time_ns() % 2**32))
+    seed = int(os.environ.get("KINEMA_KILL_SEED") or time.time_ns() % 2**32)
     rng = random.Random(seed)
     print(f"kill seed {seed} (set KINEMA_KILL_SEED to replay)")
 
@@ -76,7 +77,7 @@ def test_sigkill_three_times_then_resume_ends_bit_identical(tmp_path):
 
     out, resumed_at = tmp_path / "killed", 0
     for kill in range(3):
-        proc = _start(config, out, resume=kill > 0)
+        proc = _start(config, out, resume=resumed_at > 0)  # killed before its first checkpoint: start afresh
         delay = _kill_at_random(proc, out, rng, resumed_at)
         left = sorted(p.name for p in (out / "checkpoints").iterdir()) if (out / "checkpoints").is_dir() else []
         print(f"kill {kill + 1}: +{delay:.2f} s after step {resumed_at} trained; logged up to step "

@@ -236,6 +236,20 @@ def test_resume_with_another_global_batch_warns(tmp_path):
         Trainer(tiny_config(**{"train.steps": 4, "train.batch_size": 4}), tmp_path, resume=True)
 
 
+def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path):
+    Trainer(tiny_config(**{"train.steps": 2}), tmp_path).fit()
+    with pytest.raises(ValueError, match="already holds checkpoints .*step_00000002.*--resume"):
+        Trainer(tiny_config(**{"train.steps": 2}), tmp_path)
+
+
+def test_fresh_run_drops_what_a_run_killed_before_its_first_checkpoint_left(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "lo')
+    (tmp_path / "checkpoints" / ".tmp-step_00000002-7-abcd").mkdir(parents=True)
+    Trainer(tiny_config(**{"train.steps": 1}), tmp_path).fit()
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000001"]
+
+
 def test_half_written_metrics_line_is_dropped_on_resume(tmp_path):
     Trainer(tiny_config(**{"train.steps": 2}), tmp_path).fit()
     with open(tmp_path / "metrics.jsonl", "a") as f:
