@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # The CPU build of torch that lies on this class of machine; GPU users: see README.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test test-slow test-browser setup clean
+.PHONY: demo test test-slow test-browser bench-env setup clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ $(VENV)/.browser: $(VENV)/.test
 # kinema serve driven by headless Chromium; screenshots land in outputs/browser/
 test-browser: $(VENV)/.browser
 	$(PY) -m pytest -q -m browser tests/browser
+
+# the peers of benchmarks/peers.py live in their own environment, never in kinema's dependencies:
+# lucidrains' Unet3D and torchvision without their pins (torchvision's operators are declared by the script)
+bench-env:
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install -q "$(TORCH_PIN)"
+	.venv-bench/bin/python -m pip install -q -e ".[test]"
+	.venv-bench/bin/python -m pip install -q --no-deps video-diffusion-pytorch==0.7.0 einops-exts rotary-embedding-torch torchvision
 
 test-slow: $(VENV)/.test
 	$(PY) -m pytest -q -m slow
