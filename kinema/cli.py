@@ -459,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timestep spacing (default: karras for euler / heun / dpmpp_*, leading otherwise)")
     p.add_argument("--eta", type=float, help="noise of ddim or dpmpp_2m_sde")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--batch", type=int, default=32, help="clips per sampler call (default 32)")
+    p.add_argument("--batch", type=int, default=8,
+                   help="clips per sampler call (default 8: on CPU larger batches cost more per clip)")
     p.add_argument("--count-frames", default="all", choices=("all", "generated"),
                    help="frames the distribution metrics see: all (given ones included) or the generated ones")
     p.add_argument("--i3d", help="I3D Kinetics-400 weights (.safetensors; a state dict .pt with --trust-pickle) "

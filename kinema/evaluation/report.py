@@ -115,11 +115,13 @@ def plot_per_frame(results: list[dict], given: list[int], path: Path) -> bool:
     return True
 
 
-def plot_samples(real: torch.Tensor, fake: torch.Tensor, path: Path, clips: int = 4) -> None:
-    """Frames of the first `clips` real clips (N, C, T, H, W), each above the generated clip made for it."""
+def plot_samples(real: torch.Tensor, fake: torch.Tensor, path: Path, clips: int = 4, paired: bool = True) -> None:
+    """Frames of the first `clips` real clips (N, C, T, H, W), each above the generated clip made for it (`paired`)
+    or above an unrelated sample (unconditional generation)."""
     plt = _plt()
     n, t = min(clips, len(real), len(fake)), real.shape[2]
-    pairs = [p for i in range(n) for p in ((to_uint8(real[i]), f"real {i}"), (to_uint8(fake[i]), f"generated {i}"))]
+    name = "generated" if paired else "sample"
+    pairs = [p for i in range(n) for p in ((to_uint8(real[i]), f"real {i}"), (to_uint8(fake[i]), f"{name} {i}"))]
     fig, axes = plt.subplots(len(pairs), t, figsize=(0.7 * t, 0.75 * len(pairs)), squeeze=False)
     for row, (frames, label) in zip(axes, pairs):  # frames: uint8 (T, H, W, C)
         for t_i, ax in enumerate(row):
@@ -238,7 +240,8 @@ def write_report(report: dict, out: str | Path, real: torch.Tensor, clips: dict)
     if plot_per_frame(report["results"], report["protocol"]["frames"]["given"], out / "per_frame.png"):
         images.append("per_frame.png")
     last = max(clips)
-    plot_samples(real, clips[last][0], out / "samples.png")
+    p = report["protocol"]
+    plot_samples(real, clips[last][0], out / "samples.png", paired=p["task"] != "generate" or bool(p["conditions"]))
     images.append("samples.png")
     (out / "report.json").write_text(json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n")
     (out / "report.md").write_text(markdown(report, images))
