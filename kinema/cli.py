@@ -216,7 +216,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             sampler=args.sampler, steps=tuple(args.steps), spacing=args.spacing, eta=args.eta,
                             seed=args.seed, batch_size=args.batch, count_frames=args.count_frames,
                             precision=pipe.precision)
-    scorers = build_scorers(kind, args.i3d, args.trust_pickle, flow=flow)
+    scorers = build_scorers(kind, args.i3d, args.trust_pickle, flow=flow, lpips_path=args.lpips)
     real = real_clips(spec, args.num)
     other = real_clips({**spec, "seed": spec["seed"] + 1}, args.num) if kind == "moving-digits" else None
     report, clips = evaluate(_eval_sampler(pipe, protocol), protocol, scorers, real, other)
@@ -463,10 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clips per sampler call (default 8: on CPU larger batches cost more per clip)")
     p.add_argument("--count-frames", default="all", choices=("all", "generated"),
                    help="frames the distribution metrics see: all (given ones included) or the generated ones")
+    p.add_argument("--lpips", help="LPIPS (AlexNet) weights, the whole LPIPS(net='alex') state dict as .safetensors "
+                                  "(a .pt with --trust-pickle); without them LPIPS is not reported")
     p.add_argument("--i3d", help="I3D Kinetics-400 weights (.safetensors; a state dict .pt with --trust-pickle) "
                                  "for FVD; without them FVD is reported unavailable")
     p.add_argument("--trust-pickle", action="store_true",
-                   help="allow --i3d to be a pickled state dict (read with torch.load(weights_only=True))")
+                   help="allow --i3d / --lpips to be a pickled state dict (read with torch.load(weights_only=True))")
     p.add_argument("--flow", help="flow model directory: adds the warping error to the temporal metrics")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "no"), help="sampling precision")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")

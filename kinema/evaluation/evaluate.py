@@ -43,6 +43,7 @@ from .features import (
     load_feature_net,
 )
 from .frame_metrics import UINT8_MSE_FLOOR, psnr_per_frame, ssim_per_frame
+from .lpips import load_lpips, lpips_per_frame
 
 TASKS = ("generate", "predict", "interpolate", "animate")
 CONDITIONS = ("text", "image", "audio")  # taken from each real clip: its caption, its first frame, its sound
@@ -201,6 +202,7 @@ class Scorers:
     i3d: Optional[tuple] = None  # (I3D, sha256, path)
     fvd_reason: str = "no --i3d weights given; FVD needs the Kinetics-400 I3D weights, which kinema cannot ship"
     flow: Optional[torch.nn.Module] = None  # an optical-flow network for the warping error
+    lpips: Optional[tuple] = None  # (LPIPS, sha256, path) when the user gives its weights
 
     def networks(self) -> dict:
         """Which feature networks scored this run, with their weights' sha256."""
@@ -209,6 +211,11 @@ class Scorers:
             out["fd_digits"] = {"available": True, "name": "DigitMotionNet (kinema, moving digits; not I3D, not FVD)",
                                 "weights": str(WEIGHTS), "sha256": self.digits[1], "features": "pooled, 64-d"}
         out["fvd"] = {"available": False, "reason": self.fvd_reason}
+        out["lpips"] = {"available": False, "reason": "no --lpips weights given (an LPIPS AlexNet state dict)"}
+        if self.lpips is not None:
+            out["lpips"] = {"available": True, "name": "LPIPS, AlexNet (Zhang et al. 2018)", "weights": self.lpips[2],
+                            "sha256": self.lpips[1], "preprocessing": "grey to RGB, frames under 64 px bilinearly "
+                                                                      "upsampled to 64x64, values in [-1, 1]"}
         if self.i3d is not None:
             from .fvd import FVD_FRAMES, FVD_SIZE
 
@@ -221,9 +228,13 @@ class Scorers:
 
 
 def build_scorers(kind: str, i3d_path: Optional[str] = None, trust_pickle: bool = False,
-                  flow: Optional[torch.nn.Module] = None, digit_size: int = 14) -> Scorers:
-    """The scoring networks for a data kind: the digit networks on moving digits, I3D when its weights are given."""
+                  flow: Optional[torch.nn.Module] = None, digit_size: int = 14,
+                  lpips_path: Optional[str] = None) -> Scorers:
+    """The scoring networks for a data kind: the digit networks on moving digits, I3D / LPIPS when their weights are given."""
     scorers = Scorers(flow=flow)
+    if lpips_path is not None:
+        net, sha = load_lpips(lpips_path, trust_pickle=trust_pickle)
+        scorers.lpips = (net, sha, str(lpips_path))
     if i3d_path is not None:  # first: a bad path fails before the slower set-up
         from .fvd import load_i3d
 
@@ -276,24 +287,31 @@ def calibration(real: torch.Tensor, other: torch.Tensor, scorers: Scorers, seed:
             for name, clips in (("real_vs_real", other), ("real_vs_shuffled", shuffled), ("real_vs_noise", noise))}
 
 
-def frame_scores(fake: torch.Tensor, real: torch.Tensor, known: torch.Tensor) -> dict:
-    """PSNR / SSIM of draws (S, N, C, T, H, W) against real (N, C, T, H, W) on the frames not `known` (T,).
+def frame_scores(fake: torch.Tensor, real: torch.Tensor, known: torch.Tensor, lpips=None) -> dict:
+    """PSNR / SSIM (and LPIPS, given its network) of draws (S, N, C, T, H, W) against real (N, C, T, H, W) on the
+    frames not `known` (T,).
 
     "mean_over_draws": every draw counts; "best_of_draws" (S > 1): per clip, the draw with the best
-    score of that metric. Per-frame curves cover all T frames (given ones are exact copies).
+    score of that metric (highest PSNR / SSIM, lowest LPIPS). Per-frame curves cover all T frames
+    (given ones are exact copies).
     """
-    psnr = torch.stack([psnr_per_frame(f, real, floor=UINT8_MSE_FLOOR) for f in fake])  # (S, N, T)
-    ssim = torch.stack([ssim_per_frame(f, real) for f in fake])  # (S, N, T)
+    metrics = {"psnr": torch.stack([psnr_per_frame(f, real, floor=UINT8_MSE_FLOOR) for f in fake]),  # (S, N, T)
+               "ssim": torch.stack([ssim_per_frame(f, real) for f in fake])}
+    if lpips is not None:
+        metrics["lpips"] = torch.stack([lpips_per_frame(lpips, f, real) for f in fake])
     gen = ~known
-    out = {"draws": len(fake), "frames_counted": torch.nonzero(gen).flatten().tolist(),
-           "mean_over_draws": {"psnr": psnr[..., gen].mean().item(), "ssim": ssim[..., gen].mean().item(),
-                               "psnr_per_frame": psnr.mean(dim=(0, 1)).tolist(),
-                               "ssim_per_frame": ssim.mean(dim=(0, 1)).tolist()}}
+    mean = {}
+    for name, values in metrics.items():
+        mean[name] = values[..., gen].mean().item()
+    for name, values in metrics.items():
+        mean[f"{name}_per_frame"] = values.mean(dim=(0, 1)).tolist()
+    out = {"draws": len(fake), "frames_counted": torch.nonzero(gen).flatten().tolist(), "mean_over_draws": mean}
     if len(fake) > 1:
-        clips = torch.arange(psnr.shape[1])
+        clips = torch.arange(fake.shape[1])
         best = {}
-        for name, values in (("psnr", psnr), ("ssim", ssim)):
-            pick = values[..., gen].mean(-1).argmax(0)  # (N,) the best draw of each clip
+        for name, values in metrics.items():
+            score = values[..., gen].mean(-1)  # (S, N)
+            pick = (score.argmin(0) if name == "lpips" else score.argmax(0))  # (N,) the best draw of each clip
             chosen = values[pick, clips]  # (N, T)
             best[name], best[f"{name}_per_frame"] = chosen[:, gen].mean().item(), chosen.mean(0).tolist()
         out["best_of_draws"] = best
@@ -359,7 +377,8 @@ def _clip_scores(fake: torch.Tensor, real: dict, real_features: dict, protocol: 
     if scorers.i3d is None:
         out["fvd"] = "unavailable"
     if protocol.task != "generate":
-        out["frame_metrics"] = frame_scores(fake, real["video"], protocol.known())
+        out["frame_metrics"] = frame_scores(fake, real["video"], protocol.known(),
+                                            lpips=scorers.lpips[0] if scorers.lpips is not None else None)
     if scorers.classifier is not None:
         out["alignment"] = alignment_scores(first, real, protocol, scorers.classifier)
     out["temporal"] = temporal_scores(first, scorers.flow)

@@ -169,6 +169,10 @@ def _results_md(report: dict) -> list[str]:
             lines.append(f"| {r['steps']} | {fm['draws']} | {_fmt(fm['mean_over_draws']['psnr'], 2)} | "
                          f"{_fmt(fm['mean_over_draws']['ssim'])} | {_fmt(best.get('psnr'), 2)} | "
                          f"{_fmt(best.get('ssim'))} |")
+        if any("lpips" in r["frame_metrics"]["mean_over_draws"] for r in rows):
+            lines += ["", "| steps | LPIPS mean over draws | LPIPS best of draws |", "| --- | --- | --- |"]
+            lines += [f"| {r['steps']} | {_fmt(r['frame_metrics']['mean_over_draws']['lpips'])} | "
+                      f"{_fmt(r['frame_metrics'].get('best_of_draws', {}).get('lpips'))} |" for r in rows]
         lines += ["", "Best of draws: per clip, the draw with the best score of that metric (an oracle "
                   "choice; it needs the target). Mean over draws: every draw counts.", ""]
     if any("alignment" in r for r in rows):
