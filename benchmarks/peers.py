@@ -1,0 +1,229 @@
+"""Speed against the peers: kinema's SpaceTimeUNet, lucidrains' video-diffusion-pytorch Unet3D (0.7.0) and
+diffusers' UNet3DConditionModel at matched parameter counts, on two configs, in fp32 and bf16.
+
+    make bench-env                                   # .venv-bench: kinema + the peers (never kinema's own deps)
+    .venv-bench/bin/python benchmarks/peers.py       # every model x config x precision, one subprocess each
+
+A = batch 4 x 1 x 16 x 32 x 32, B = batch 2 x 3 x 16 x 64 x 64. Per run: parameters, the train step
+(forward + MSE loss + backward + AdamW) and the denoiser forward (no grad), each the median of
+`--repeat` timings after `--warmup`; peak RSS of the process; model FLOPs of one forward and one
+train step (torch.utils.flop_counter); MFU = train FLOPs / step time / this machine's measured bf16
+matmul peak. Widths are chosen so each peer's parameter count is the nearest to lucidrains' Unet3D at
+the reference width. Writes benchmarks/results/peers.{json,md}.
+
+Both peers import torchvision at module level; the registry's torchvision build cannot load beside this
+torch (`operator torchvision::nms does not exist`; 0.29.1 also looks up `qnms`), so the benchmark declares
+those operators before importing them. Nothing of this reaches kinema itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+RESULTS = Path(__file__).parent / "results"
+CONFIGS = {"A": (4, 1, 16, 32, 32), "B": (2, 3, 16, 64, 64)}  # (B, C, T, H, W)
+MODELS = ("kinema", "vdp", "diffusers")
+VDP_DIM = 64  # lucidrains' Unet3D(dim=64, dim_mults=(1, 2, 4, 8)), its README's size: the reference
+
+
+_TORCHVISION_LIB = []  # the Library must outlive the call: dropping it removes the definition
+
+
+def declare_torchvision_ops() -> None:
+    """Declare torchvision::nms / qnms so the registry's torchvision imports beside this torch (benchmark only)."""
+    if _TORCHVISION_LIB:
+        return
+    try:
+        lib = torch.library.Library("torchvision", "DEF")
+        for name in ("nms", "qnms"):  # the operators torchvision's meta registrations look up at import
+            lib.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _TORCHVISION_LIB.append(lib)
+    except RuntimeError:  # already defined (a working torchvision): nothing to do
+        pass
+
+# ---- the models, by width ----
+
+
+def build(name: str, width: int, channels: int, size: int):
+    """(model, forward(x, t) -> output) for a model family at a width."""
+    if name == "kinema":
+        from kinema.config import UNetConfig
+        from kinema.models import SpaceTimeUNet
+
+        cfg = UNetConfig(in_channels=channels, channels=width, channel_mult=(1, 2, 4, 8), num_res_blocks=1,
+                         spatial_attention_levels=(2, 3), head_dim=16, norm_groups=8)
+        model = SpaceTimeUNet(cfg)
+        return model, lambda x, t: model(x, t)
+    if name == "vdp":
+        declare_torchvision_ops()
+        from video_diffusion_pytorch import Unet3D
+
+        model = Unet3D(dim=width, dim_mults=(1, 2, 4, 8), channels=channels)
+        return model, lambda x, t: model(x, t)
+    if name == "diffusers":
+        declare_torchvision_ops()
+        from diffusers import UNet3DConditionModel
+
+        model = UNet3DConditionModel(
+            sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
+            block_out_channels=(width, 2 * width, 4 * width, 4 * width), norm_num_groups=8,
+            cross_attention_dim=64, attention_head_dim=8)
+        context = torch.zeros(1, 1, 64)
+
+        def forward(x, t):
+            return model(x, t, encoder_hidden_states=context.expand(x.shape[0], 1, 64)).sample
+
+        return model, forward
+    raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+
+
+def count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def matched_width(name: str, channels: int, size: int, target: int) -> int:
+    """The width (multiple of 16) whose parameter count is nearest to `target`."""
+    best = None
+    for width in range(16, 257, 16):
+        n = count(build(name, width, channels, size)[0])
+        if best is None or abs(n - target) < abs(best[1] - target):
+            best = (width, n)
+        if n > 2 * target:
+            break
+    return best[0]
+
+# ---- one measurement (runs in its own process for a clean peak RSS) ----
+
+
+def measure(name: str, config: str, precision: str, width: int, warmup: int, repeat: int) -> dict:
+    """Time one model on one config in one precision."""
+    b, c, t, h, w = CONFIGS[config]
+    torch.manual_seed(0)
+    model, forward = build(name, width, c, h)
+    x, noise = torch.randn(b, c, t, h, w), torch.randn(b, c, t, h, w)
+    steps = torch.randint(0, 1000, (b,))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    bf16 = precision == "bf16"
+
+    def train_step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = forward(x, steps)
+            loss = F.mse_loss(out.float(), noise)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def denoise():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            forward(x, steps)
+
+    with FlopCounterMode(display=False) as fc:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.mse_loss(forward(x, steps).float(), noise)
+        loss.backward()
+    flops_train = fc.get_total_flops()
+    opt.zero_grad(set_to_none=True)
+    with FlopCounterMode(display=False) as fc:
+        denoise()
+    flops_fwd = fc.get_total_flops()
+    timings = {}
+    for label, fn in (("train_step_s", train_step), ("forward_s", denoise)):
+        for _ in range(warmup):
+            fn()
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - start)
+        timings[label] = statistics.median(runs)
+    return {"model": name, "config": config, "precision": precision, "width": width, "params": count(model),
+            "flops_train": flops_train, "flops_forward": flops_fwd, **timings,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "threads": torch.get_num_threads()}
+
+
+def bf16_peak(n: int = 4096, repeat: int = 5) -> float:
+    """This machine's bf16 matmul throughput, FLOP/s (median of `repeat` n x n x n products)."""
+    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+    a @ b
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        a @ b
+        runs.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(runs)
+
+# ---- the driver ----
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--one", nargs=4, metavar=("MODEL", "CONFIG", "PRECISION", "WIDTH"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        name, config, precision, width = args.one
+        print(json.dumps(measure(name, config, precision, int(width), args.warmup, args.repeat)))
+        return
+    peak = bf16_peak()
+    print(f"bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s", flush=True)
+    rows = []
+    for config in args.configs:
+        _, c, _, h, _ = CONFIGS[config]
+        target = count(build("vdp", VDP_DIM, c, h)[0])
+        widths = {name: VDP_DIM if name == "vdp" else matched_width(name, c, h, target) for name in args.models}
+        for name in args.models:
+            for precision in args.precisions:
+                cmd = [sys.executable, __file__, "--one", name, config, precision, str(widths[name]),
+                       "--warmup", str(args.warmup), "--repeat", str(args.repeat)]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode:
+                    print(done.stderr[-3000:], file=sys.stderr)
+                    raise SystemExit(f"{name} {config} {precision} failed")
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+                row["train_tflops"] = row["flops_train"] / row["train_step_s"] / 1e12
+                row["mfu"] = row["flops_train"] / row["train_step_s"] / peak
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    write_report(rows, peak)
+
+
+def write_report(rows: list[dict], peak: float) -> None:
+    """benchmarks/results/peers.json and a markdown table with speed-ups against lucidrains' fp32."""
+    RESULTS.mkdir(exist_ok=True)
+    report = {"bf16_matmul_peak_tflops": peak / 1e12, "configs": CONFIGS, "rows": rows}
+    (RESULTS / "peers.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["# Speed against the peers", "",
+             f"Measured bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s; {rows[0]['threads']} threads. Medians after warm-up.",
+             "", "| config | model | precision | params (M) | train step (s) | train GFLOP | "
+             "TFLOP/s | MFU | forward (s) | forward GFLOP | peak RSS (MB) | speed-up vs VDP fp32 |",
+             "| --- " * 12 + "|"]
+    for r in rows:
+        base = next((q for q in rows if q["config"] == r["config"] and q["model"] == "vdp"
+                     and q["precision"] == "fp32"), None)
+        speedup = f"{base['train_step_s'] / r['train_step_s']:.1f}×" if base else ""
+        lines.append(f"| {r['config']} | {r['model']} | {r['precision']} | {r['params'] / 1e6:.1f} | "
+                     f"{r['train_step_s']:.2f} | {r['flops_train'] / 1e9:.0f} | {r['train_tflops']:.3f} | "
+                     f"{100 * r['mfu']:.1f} % | {r['forward_s']:.2f} | {r['flops_forward'] / 1e9:.0f} | "
+                     f"{r['peak_rss_mb']:.0f} | {speedup} |")
+    (RESULTS / "peers.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
