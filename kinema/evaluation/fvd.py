@@ -157,24 +157,35 @@ def _state_dict_of(path: Path, trust_pickle: bool) -> dict:
     return state
 
 
-def load_i3d(path: str | Path, trust_pickle: bool = False) -> tuple[I3D, str]:
-    """I3D with the weights at `path` in eval mode, and the file's sha256; the class count is read from the file."""
+def read_weights(path: str | Path, what: str, trust_pickle: bool = False) -> tuple[dict, str]:
+    """The state dict in a user-given weights file (no DataParallel "module." prefix) and the file's sha256."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"I3D weights not found: {path}")
+        raise FileNotFoundError(f"{what} weights not found: {path}")
     state = _state_dict_of(path, trust_pickle)
     if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
+    return state, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_checked(net: nn.Module, state: dict, path: str | Path, what: str, optional=lambda key: False) -> nn.Module:
+    """Load `state` into `net` (eval mode, frozen); any missing or unexpected key but `optional` ones is a ValueError."""
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not optional(k)]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the {what} architecture: missing {missing[:5]} "
+                         f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})")
+    return net.eval().requires_grad_(False)
+
+
+def load_i3d(path: str | Path, trust_pickle: bool = False) -> tuple[I3D, str]:
+    """I3D with the weights at `path` in eval mode, and the file's sha256; the class count is read from the file."""
+    state, sha = read_weights(path, "I3D", trust_pickle)
     if "logits.conv3d.weight" not in state:
         raise ValueError(f"{path} has no 'logits.conv3d.weight'; is it an Inception-v1 I3D state dict? "
                          f"first keys: {sorted(state)[:5]}")
     net = I3D(num_classes=state["logits.conv3d.weight"].shape[0])
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match the I3D architecture: missing {missing[:5]} "
-                         f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})")
-    return net.eval().requires_grad_(False), hashlib.sha256(path.read_bytes()).hexdigest()
+    return load_checked(net, state, path, "I3D", optional=lambda k: k.endswith("num_batches_tracked")), sha
 
 
 # ---- features ----

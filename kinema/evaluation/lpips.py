@@ -10,7 +10,6 @@ so that state dict, saved as safetensors, loads unchanged.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .fvd import _state_dict_of
+from .fvd import load_checked, read_weights
 
 WIDTHS = (64, 192, 384, 256, 256)  # channels of the five tapped ReLUs
 
@@ -72,18 +71,12 @@ class LPIPS(nn.Module):
 
 def load_lpips(path: str | Path, trust_pickle: bool = False) -> tuple[LPIPS, str]:
     """LPIPS with the weights at `path` (a full LPIPS(net="alex") state dict) in eval mode, and the file's sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"LPIPS weights not found: {path}")
-    state = _state_dict_of(path, trust_pickle)
-    net = LPIPS()
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("scaling_layer.")]  # constants, stored by some versions only
-    if missing or unexpected:
-        raise ValueError(f"{path} is not an LPIPS (AlexNet) state dict: missing {missing[:4]} ({len(missing)}), "
-                         f"unexpected {unexpected[:4]} ({len(unexpected)}); it needs the backbone (net.slice*) "
-                         f"and the linear layers (lin0..lin4) together")
-    return net.eval().requires_grad_(False), hashlib.sha256(path.read_bytes()).hexdigest()
+    state, sha = read_weights(path, "LPIPS", trust_pickle)
+    if not any(k.startswith("net.slice") for k in state) or not any(k.startswith("lin") for k in state):
+        raise ValueError(f"{path} is not a whole LPIPS (AlexNet) state dict: it needs the backbone (net.slice*) "
+                         f"and the linear layers (lin0..lin4) together; first keys: {sorted(state)[:4]}")
+    # the scaling constants are stored by some versions only
+    return load_checked(LPIPS(), state, path, "LPIPS (AlexNet)", optional=lambda k: k.startswith("scaling_layer.")), sha
 
 
 @torch.no_grad()
