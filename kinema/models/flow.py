@@ -63,6 +63,11 @@ def occlusion_mask(flow_fw: Tensor, flow_bw: Tensor, alpha1: float = 0.01, alpha
     return (mismatch <= bound).to(flow_fw.dtype) * inside_mask(flow_fw)
 
 
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of (N, C, H, W) x over the pixels of mask (N, 1, H, W), per item (N,); 0 where the mask is empty."""
+    return (x * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * x.shape[1]).clamp_min(1.0)
+
+
 def end_point_error(flow: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean Euclidean distance between two (B, 2, H, W) flows, per sample (B,), over `mask` (B, 1, H, W) if given."""
     epe = (flow - target).pow(2).sum(1, keepdim=True).sqrt()  # (B, 1, H, W)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig, FlowConfig, FlowTrainConfig, resolve_precision, to_dict
 from ..data import build_dataset, dataset_options
-from ..models.flow import FlowNet, occlusion_mask, save_flow_net, warp
+from ..models.flow import FlowNet, masked_mean, occlusion_mask, save_flow_net, warp
 
 # ---- losses ----
 
@@ -41,10 +41,6 @@ def smoothness(flow: Tensor, image: Tensor, edge: float = 10.0) -> Tensor:
     return sx + sy
 
 
-def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    return (x * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * x.shape[1]).clamp_min(1.0)
-
-
 def flow_loss_terms(net: FlowNet, f1: Tensor, f2: Tensor, cfg: FlowTrainConfig) -> dict:
     """The self-supervised loss of frame pairs (B, C, H, W): photometric + smoothness + consistency, both ways."""
     flows = net(torch.cat([f1, f2]), torch.cat([f2, f1]))  # (2B, 2, H, W): f1 -> f2, then f2 -> f1
@@ -52,9 +48,9 @@ def flow_loss_terms(net: FlowNet, f1: Tensor, f2: Tensor, cfg: FlowTrainConfig) 
     first, second = torch.cat([f1, f2]), torch.cat([f2, f1])
     with torch.no_grad():
         visible = occlusion_mask(flows, torch.cat([bw, fw]))  # (2B, 1, H, W)
-    photo = _masked_mean(charbonnier(warp(second, flows) - first), visible)
+    photo = masked_mean(charbonnier(warp(second, flows) - first), visible)
     smooth = smoothness(flows, first)
-    consistency = _masked_mean((flows + warp(torch.cat([bw, fw]), flows)).abs(), visible)
+    consistency = masked_mean((flows + warp(torch.cat([bw, fw]), flows)).abs(), visible)
     loss = photo + cfg.smooth_weight * smooth + cfg.consistency_weight * consistency
     return {"loss": loss.mean(), "photo": photo.mean(), "smooth": smooth.mean(),
             "consistency": consistency.mean(), "visible": visible.mean()}
@@ -112,7 +108,7 @@ def train_flow(data: DataConfig, out: str | Path, flow: FlowConfig | None = None
         opt.step()
         sched.step()
         if step % 50 == 0 or step == train.steps - 1:
-            row = {"step": step, **{k: round(float(v), 5) for k, v in terms.items()}}
+            row = {"step": step, **{k: round(float(v.detach()), 5) for k, v in terms.items()}}
             logs.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
     seconds = time.time() - start

@@ -19,12 +19,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
-from ..models.flow import FlowNet, occlusion_mask, warp
-
-
-def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean of (N, C, H, W) x over mask (N, 1, H, W), per item (N,)."""
-    return (x * mask).flatten(1).sum(1) / (mask.flatten(1).sum(1) * x.shape[1]).clamp_min(1.0)
+from ..models.flow import FlowNet, masked_mean, occlusion_mask, warp
 
 
 def temporal_losses(x0_hat: Tensor, x0: Tensor, flow_net: FlowNet, weight: Optional[Tensor] = None) -> dict:
@@ -44,8 +39,8 @@ def temporal_losses(x0_hat: Tensor, x0: Tensor, flow_net: FlowNet, weight: Optio
         visible = occlusion_mask(fw, bw)  # (B(T-1), 1, H, W): seen in frame t and t+1
     pairs = "b c t h w -> (b t) c h w"
     cur, nxt = rearrange(x0_hat[:, :, :-1], pairs).float(), rearrange(x0_hat[:, :, 1:], pairs).float()
-    flow = _masked_mean((warp(nxt, fw) - cur).abs(), visible)  # (B(T-1),)
-    cycle = _masked_mean((warp(warp(cur, bw), fw) - cur).abs(), visible)
+    flow = masked_mean((warp(nxt, fw) - cur).abs(), visible)  # (B(T-1),)
+    cycle = masked_mean((warp(warp(cur, bw), fw) - cur).abs(), visible)
     per_clip = {k: rearrange(v, "(b t) -> b t", b=b).mean(1) for k, v in (("flow", flow), ("cycle", cycle))}
     w = torch.ones(b, device=x0.device) if weight is None else weight.to(x0.device, torch.float32)
     return {k: (v * w).mean() for k, v in per_clip.items()}
