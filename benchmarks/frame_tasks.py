@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from kinema.data import MovingDigits, MovingDigitsConfig, make_grid, to_uint8, write_video
-from kinema.evaluation import frame_metrics
+from kinema.evaluation import frame_metrics, naive_baselines
 from kinema.pipeline import VideoPipeline
 
 RESULTS = Path(__file__).parent / "results"
@@ -31,22 +31,6 @@ def test_clips(pipe: VideoPipeline, num: int, max_digits: int) -> torch.Tensor:
     ds = MovingDigits(MovingDigitsConfig(size=pipe.size, num_frames=pipe.num_frames, split="test",
                                          max_digits=max_digits, seed=123, length=max(num, 1)))
     return torch.stack([ds[i]["video"] for i in range(num)])
-
-
-def baselines(task: str, clips: torch.Tensor, k: int) -> dict:
-    """The two naive answers for a task, (N, 1, T, H, W) each, given frames copied in."""
-    t = clips.shape[2]
-    if task == "predict":
-        last, prev = clips[:, :, k - 1 : k], clips[:, :, k - 2 : k - 1]
-        steps = torch.arange(1, t - k + 1, dtype=clips.dtype).reshape(1, 1, -1, 1, 1)
-        repeat = torch.cat([clips[:, :, :k], last.expand(-1, -1, t - k, -1, -1)], dim=2)
-        linear = torch.cat([clips[:, :, :k], (last + steps * (last - prev)).clamp(-1, 1)], dim=2)
-    else:
-        a = torch.linspace(0, 1, t, dtype=clips.dtype).reshape(1, 1, -1, 1, 1)
-        first, end = clips[:, :, :1], clips[:, :, -1:]
-        repeat = torch.cat([first.expand(-1, -1, t - 1, -1, -1), end], dim=2)
-        linear = (1 - a) * first + a * end
-    return {"repeat last known frame": repeat, "linear blending": linear}
 
 
 def run_task(pipe, task: str, clips: torch.Tensor, k: int, args) -> tuple[dict, torch.Tensor]:
@@ -65,7 +49,7 @@ def run_task(pipe, task: str, clips: torch.Tensor, k: int, args) -> tuple[dict, 
     target = torch.from_numpy(np.ascontiguousarray(to_uint8(clips))).float()  # compare at uint8 precision
     target = target.permute(0, 4, 1, 2, 3) / 127.5 - 1
     scores = {"kinema": frame_metrics(out, target, unknown)}
-    for name, guess in baselines(task, target, k).items():
+    for name, guess in naive_baselines(target, ~unknown).items():
         scores[name] = frame_metrics(guess, target, unknown)
     scores["kinema"]["seconds"] = seconds
     return scores, out

@@ -42,7 +42,7 @@ from .features import (
     kernel_distance,
     load_feature_net,
 )
-from .frame_metrics import UINT8_MSE_FLOOR, psnr_per_frame, ssim_per_frame
+from .frame_metrics import UINT8_MSE_FLOOR, naive_baselines, psnr_per_frame, ssim_per_frame
 from .lpips import load_lpips, lpips_per_frame
 
 TASKS = ("generate", "predict", "interpolate", "animate")
@@ -399,6 +399,11 @@ def evaluate(sample: SampleFn, protocol: EvalProtocol, scorers: Scorers, real: d
     if scorers.classifier is not None and protocol.task == "generate":
         report["real"]["diversity"] = digit_diversity([scorers.classifier.predict(v) for v in real["video"]])
     report["real"]["temporal"] = temporal_scores(real["video"], scorers.flow)
+    if protocol.task != "generate":  # what copying or blending the given frames scores on the same targets
+        report["real"]["baselines"] = {
+            name: {k: v for k, v in frame_scores(guess[None], real["video"], protocol.known())["mean_over_draws"].items()
+                   if not k.endswith("_per_frame")}
+            for name, guess in naive_baselines(real["video"], protocol.known()).items()}
     t0 = time.perf_counter()
     real_features = feature_sets(real["video"][:, :, counted], scorers, progress=progress)
     report["real"]["seconds_features"] = round(time.perf_counter() - t0, 2)

@@ -75,3 +75,35 @@ def frame_metrics(pred: torch.Tensor, target: torch.Tensor, frames: torch.Tensor
         psnr, ssim = psnr[:, frames], ssim[:, frames]
     return {"psnr": psnr.mean().item(), "ssim": ssim.mean().item(),
             "psnr_per_frame": psnr.mean(0).tolist(), "ssim_per_frame": ssim.mean(0).tolist()}
+
+
+def naive_baselines(clips: torch.Tensor, known: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The two answers a model must beat for clips (N, C, T, H, W) given frames `known` (T,), same shape each.
+
+    "repeat last known frame": every unknown frame copies the nearest known frame before it (after it,
+    when none comes before). "linear blending": between two known frames a linear cross-fade; after the
+    last one each pixel extrapolated linearly from the last two known frames (clamped to [-1, 1]); a
+    lone known frame is repeated. Known frames are copied in.
+    """
+    t = clips.shape[2]
+    if known.shape != (t,) or not known.any():
+        raise ValueError(f"known must be a (T,) = ({t},) bool mask with at least one known frame, got "
+                         f"shape {tuple(known.shape)} with {int(known.sum())} known")
+    index = torch.nonzero(known).flatten().tolist()
+    repeat, linear = clips.clone(), clips.clone()
+    for i in range(t):
+        if known[i]:
+            continue
+        before, after = [j for j in index if j < i], [j for j in index if j > i]
+        src = before[-1] if before else after[0]
+        repeat[:, :, i] = clips[:, :, src]
+        if before and after:
+            a, b = before[-1], after[0]
+            w = (i - a) / (b - a)
+            linear[:, :, i] = (1 - w) * clips[:, :, a] + w * clips[:, :, b]
+        elif len(before) >= 2:
+            a, b = before[-2], before[-1]
+            linear[:, :, i] = (clips[:, :, b] + (i - b) / (b - a) * (clips[:, :, b] - clips[:, :, a])).clamp(-1, 1)
+        else:
+            linear[:, :, i] = clips[:, :, src]
+    return {"repeat last known frame": repeat, "linear blending": linear}

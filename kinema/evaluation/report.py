@@ -169,6 +169,8 @@ def _results_md(report: dict) -> list[str]:
             lines.append(f"| {r['steps']} | {fm['draws']} | {_fmt(fm['mean_over_draws']['psnr'], 2)} | "
                          f"{_fmt(fm['mean_over_draws']['ssim'])} | {_fmt(best.get('psnr'), 2)} | "
                          f"{_fmt(best.get('ssim'))} |")
+        for name, b in report["real"].get("baselines", {}).items():  # the same targets, no model
+            lines.append(f"| {name} | — | {_fmt(b['psnr'], 2)} | {_fmt(b['ssim'])} | | |")
         if any("lpips" in r["frame_metrics"]["mean_over_draws"] for r in rows):
             lines += ["", "| steps | LPIPS mean over draws | LPIPS best of draws |", "| --- | --- | --- |"]
             lines += [f"| {r['steps']} | {_fmt(r['frame_metrics']['mean_over_draws']['lpips'])} | "

@@ -197,3 +197,7 @@ def test_evaluate_writes_a_reproducible_report(tmp_path, scorers):
     for name in ("samples.png", "per_frame.png", "metric_vs_steps.png"):
         assert (tmp_path / "a" / name).stat().st_size > 1000
     assert np.isfinite(low["fd_digits"]) and "mean" in low["kid_digits"]
+    base = a["real"]["baselines"]
+    assert set(base) == {"repeat last known frame", "linear blending"}
+    assert all(np.isfinite(b["psnr"]) and 0 < b["ssim"] <= 1 for b in base.values())
+    assert "| repeat last known frame |" in md

@@ -1,4 +1,4 @@
-"""PSNR and SSIM: closed forms and an independent implementation (scikit-image)."""
+"""PSNR and SSIM: closed forms and an independent implementation (scikit-image); the naive frame baselines."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kinema.evaluation import frame_metrics, psnr_per_frame, ssim_per_frame
+from kinema.evaluation import frame_metrics, naive_baselines, psnr_per_frame, ssim_per_frame
 
 
 def test_psnr_closed_form():
@@ -47,3 +47,21 @@ def test_frame_metrics_selects_frames():
     assert len(m["psnr_per_frame"]) == 2 and np.isfinite(m["psnr"])
     with pytest.raises(ValueError, match="one shape"):
         psnr_per_frame(pred, target[:, :, :2])
+
+
+def test_naive_baselines_closed_forms():
+    ramp = torch.arange(6.0).reshape(1, 1, 6, 1, 1).expand(2, 1, 6, 3, 3) / 10  # frame t has value t / 10
+    predict = torch.tensor([True, True, False, False, False, False])
+    out = naive_baselines(ramp, predict)
+    assert torch.allclose(out["repeat last known frame"][0, 0, :, 0, 0], torch.tensor([0, 0.1, 0.1, 0.1, 0.1, 0.1]))
+    assert torch.allclose(out["linear blending"], ramp)  # a linear ramp is extrapolated exactly
+    ends = torch.tensor([True, False, False, False, False, True])
+    out = naive_baselines(ramp, ends)
+    assert torch.allclose(out["linear blending"], ramp)  # and interpolated exactly
+    assert torch.allclose(out["repeat last known frame"][0, 0, 1:5, 0, 0], torch.zeros(4))
+    fast = ramp * 8  # extrapolation leaves [-1, 1]: clamped
+    assert naive_baselines(fast, predict)["linear blending"].max() == 1
+    late = torch.tensor([False, False, True, False, False, False])  # frames before the first known one copy it
+    assert torch.allclose(naive_baselines(ramp, late)["repeat last known frame"][0, 0, :, 0, 0], torch.full((6,), 0.2))
+    with pytest.raises(ValueError, match="at least one known frame"):
+        naive_baselines(ramp, torch.zeros(6, dtype=torch.bool))
