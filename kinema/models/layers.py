@@ -42,12 +42,31 @@ class FrameNorm(nn.GroupNorm):
         return rearrange(h, "(b t) c h w -> b c t h w", b=b)
 
 
-def spatial_conv(c_in: int, c_out: int, stride: int = 1) -> nn.Conv3d:
+class Conv3d(nn.Conv3d):
+    """nn.Conv3d that sends float32 CPU inputs to oneDNN.
+
+    PyTorch's backend choice, tuned for 2D, sends a small float32 batch (one clip, as in sampling
+    without guidance) to the im2col kernel `slow_conv3d`, measured 6-8x slower than oneDNN here for
+    the (1, 3, 3) and (3, 3, 3) kernels; oneDNN is also faster for the (3, 1, 1) kernel in training.
+    Same parameters, same state-dict keys, same result up to float rounding.
+    """
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+                and self.padding_mode == "zeros" and not isinstance(self.padding, str)
+                and not torch.is_autocast_enabled("cpu")  # autocast casts at aten::conv3d, so keep that path
+                and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+            return torch.ops.aten.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation,
+                                                     self.groups)
+        return super()._conv_forward(x, weight, bias)
+
+
+def spatial_conv(c_in: int, c_out: int, stride: int = 1) -> Conv3d:
     """A 3x3 convolution applied to each frame, (1, 3, 3) kernel."""
-    return nn.Conv3d(c_in, c_out, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1))
+    return Conv3d(c_in, c_out, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1))
 
 
-class TemporalConv(nn.Conv3d):
+class TemporalConv(Conv3d):
     """A size-3 convolution across frames at each pixel, initialised to the identity."""
 
     def __init__(self, channels: int):
@@ -74,7 +93,7 @@ class ResBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_(spatial_conv(c_out, c_out))
         self.time2 = TemporalConv(c_out)
-        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.skip = Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """x (B, C_in, T, H, W), emb (B, E) or per frame (B, T, E) -> (B, C_out, T, H, W)."""

@@ -7,7 +7,7 @@ from torch import nn
 
 from kinema.config import UNetConfig
 from kinema.models import SpaceTimeUNet, count_parameters
-from kinema.models.layers import ResBlock, TemporalAttention, TemporalConv, timestep_embedding
+from kinema.models.layers import Conv3d, ResBlock, TemporalAttention, TemporalConv, timestep_embedding
 
 
 def _config(**overrides):
@@ -242,3 +242,32 @@ def test_timestep_embedding(dim):
     distance = torch.cdist(emb, emb)
     distance.fill_diagonal_(float("inf"))
     assert distance.min().item() > 1e-3, "two steps share an embedding"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("kernel,stride,padding", [((1, 3, 3), (1, 2, 2), (0, 1, 1)), ((3, 1, 1), 1, (1, 0, 0)),
+                                                   ((3, 3, 3), 1, 1), (1, 1, 0)])
+def test_conv3d_matches_torch_conv3d_values_and_gradients(batch, kernel, stride, padding):
+    conv = Conv3d(4, 6, kernel, stride=stride, padding=padding)
+    ref = nn.Conv3d(4, 6, kernel, stride=stride, padding=padding)
+    ref.load_state_dict(conv.state_dict())  # same parameter names
+    x = torch.randn(batch, 4, 5, 8, 8, generator=_gen())
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = conv(xa), ref(xb)
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conv.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_conv3d_bf16_and_channels_last_follow_torch():
+    conv = Conv3d(4, 4, (1, 3, 3), padding=(0, 1, 1))
+    x = torch.randn(2, 4, 3, 6, 6, generator=_gen())
+    ref = nn.functional.conv3d(x, conv.weight, conv.bias, padding=(0, 1, 1))
+    torch.testing.assert_close(conv(x.contiguous(memory_format=torch.channels_last_3d)), ref, rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, rtol=5e-2, atol=5e-2)
