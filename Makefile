@@ -1,4 +1,4 @@
-# make demo: set up .venv and train + sample a small model on the built-in data.
+# make demo: set up .venv and run every task of the bundled model (kinema/pretrained/moving-digits).
 # make test: set up .venv and run the test suite.
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # The CPU build of torch that lies on this class of machine; GPU users: see README.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test test-slow test-browser bench-env setup clean
+.PHONY: demo demo-train test test-slow test-browser bench-env setup clean
 
 $(VENV)/.base: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,16 @@ $(VENV)/.test: $(VENV)/.base
 
 setup: $(VENV)/.base
 
+# text -> video, prediction, interpolation, animation and audio -> motion from the shipped model, offline
 demo: $(VENV)/.base
-	rm -rf runs/demo  # a fresh demo run (kinema train refuses a directory holding checkpoints)
+	$(VENV)/bin/kinema demo --model moving-digits --out outputs/demo
+
+# train a small model from scratch on the built-in moving digits (a few minutes), then sample it
+demo-train: $(VENV)/.base
+	rm -rf runs/demo  # a fresh run (kinema train refuses a directory holding checkpoints)
 	$(VENV)/bin/kinema train --config configs/demo.yaml --out runs/demo
-	$(VENV)/bin/kinema sample --model runs/demo --num 8 --sampler ddim --steps 50 --out outputs/demo
-	@echo "demo videos: outputs/demo/ (sample_*.mp4, sample_*.gif, grid.mp4); loss plot: runs/demo/loss.png"
+	$(VENV)/bin/kinema sample --model runs/demo --num 8 --sampler ddim --steps 50 --out outputs/demo-train
+	@echo "videos: outputs/demo-train/ (sample_*.mp4, sample_*.gif, grid.mp4); loss plot: runs/demo/loss.png"
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q
@@ -52,4 +57,4 @@ test-slow: $(VENV)/.test
 	$(PY) -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) runs/demo outputs/demo
+	rm -rf $(VENV) runs/demo outputs/demo outputs/demo-train

@@ -124,17 +124,15 @@ def test_two_users_are_queued_not_crashed(server, browser):
 
 
 def test_contact_sheet_renders(tmp_path, browser):
-    """The demo's index.html opens from disk and shows its clips (the bundled model's sheet is checked by make demo)."""
-    from kinema.demo import DemoItem, contact_sheet
+    """The demo's index.html, written by the bundled model, opens from disk and shows every clip and input."""
+    from kinema.demo import run_demo
 
-    from PIL import Image
-    frames = [Image.new("L", (32, 32), color=c) for c in (0, 128, 255)]
-    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=125, loop=0)
-    items = [DemoItem("text → video", "“digit 3 moving right”", "guidance 3", "a.gif", "a.mp4")]
-    (tmp_path / "index.html").write_text(contact_sheet(items, {"model": "m", "sampler": "ddim", "steps": 2,
-                                                               "seed": 0, "seconds": 1.0}))
-    page = browser.new_page()
+    summary = run_demo("moving-digits", tmp_path, steps=2, progress=False)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto((tmp_path / "index.html").as_uri())
-    assert page.locator("figure").count() == 1
+    assert page.locator("figure").count() == len(summary["clips"]) >= 5
     page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)")
-    assert "digit 3 moving right" in page.inner_text("figcaption")
+    assert page.locator("img.clip").count() == len(summary["clips"])
+    assert "digit 3 moving right" in page.inner_text("main")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
