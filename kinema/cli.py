@@ -447,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="generate", choices=("generate", "predict", "interpolate", "animate"))
     p.add_argument("--num", type=int, default=256, help="real clips, and generated clips per step count")
     p.add_argument("--draws", type=int, default=1, help="samples per clip for predict / interpolate / animate: "
-                                                        "reports the mean over them and the best of them")
+                                                        "reports the mean over them, the best of them and the score "
+                                                        "of their pixel-wise average")
     p.add_argument("--context", type=int, default=4, help="predict: given frames (default 4)")
     p.add_argument("--cond", nargs="+", default=[], choices=("text", "image", "audio"),
                    help="conditions each real clip lends: its caption, first frame, sound (a conditioned model)")

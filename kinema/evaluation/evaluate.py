@@ -9,8 +9,8 @@ module never imports the pipeline.
 Scores, each labelled in the report:
 - FD-digits / KID-digits: Fréchet and kernel distances on kinema's moving-digits network (not FVD);
 - FVD: Fréchet distance on I3D logits, only with I3D weights given, else "unavailable";
-- frame metrics (tasks with a target): PSNR / SSIM on the generated frames, mean over the draws
-  and, with several draws per clip, best of the draws;
+- frame metrics (tasks with a target): PSNR / SSIM on the generated frames, mean over the draws,
+  and, with several draws per clip, best of the draws and the score of their average;
 - alignment (moving digits): digit and direction accuracy, height-pitch correlation with audio,
   and the entropy of the generated digit classes (diversity);
 - temporal: flicker index and warping error from `kinema.evaluation.temporal`, when present.
@@ -292,7 +292,9 @@ def frame_scores(fake: torch.Tensor, real: torch.Tensor, known: torch.Tensor, lp
     frames not `known` (T,).
 
     "mean_over_draws": every draw counts; "best_of_draws" (S > 1): per clip, the draw with the best
-    score of that metric (highest PSNR / SSIM, lowest LPIPS). Per-frame curves cover all T frames
+    score of that metric (highest PSNR / SSIM, lowest LPIPS); "average_of_draws" (S > 1): the scores of
+    the pixel-wise mean of the draws, a Monte-Carlo estimate of the posterior mean E[x | given frames],
+    which is the prediction with the least expected squared error. Per-frame curves cover all T frames
     (given ones are exact copies).
     """
     metrics = {"psnr": torch.stack([psnr_per_frame(f, real, floor=UINT8_MSE_FLOOR) for f in fake]),  # (S, N, T)
@@ -315,6 +317,8 @@ def frame_scores(fake: torch.Tensor, real: torch.Tensor, known: torch.Tensor, lp
             chosen = values[pick, clips]  # (N, T)
             best[name], best[f"{name}_per_frame"] = chosen[:, gen].mean().item(), chosen.mean(0).tolist()
         out["best_of_draws"] = best
+        average = frame_scores(fake.mean(0, keepdim=True), real, known, lpips)["mean_over_draws"]
+        out["average_of_draws"] = average
     return out
 
 

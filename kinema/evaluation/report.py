@@ -106,6 +106,9 @@ def plot_per_frame(results: list[dict], given: list[int], path: Path) -> bool:
             if "best_of_draws" in fm:
                 ax.plot(hide(fm["best_of_draws"][f"{metric}_per_frame"]), ls="--", color=line.get_color(),
                         label=f"{r['steps']} steps, best of {fm['draws']}")
+            if "average_of_draws" in fm:
+                ax.plot(hide(fm["average_of_draws"][f"{metric}_per_frame"]), ls=":", color=line.get_color(),
+                        label=f"{r['steps']} steps, average of {fm['draws']}")
         ax.set(xlabel="frame (grey: given)", title="PSNR (dB)" if metric == "psnr" else "SSIM")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -162,21 +165,24 @@ def _results_md(report: dict) -> list[str]:
     if any("frame_metrics" in r for r in rows):
         lines += ["## Frame metrics (generated frames only)", "",
                   "| steps | draws | PSNR mean over draws | SSIM mean over draws | PSNR best of draws | "
-                  "SSIM best of draws |", "| --- | --- | --- | --- | --- | --- |"]
+                  "SSIM best of draws | PSNR of the draws' average | SSIM of the draws' average |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             fm = r["frame_metrics"]
-            best = fm.get("best_of_draws", {})
+            best, average = fm.get("best_of_draws", {}), fm.get("average_of_draws", {})
             lines.append(f"| {r['steps']} | {fm['draws']} | {_fmt(fm['mean_over_draws']['psnr'], 2)} | "
                          f"{_fmt(fm['mean_over_draws']['ssim'])} | {_fmt(best.get('psnr'), 2)} | "
-                         f"{_fmt(best.get('ssim'))} |")
+                         f"{_fmt(best.get('ssim'))} | {_fmt(average.get('psnr'), 2)} | {_fmt(average.get('ssim'))} |")
         for name, b in report["real"].get("baselines", {}).items():  # the same targets, no model
-            lines.append(f"| {name} | — | {_fmt(b['psnr'], 2)} | {_fmt(b['ssim'])} | | |")
+            lines.append(f"| {name} | — | {_fmt(b['psnr'], 2)} | {_fmt(b['ssim'])} | | | | |")
         if any("lpips" in r["frame_metrics"]["mean_over_draws"] for r in rows):
             lines += ["", "| steps | LPIPS mean over draws | LPIPS best of draws |", "| --- | --- | --- |"]
             lines += [f"| {r['steps']} | {_fmt(r['frame_metrics']['mean_over_draws']['lpips'])} | "
                       f"{_fmt(r['frame_metrics'].get('best_of_draws', {}).get('lpips'))} |" for r in rows]
         lines += ["", "Best of draws: per clip, the draw with the best score of that metric (an oracle "
-                  "choice; it needs the target). Mean over draws: every draw counts.", ""]
+                  "choice; it needs the target). Mean over draws: every draw counts. Draws' average: the "
+                  "pixel-wise mean of a clip's draws (an estimate of the posterior mean, the least-squares "
+                  "prediction; blurred where the draws disagree), scored as one clip.", ""]
     if any("alignment" in r for r in rows):
         lines += ["## Alignment (moving digits)", "", "| steps | measure | value |", "| --- | --- | --- |"]
         for r in rows:

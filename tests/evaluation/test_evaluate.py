@@ -121,6 +121,24 @@ def test_frame_scores_mean_over_and_best_of_draws():
     assert both["best_of_draws"]["ssim"] == pytest.approx(1.0)
     assert both["mean_over_draws"]["psnr"] == pytest.approx((one["mean_over_draws"]["psnr"] + cap) / 2)
     assert len(both["mean_over_draws"]["psnr_per_frame"]) == 6 and len(both["best_of_draws"]["ssim_per_frame"]) == 6
+    assert "average_of_draws" not in one
+
+
+def test_frame_scores_average_of_draws_is_the_pixel_mean():
+    g = torch.Generator().manual_seed(1)
+    real = torch.rand(2, 1, 5, 16, 16, generator=g) - 0.5
+    known = torch.tensor([True, False, False, False, True])
+    d = 0.2 * torch.randn(2, 1, 5, 16, 16, generator=g)
+    d[:, :, known] = 0
+    apart = frame_scores(torch.stack([real + d, real - d]), real, known)  # each draw is off, their mean is exact
+    cap = 10 * math.log10(4 / UINT8_MSE_FLOOR)
+    assert apart["average_of_draws"]["psnr"] == pytest.approx(cap)
+    assert apart["average_of_draws"]["ssim"] == pytest.approx(1.0)
+    assert apart["mean_over_draws"]["psnr"] < 25
+    three = torch.stack([real + d, real + 0.5 * d, real - 0.1 * d])  # scored as the one clip they average to
+    ours = frame_scores(three, real, known)["average_of_draws"]
+    alone = frame_scores(three.mean(0)[None], real, known)["mean_over_draws"]
+    assert ours["psnr"] == pytest.approx(alone["psnr"]) and ours["ssim"] == pytest.approx(alone["ssim"])
 
 
 def test_digit_diversity_in_closed_form():
