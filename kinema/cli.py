@@ -126,7 +126,7 @@ def cmd_frames(args: argparse.Namespace) -> int:
     given = {"predict": lambda: {"context": args.video, "context_frames": args.context},
              "interpolate": lambda: {"first_frame": args.first, "last_frame": args.last},
              "animate": lambda: {"first_frame": args.image}}[args.command]()
-    video = pipe(num_frames=args.frames, **given, **sampling)
+    video = pipe(num_frames=args.frames, draws=args.draws, **given, **sampling)
     video.save(out)
     print(f"wrote {video.numpy().shape[1]} frames to {out}")
     return 0
@@ -488,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, flag_help in inputs:
             p.add_argument(flag, required=True, help=flag_help, type=int if flag == "--context" else str)
         p.add_argument("--frames", type=int, default=16, help="frames of the result, given ones included")
+        p.add_argument("--draws", type=int, default=1,
+                       help="average this many samples: the least-squares estimate, blurrier but closer "
+                            "on average (PSNR) than one sample (default 1)")
         p.add_argument("--out", required=True, help="output .mp4 or .gif")
         p.set_defaults(func=cmd_frames)
 

@@ -110,6 +110,26 @@ def test_long_video_keeps_given_frames_and_covers_every_frame(tiny_model_dir, lo
     assert len({frames[0, t].tobytes() for t in range(21)}) > 15  # generated, not copied
 
 
+def test_draws_average_the_samples_and_keep_given_frames(tiny_model_dir, monkeypatch):
+    pipe = VideoPipeline.from_pretrained(tiny_model_dir)
+    image = (np.random.default_rng(1).random((16, 16, 1)) * 255).astype(np.uint8)
+    one = pipe(first_frame=image, num_frames=8, steps=2, seed=0, progress=False).numpy()
+    assert np.array_equal(pipe(first_frame=image, num_frames=8, steps=2, seed=0, draws=1, progress=False).numpy(),
+                          one)  # draws=1 is the plain sample
+    values = iter([-0.5, 0.1, 0.7])  # what each draw's window fills in: their mean is 0.1
+
+    def window(known, batch, start, length, **kw):
+        return torch.full((batch, 1, length, 16, 16), next(values))
+
+    monkeypatch.setattr(pipe, "_window", window)
+    frames = pipe(first_frame=image, num_frames=8, steps=2, seed=0, draws=3, progress=False).numpy()
+    assert np.array_equal(frames[0, 0, ..., 0], image[..., 0])  # the given frame stays exact
+    assert (frames[0, 1:] == round((0.1 + 1) * 127.5)).all()
+    for bad in (0, 2.0):
+        with pytest.raises(ValueError, match="draws"):
+            pipe(first_frame=image, num_frames=8, steps=2, draws=bad, progress=False)
+
+
 MEASURE = """
 import resource, sys
 from kinema.pipeline import VideoPipeline
@@ -155,7 +175,7 @@ def test_cli_predict_interpolate_animate(tiny_model_dir, tmp_path):
                  "--out", str(tmp_path / "p.mp4")]) == 0
     assert main(["interpolate", *common, "--first", str(tmp_path / "a.png"), "--last", str(tmp_path / "b.png"),
                  "--frames", "7", "--out", str(tmp_path / "i.gif")]) == 0
-    assert main(["animate", *common, "--image", str(tmp_path / "a.png"), "--frames", "10",
+    assert main(["animate", *common, "--image", str(tmp_path / "a.png"), "--frames", "10", "--draws", "2",
                  "--out", str(tmp_path / "a.mp4")]) == 0
     assert read_video(tmp_path / "p.mp4").shape[:3] == (12, 16, 16)
     assert read_video(tmp_path / "a.mp4").shape[:3] == (10, 16, 16)
