@@ -40,7 +40,7 @@ def clip_scores(videos: torch.Tensor, flow_net, feat_net, ref) -> dict:
 def heldout_loss(pipe: VideoPipeline, run: Path, real: torch.Tensor) -> float:
     """Mean diffusion MSE of the EMA model on held-out clips, with fixed noise and timesteps."""
     cfg = from_dict(DiffusionConfig, read_model_config(run / "model")["diffusion"], "diffusion.")
-    schedule = make_schedule(cfg.schedule, cfg.num_steps)
+    schedule = make_schedule(cfg.schedule, cfg.num_steps, cfg.shift)
     g = torch.Generator().manual_seed(0)
     losses = []
     with torch.no_grad():

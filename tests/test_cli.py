@@ -7,16 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from kinema.cli import main
 from kinema.data import read_video
+from kinema.diffusion.schedules import make_schedule
 from kinema.pipeline import Video, VideoPipeline
 
 TINY = {
     "model": {"channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "head_dim": 8, "norm_groups": 4,
               "spatial_attention_levels": [1]},
-    "diffusion": {"num_steps": 100},
+    "diffusion": {"num_steps": 100, "shift": 1.5},
     "data": {"size": 24, "num_frames": 6, "length": 64},
     "train": {"steps": 3, "batch_size": 2, "log_every": 1, "checkpoint_every": 2, "sample_every": 0},
 }
@@ -52,6 +54,7 @@ def test_resume_continues_the_step_count(run_dir):
 
 def test_pipeline_is_reproducible_and_matches_training_size(run_dir):
     pipe = VideoPipeline.from_pretrained(run_dir / "run" / "model")
+    assert torch.equal(pipe.schedule.betas, make_schedule("cosine", 100, shift=1.5).betas)  # the trained schedule
     a = pipe(2, steps=3, seed=1, progress=False)
     b = pipe(2, steps=3, seed=1, progress=False)
     c = pipe(2, steps=3, seed=2, progress=False)

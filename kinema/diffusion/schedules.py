@@ -70,8 +70,25 @@ class Schedule:
         return ((1 - ab) / ab).sqrt()
 
 
-def make_schedule(name: str, num_steps: int = 1000) -> Schedule:
-    """A schedule by name: "linear" (DDPM) or "cosine" (improved DDPM)."""
+def shift_schedule(schedule: Schedule, shift: float) -> Schedule:
+    """The schedule with every signal-to-noise ratio divided by shift**2 (shift > 1: noisier at every t).
+
+    alpha_bar / (1 - alpha_bar) is the SNR; the shifted alpha_bar' = alpha_bar / (alpha_bar + shift**2 (1 - alpha_bar))
+    keeps the same timesteps but moves them towards high noise, as larger or longer inputs need
+    (Hoogeboom et al. 2023, "simple diffusion": the clip's redundant pixels make a given noise level easier).
+    """
+    if not (math.isfinite(shift) and shift > 0):
+        raise ValueError(f"shift must be a finite number > 0, got {shift}")
+    if shift == 1:
+        return schedule
+    ab = schedule.alphas_cumprod  # (N,)
+    shifted = ab / (ab + shift**2 * (1 - ab))
+    previous = torch.cat([shifted.new_ones(1), shifted[:-1]])
+    return Schedule(1 - shifted / previous)
+
+
+def make_schedule(name: str, num_steps: int = 1000, shift: float = 1.0) -> Schedule:
+    """A schedule by name: "linear" (DDPM) or "cosine" (improved DDPM), its SNR divided by shift**2."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if name == "linear":
@@ -80,9 +97,9 @@ def make_schedule(name: str, num_steps: int = 1000) -> Schedule:
             raise ValueError(f"the linear schedule needs num_steps > 20 (its last beta is 20 / num_steps), "
                              f"got {num_steps}")
         scale = 1000 / num_steps
-        return Schedule(linear_betas(num_steps, 1e-4 * scale, 0.02 * scale))
+        return shift_schedule(Schedule(linear_betas(num_steps, 1e-4 * scale, 0.02 * scale)), shift)
     if name == "cosine":
-        return Schedule(cosine_betas(num_steps))
+        return shift_schedule(Schedule(cosine_betas(num_steps)), shift)
     raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
 
 

@@ -151,7 +151,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=resolve_precision(tc.mixed_precision, device_type),
                                        cpu=cpu_ddp)
         seed_everything(tc.seed)  # the same initial weights on every process
-        self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps)
+        self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps,
+                                      config.diffusion.shift)
         self.step_count, self.bad_in_row, self.skipped = 0, 0, 0
         self.build_dataset()
         self.build_model()

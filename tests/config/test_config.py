@@ -115,6 +115,8 @@ def test_wrong_type_names_the_key(tmp_path, text, key):
         ("diffusion:\n  schedule: quadratic\n", "diffusion.schedule", "quadratic"),
         ("diffusion:\n  prediction: score\n", "diffusion.prediction", "score"),
         ("diffusion:\n  num_steps: 1\n", "diffusion.num_steps", "1"),
+        ("diffusion:\n  shift: 0.0\n", "diffusion.shift", "0.0"),
+        ("diffusion:\n  shift: -2.0\n", "diffusion.shift", "-2.0"),
         ("diffusion:\n  schedule: linear\n  num_steps: 10\n", "diffusion.num_steps", "10"),
         ("data:\n  size: 4\n", "data.size", "4"),
         ("train:\n  ema_decay: 1.0\n", "train.ema_decay", "1.0"),

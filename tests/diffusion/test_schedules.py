@@ -13,6 +13,7 @@ from kinema.diffusion.schedules import (
     linear_betas,
     make_schedule,
     respace,
+    shift_schedule,
     spaced_timesteps,
 )
 
@@ -125,6 +126,26 @@ def test_schedule_rejects_betas_outside_open_unit_interval(betas):
 def test_schedule_rejects_bad_shapes(betas):
     with pytest.raises(ValueError, match="1-D"):
         Schedule(betas)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("shift", [0.5, 2.0, 3.0])
+def test_shift_divides_every_snr_by_its_square(name, shift):
+    base, shifted = make_schedule(name, 1000), make_schedule(name, 1000, shift)
+    snr = lambda s: s.alphas_cumprod / (1 - s.alphas_cumprod)  # noqa: E731
+    torch.testing.assert_close(snr(shifted), snr(base) / shift**2, rtol=1e-9, atol=0)
+    assert bool(((shifted.betas > 0) & (shifted.betas < 1)).all())  # still a valid schedule
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_shift_one_is_the_schedule_itself(name):
+    assert torch.equal(make_schedule(name, 100, 1.0).betas, make_schedule(name, 100).betas)
+
+
+@pytest.mark.parametrize("shift", [0.0, -1.0, float("inf"), float("nan")])
+def test_shift_rejects_bad_values(shift):
+    with pytest.raises(ValueError, match=f"shift.*got {shift}"):
+        shift_schedule(make_schedule("cosine", 10), shift)
 
 
 # ---- timestep spacings ----
