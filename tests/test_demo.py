@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from kinema.data import read_video
+from kinema.diffusion.schedules import make_schedule
 from kinema.models.model_dir import resolve_model_dir
 from kinema.pipeline import VideoPipeline
 
@@ -22,6 +24,15 @@ def test_bundled_model_loads_by_name_and_samples():
     cc = pipe.conditioner.config
     assert pipe.model.config.frame_conditioning and cc.text != "none" and cc.image and cc.audio
     video = pipe(prompt=["digit 4 moving left"], steps=2, sampler="ddim", seed=0, progress=False)
+    assert video.numpy().shape == (1, pipe.num_frames, pipe.size, pipe.size, 1)
+
+
+def test_bundled_text_model_loads_with_its_shifted_schedule():
+    pipe = VideoPipeline.from_pretrained("moving-digits-text", device="cpu", precision="no")
+    assert pipe.diffusion.shift == 2.0 and pipe.conditioner.config.text == "gru"
+    shifted = make_schedule(pipe.diffusion.schedule, pipe.diffusion.num_steps, shift=2.0)
+    assert torch.equal(pipe.schedule.betas, shifted.betas)
+    video = pipe(prompt=["digit 4 moving left"], guidance=3, steps=2, sampler="ddim", seed=0, progress=False)
     assert video.numpy().shape == (1, pipe.num_frames, pipe.size, pipe.size, 1)
 
 
