@@ -10,7 +10,8 @@ Audio: the sound tracks of held-out clips, generated from the audio alone and wi
 the Pearson correlation between the generated digit's height and the audio's pitch, per clip.
 Edit (SDEdit): real held-out clips re-generated under the prompt of another clip; PSNR to the
 source at strength 0.3, and digit accuracy to the new prompt at 0.8.
-Writes benchmarks/results/conditioning.{json,md} and example grids to docs/examples/.
+Writes benchmarks/results/conditioning.{json,md} (or NAME.{json,md} with --name) and, with --examples,
+example grids to docs/examples/.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
     p.add_argument("--audio-scales", type=float, nargs="+", default=[1.0, 2.0])
     p.add_argument("--batch", type=int, default=25)
     p.add_argument("--examples", action="store_true", help="write example grids to docs/examples/")
+    p.add_argument("--name", default="conditioning", help="results file stem: benchmarks/results/NAME.{json,md}")
     args = p.parse_args()
 
     pipe = VideoPipeline.from_pretrained(args.model)
@@ -132,13 +134,13 @@ def main() -> None:
             print("edit", strength, report["edit"][f"strength {strength:g}"], flush=True)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "conditioning.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "conditioning.md").write_text(markdown(report))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(report))
     if args.examples:
         for name, videos in examples.items():
             write_video(EXAMPLES / f"cond_{name}.gif", make_grid(to_uint8(videos)), fps=8)
         (EXAMPLES / "cond_prompts.txt").write_text("".join(f"{i}: {prompts[i]}\n" for i in range(8)))
-    print((RESULTS / "conditioning.md").read_text())
+    print((RESULTS / f"{args.name}.md").read_text())
 
 
 def markdown(r: dict) -> str:
@@ -147,9 +149,11 @@ def markdown(r: dict) -> str:
              f"{r['num']} clips per row, {r['sampler']} with {r['steps']} steps; {r['held_out']}.", "",
              "## Text -> video", "", "| | digit accuracy | direction accuracy |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v['digit_accuracy']:.2f} | {v['direction_accuracy']:.2f} |" for k, v in r["text"].items()]
-    lines += ["", "Chance: digit 0.10, direction 0.125.", "", "## Audio -> motion", "",
-              "| | height vs log-pitch correlation | clips scored |", "| --- | --- | --- |"]
-    lines += [f"| {k} | {v['mean_correlation']:.3f} | {v['clips_scored']} |" for k, v in r["audio"].items()]
+    lines += ["", "Chance: digit 0.10, direction 0.125."]
+    if r["audio"]:  # a model without an audio condition has no such section
+        lines += ["", "## Audio -> motion", "", "| | height vs log-pitch correlation | clips scored |",
+                  "| --- | --- | --- |"]
+        lines += [f"| {k} | {v['mean_correlation']:.3f} | {v['clips_scored']} |" for k, v in r["audio"].items()]
     lines += ["", "## Edit (SDEdit) under another clip's prompt", "",
               "| | PSNR to source (dB) | SSIM to source | digit = new prompt | digit = source |",
               "| --- | --- | --- | --- | --- |"]
