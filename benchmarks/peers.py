@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+
+from kinema.models.layers import flop_counter
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = {"A": (4, 1, 16, 32, 32), "B": (2, 3, 16, 64, 64)}  # (B, C, T, H, W)
@@ -128,13 +129,13 @@ def measure(name: str, config: str, precision: str, width: int, warmup: int, rep
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             forward(x, steps)
 
-    with FlopCounterMode(display=False) as fc:
+    with flop_counter() as fc:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = F.mse_loss(forward(x, steps).float(), noise)
         loss.backward()
     flops_train = fc.get_total_flops()
     opt.zero_grad(set_to_none=True)
-    with FlopCounterMode(display=False) as fc:
+    with flop_counter() as fc:
         denoise()
     flops_fwd = fc.get_total_flops()
     timings = {}

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 # ---- helpers ----
 
@@ -59,6 +60,17 @@ class Conv3d(nn.Conv3d):
             return torch.ops.aten.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation,
                                                      self.groups)
         return super()._conv_forward(x, weight, bias)
+
+
+def _mkldnn_conv_flops(x_shape, w_shape, _bias, _padding, _stride, _dilation, _groups, *, out_shape) -> int:
+    """FLOPs of aten.mkldnn_convolution, counted as for aten.convolution."""
+    return conv_flop_count(x_shape, w_shape, out_shape)
+
+
+def flop_counter(display: bool = False) -> FlopCounterMode:
+    """torch.utils.flop_counter.FlopCounterMode that also counts the oneDNN route of `Conv3d` (its backward is
+    aten.convolution_backward, which the stock counter knows)."""
+    return FlopCounterMode(display=display, custom_mapping={torch.ops.aten.mkldnn_convolution: _mkldnn_conv_flops})
 
 
 def spatial_conv(c_in: int, c_out: int, stride: int = 1) -> Conv3d:

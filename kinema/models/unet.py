@@ -56,7 +56,15 @@ class Block(nn.Module):
 
 
 class SpaceTimeUNet(nn.Module):
-    """Video UNet: (x (B, C, T, H, W), step (B,)) -> (B, C or 2C, T, H, W)."""
+    """Video UNet: (x (B, C, T, H, W), step (B,)) -> (B, C or 2C, T, H, W).
+
+    Inside, activations are channels-last-3d (stored B, T, H, W, C): oneDNN and cuDNN run the
+    convolutions faster in that layout (bf16 on AMX only reaches its speed there), and the per-frame
+    norm and spatial attention become free views. Set `channels_last = False` to keep PyTorch's
+    default layout; the output is the same up to float rounding and always contiguous.
+    """
+
+    channels_last = True
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -144,6 +152,8 @@ class SpaceTimeUNet(nn.Module):
         self.check_input(x)
         emb = self.embedding(step, x, cond)  # (B, E) or (B, T, E)
         h = self.stem(self.frame_input(x, frames))  # (B, ch, T, H, W)
+        if self.channels_last:  # every later conv, norm and elementwise op keeps this layout
+            h = h.contiguous(memory_format=torch.channels_last_3d)
         hs = [h]
         for layer in self.down:
             h = layer(h, emb, cond) if isinstance(layer, Block) else layer(h)
@@ -155,7 +165,7 @@ class SpaceTimeUNet(nn.Module):
                 h = layer(torch.cat([h, hs.pop()], dim=1), emb, cond)
             else:
                 h = layer(h)
-        return self.head(h)
+        return self.head(h).contiguous()
 
 
 def count_parameters(model: nn.Module) -> int:

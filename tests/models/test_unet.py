@@ -4,10 +4,19 @@ import pytest
 import torch
 from einops import rearrange
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from kinema.config import UNetConfig
 from kinema.models import SpaceTimeUNet, count_parameters
-from kinema.models.layers import Conv3d, ResBlock, TemporalAttention, TemporalConv, timestep_embedding
+from kinema.models.layers import (
+    Conv3d,
+    ResBlock,
+    TemporalAttention,
+    TemporalConv,
+    flop_counter,
+    timestep_embedding,
+)
+from kinema.types import Cond
 
 
 def _config(**overrides):
@@ -271,3 +280,59 @@ def test_conv3d_bf16_and_channels_last_follow_torch():
         y = conv(x)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), ref, rtol=5e-2, atol=5e-2)
+
+
+def _conv_input_layouts(model, x, step):
+    """Whether each Conv3d after the stem saw a channels-last-3d input, in call order."""
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda m, inp: seen.append(
+        inp[0].is_contiguous(memory_format=torch.channels_last_3d)))
+        for m in model.modules() if isinstance(m, Conv3d) and m is not model.stem]
+    try:
+        out = model(x, step)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out, seen
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_activations_are_channels_last_inside_only_when_asked(channels_last):
+    model = _randomise(SpaceTimeUNet(_config(in_channels=3)), std=0.1)
+    model.channels_last = channels_last
+    with torch.no_grad():
+        out, seen = _conv_input_layouts(model, torch.randn(2, 3, 4, 8, 8, generator=_gen(1)), _steps(2))
+    assert len(seen) > 10 and all(s == channels_last for s in seen), seen
+    assert out.is_contiguous()  # callers get the default layout either way
+
+
+def test_channels_last_gives_the_same_output_and_gradients():
+    model = _randomise(SpaceTimeUNet(_config(in_channels=3, cond_dim=8)), std=0.1)
+    x = torch.randn(2, 3, 4, 8, 8, generator=_gen(1))
+    cond = Cond(tokens=torch.randn(2, 3, 8, generator=_gen(2)), mask=torch.tensor([[1, 1, 0], [1, 0, 0]]).bool())
+    results = []
+    for channels_last in (True, False):
+        model.channels_last = channels_last
+        model.zero_grad()
+        out = model(x, _steps(2), cond=cond)
+        (out * torch.randn(out.shape, generator=_gen(3))).sum().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (out_cl, grads_cl), (out_ref, grads_ref) = results
+    torch.testing.assert_close(out_cl, out_ref, rtol=1e-4, atol=1e-5)
+    assert grads_cl.keys() == grads_ref.keys() and len(grads_ref) > 50
+    for name in grads_ref:
+        torch.testing.assert_close(grads_cl[name], grads_ref[name], rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_flop_counter_counts_the_onednn_route_like_torch_conv3d():
+    model = SpaceTimeUNet(_config())
+    x = torch.randn(1, 1, 4, 8, 8, generator=_gen())  # float32 CPU: Conv3d takes the oneDNN route
+
+    def count(counter, **flags):
+        with torch.backends.mkldnn.flags(**flags), counter as fc:
+            model(x, _steps(1)).sum().backward()
+        return fc.get_total_flops()
+
+    routed = count(flop_counter(), enabled=True)
+    assert routed == count(flop_counter(), enabled=False)  # the stock path: aten.convolution
+    assert count(FlopCounterMode(display=False), enabled=True) < routed  # what the stock counter misses
