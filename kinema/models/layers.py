@@ -49,13 +49,15 @@ class Conv3d(nn.Conv3d):
     PyTorch's backend choice, tuned for 2D, sends a small float32 batch (one clip, as in sampling
     without guidance) to the im2col kernel `slow_conv3d`, measured 6-8x slower than oneDNN here for
     the (1, 3, 3) and (3, 3, 3) kernels; oneDNN is also faster for the (3, 1, 1) kernel in training.
-    Same parameters, same state-dict keys, same result up to float rounding.
+    Same parameters, same state-dict keys, same result up to float rounding. Under torch.compile the
+    stock path is traced (the compiler chooses the kernel).
     """
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
                 and not torch.is_autocast_enabled("cpu")  # autocast casts at aten::conv3d, so keep that path
+                and not torch.compiler.is_compiling()  # no fake-tensor kernel; inductor picks oneDNN itself
                 and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
             return torch.ops.aten.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation,
                                                      self.groups)

@@ -163,6 +163,8 @@ class Trainer:
         else:
             self.start_fresh()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if tc.compile:  # after prepare, so the compiled graph includes DDP's hooks and autocast
+            self.model = torch.compile(self.model)
         if self.conditioner is not None:
             self.conditioner = self.accelerator.prepare(self.conditioner)
         self.build_data()
@@ -196,6 +198,11 @@ class Trainer:
                 raise ValueError(f"temporal.flow_model {cfg.temporal.flow_model!r} takes "
                                  f"{self.flow_net.config.in_channels}-channel frames, the clips have "
                                  f"{cfg.model.in_channels}")
+
+    @property
+    def unwrapped_model(self) -> SpaceTimeUNet:
+        """The UNet itself: without DDP, the mixed-precision wrapper or torch.compile."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """Every trained parameter: the UNet's and the encoders'."""
@@ -329,7 +336,7 @@ class Trainer:
         self.lr_scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         decay = ema_decay(self.step_count, tc.ema_decay)
-        ema_update(self.ema, self.accelerator.unwrap_model(self.model), decay)
+        ema_update(self.ema, self.unwrapped_model, decay)
         if self.conditioner is not None:
             ema_update(self.ema_conditioner, self.accelerator.unwrap_model(self.conditioner), decay)
         self.step_count += 1
@@ -423,7 +430,7 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         scaler = self.accelerator.scaler  # fp16 only; bf16 and fp32 need none
-        state = {"model": self.accelerator.unwrap_model(self.model).state_dict(), "ema": self.ema.state_dict(),
+        state = {"model": self.unwrapped_model.state_dict(), "ema": self.ema.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
                  "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
                  "data": {"step": self.step_count, "seed": self.config.train.seed, "global_batch": self.global_batch()},
