@@ -7,9 +7,11 @@ diffusers' UNet3DConditionModel at matched parameter counts, on two configs, in 
 A = batch 4 x 1 x 16 x 32 x 32, B = batch 2 x 3 x 16 x 64 x 64. Per run: parameters, the train step
 (forward + MSE loss + backward + AdamW) and the denoiser forward (no grad), each the median of
 `--repeat` timings after `--warmup`; peak RSS of the process; model FLOPs of one forward and one
-train step (torch.utils.flop_counter); MFU = train FLOPs / step time / this machine's measured bf16
-matmul peak. Widths are chosen so each peer's parameter count is the nearest to lucidrains' Unet3D at
-the reference width. Writes benchmarks/results/peers.{json,md}.
+train step (`kinema.models.layers.flop_counter`: torch's counter plus kinema's oneDNN conv route);
+MFU = train FLOPs / step time / this machine's measured bf16 matmul peak, or its float32 peak on a
+CPU without native bf16 (there bf16 is emulated, far slower than float32: run `--precisions fp32`
+and `--name` to keep such a run apart). Widths are chosen so each peer's parameter count is the nearest to lucidrains' Unet3D at
+the reference width. Writes benchmarks/results/<name>.{json,md} (default peers).
 
 Both peers import torchvision at module level; the registry's torchvision build cannot load beside this
 torch (`operator torchvision::nms does not exist`; 0.29.1 also looks up `qnms`), so the benchmark declares
@@ -30,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kinema.config import resolve_precision
 from kinema.models.layers import flop_counter
 
 RESULTS = Path(__file__).parent / "results"
@@ -154,9 +157,9 @@ def measure(name: str, config: str, precision: str, width: int, warmup: int, rep
             "threads": torch.get_num_threads()}
 
 
-def bf16_peak(n: int = 4096, repeat: int = 5) -> float:
-    """This machine's bf16 matmul throughput, FLOP/s (median of `repeat` n x n x n products)."""
-    a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+def matmul_peak(dtype: torch.dtype, n: int = 4096, repeat: int = 5) -> float:
+    """This machine's matmul throughput in `dtype`, FLOP/s (median of `repeat` n x n x n products)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     runs = []
     for _ in range(repeat):
@@ -175,14 +178,16 @@ def main() -> None:
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--name", default="peers", help="results file stem")
     p.add_argument("--one", nargs=4, metavar=("MODEL", "CONFIG", "PRECISION", "WIDTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         name, config, precision, width = args.one
         print(json.dumps(measure(name, config, precision, int(width), args.warmup, args.repeat)))
         return
-    peak = bf16_peak()
-    print(f"bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s", flush=True)
+    peak_dtype = "bf16" if resolve_precision("auto", "cpu") == "bf16" else "fp32"
+    peak = matmul_peak(torch.bfloat16 if peak_dtype == "bf16" else torch.float32)
+    print(f"{peak_dtype} matmul peak: {peak / 1e12:.2f} TFLOP/s", flush=True)
     rows = []
     for config in args.configs:
         _, c, _, h, _ = CONFIGS[config]
@@ -201,16 +206,18 @@ def main() -> None:
                 row["mfu"] = row["flops_train"] / row["train_step_s"] / peak
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    write_report(rows, peak)
+    write_report(rows, peak, peak_dtype, args.name)
 
 
-def write_report(rows: list[dict], peak: float) -> None:
-    """benchmarks/results/peers.json and a markdown table with speed-ups against lucidrains' fp32."""
+def write_report(rows: list[dict], peak: float, peak_dtype: str, name: str) -> None:
+    """benchmarks/results/<name>.json and a markdown table with speed-ups against lucidrains' fp32."""
     RESULTS.mkdir(exist_ok=True)
-    report = {"bf16_matmul_peak_tflops": peak / 1e12, "configs": CONFIGS, "rows": rows}
-    (RESULTS / "peers.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = {f"{peak_dtype}_matmul_peak_tflops": peak / 1e12, "mfu_against": peak_dtype, "configs": CONFIGS,
+              "rows": rows}
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["# Speed against the peers", "",
-             f"Measured bf16 matmul peak: {peak / 1e12:.2f} TFLOP/s; {rows[0]['threads']} threads. Medians after warm-up.",
+             f"Measured {peak_dtype} matmul peak (MFU is against it): {peak / 1e12:.2f} TFLOP/s; "
+             f"{rows[0]['threads']} threads. Medians after warm-up.",
              "", "| config | model | precision | params (M) | train step (s) | train GFLOP | "
              "TFLOP/s | MFU | forward (s) | forward GFLOP | peak RSS (MB) | speed-up vs VDP fp32 |",
              "| --- " * 12 + "|"]
@@ -222,7 +229,7 @@ def write_report(rows: list[dict], peak: float) -> None:
                      f"{r['train_step_s']:.2f} | {r['flops_train'] / 1e9:.0f} | {r['train_tflops']:.3f} | "
                      f"{100 * r['mfu']:.1f} % | {r['forward_s']:.2f} | {r['flops_forward'] / 1e9:.0f} | "
                      f"{r['peak_rss_mb']:.0f} | {speedup} |")
-    (RESULTS / "peers.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

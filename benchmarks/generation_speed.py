@@ -1,0 +1,139 @@
+"""Seconds to generate one 16 x 64 x 64 RGB clip with the config-B-size SpaceTimeUNet, and where they go.
+
+    python benchmarks/generation_speed.py                      # 25 DPM-Solver++ steps, median of 3
+    python benchmarks/generation_speed.py --precisions fp32 bf16 --steps 25 --repeat 5
+
+The model is the peers benchmark's kinema network (width 48, channel_mult 1-2-4-8, 34 M parameters;
+random weights: the time does not depend on them), run through `VideoPipeline` exactly as a user
+would, one clip, no guidance. Each precision is timed with channels-last activations and without.
+bf16 runs only where the hardware computes it natively (AMX / AVX-512-BF16, or a bf16 GPU) unless
+asked for. FLOPs per denoiser call come from `kinema.models.layers.flop_counter`; the profile of
+one call at the fastest setting shows where the time goes. Writes
+benchmarks/results/<name>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from kinema.config import DiffusionConfig, UNetConfig, resolve_precision
+from kinema.models import SpaceTimeUNet
+from kinema.models.layers import flop_counter
+from kinema.pipeline import VideoPipeline
+
+RESULTS = Path(__file__).parent / "results"
+CLIP = (3, 16, 64, 64)  # (C, T, H, W)
+MODEL = UNetConfig(in_channels=3, channels=48, channel_mult=(1, 2, 4, 8), num_res_blocks=1,
+                   spatial_attention_levels=(2, 3), head_dim=16, norm_groups=8)  # = benchmarks/peers.py, config B
+
+
+def cpu_name() -> str:
+    """The CPU's model name, from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def time_generation(pipe: VideoPipeline, steps: int, sampler: str, warmup: int, repeat: int) -> list[float]:
+    """Wall seconds of `repeat` one-clip generations after `warmup` untimed ones."""
+    runs = []
+    for i in range(warmup + repeat):
+        start = time.perf_counter()
+        pipe(1, steps=steps, sampler=sampler, seed=i, progress=False)
+        if i >= warmup:
+            runs.append(time.perf_counter() - start)
+    return runs
+
+
+def call_flops(model: SpaceTimeUNet, precision: str) -> int:
+    """FLOPs of one denoiser call on one clip."""
+    x = torch.randn(1, *CLIP)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), \
+            flop_counter() as fc:
+        model(x, torch.tensor([500]))
+    return fc.get_total_flops()
+
+
+def profile_call(model: SpaceTimeUNet, precision: str, top: int = 8) -> list[dict]:
+    """The ops that take the most self time in one denoiser call: name, ms, share."""
+    x = torch.randn(1, *CLIP)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        model(x, torch.tensor([500]))  # warm-up
+        with torch.profiler.profile() as prof:
+            model(x, torch.tensor([500]))
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [{"op": e.key, "ms": round(e.self_cpu_time_total / 1e3, 1),
+             "share": round(e.self_cpu_time_total / total, 3)} for e in events[:top]]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--sampler", default="dpmpp_2m")
+    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
+                   help="default: fp32, and bf16 where the hardware has it")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--name", default="generation_speed", help="results file stem")
+    args = p.parse_args()
+    native_bf16 = resolve_precision("auto", "cpu") == "bf16"
+    precisions = args.precisions or (["fp32", "bf16"] if native_bf16 else ["fp32"])
+
+    torch.manual_seed(0)
+    model = SpaceTimeUNet(MODEL)
+    rows = []
+    for precision in precisions:
+        pipe = VideoPipeline(model, DiffusionConfig(prediction="v"), size=CLIP[2], num_frames=CLIP[1],
+                             device="cpu", precision="bf16" if precision == "bf16" else "no")
+        flops = call_flops(pipe.model, precision)
+        for channels_last in (True, False):
+            pipe.model.channels_last = channels_last
+            runs = time_generation(pipe, args.steps, args.sampler, args.warmup, args.repeat)
+            seconds = statistics.median(runs)
+            rows.append({"precision": precision, "channels_last": channels_last, "seconds": round(seconds, 2),
+                         "runs": [round(r, 2) for r in runs], "per_call_s": round(seconds / args.steps, 3),
+                         "gflop_per_call": round(flops / 1e9, 1),
+                         "tflops": round(flops * args.steps / seconds / 1e12, 3)})
+            print(json.dumps(rows[-1]), flush=True)
+    best = min(rows, key=lambda r: r["seconds"])
+    model.channels_last = best["channels_last"]
+    report = {"cpu": cpu_name(), "native_bf16": native_bf16, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "clip": CLIP, "params": sum(p.numel() for p in model.parameters()), "steps": args.steps,
+              "sampler": args.sampler, "rows": rows, "profile": profile_call(model, best["precision"])}
+    write(report, args.name)
+
+
+def write(report: dict, name: str) -> None:
+    """benchmarks/results/<name>.json and its markdown table."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    c, t, h, w = report["clip"]
+    lines = [f"# One {t} × {h} × {w} clip ({c} channels), {report['steps']} {report['sampler']} steps", "",
+             f"{report['cpu']}, {report['threads']} threads, native bf16: {report['native_bf16']}; torch "
+             f"{report['torch']}; SpaceTimeUNet {report['params'] / 1e6:.1f} M parameters (config-B size), "
+             "`VideoPipeline`, one clip, no guidance. Median of the timed runs after warm-up.", "",
+             "| precision | activations | seconds per clip | per denoiser call (s) | GFLOP per call | TFLOP/s |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['precision']} | {'channels-last' if r['channels_last'] else 'default layout'} | "
+              f"{r['seconds']} | {r['per_call_s']} | {r['gflop_per_call']} | {r['tflops']} |" for r in report["rows"]]
+    lines += ["", "Where one denoiser call's time goes (fastest setting, self time):", "",
+              "| op | ms | share |", "| --- | --- | --- |"]
+    lines += [f"| `{e['op']}` | {e['ms']} | {100 * e['share']:.1f} % |" for e in report["profile"]]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
