@@ -2,10 +2,13 @@
 
     python benchmarks/generation_speed.py                      # 25 DPM-Solver++ steps, median of 3
     python benchmarks/generation_speed.py --precisions fp32 bf16 --steps 25 --repeat 5
+    python benchmarks/generation_speed.py --patch-sizes 1 2 4 --layouts channels-last
 
 The model is the peers benchmark's kinema network (width 48, channel_mult 1-2-4-8, 34 M parameters;
 random weights: the time does not depend on them), run through `VideoPipeline` exactly as a user
 would, one clip, no guidance. Each precision is timed with channels-last activations and without.
+`--patch-sizes` adds the same network with `patch_size` p (p x p pixels folded into channels: the
+levels run on a p-times smaller grid, so each call does less work; the FLOP column says how much).
 bf16 runs only where the hardware computes it natively (AMX / AVX-512-BF16, or a bf16 GPU) unless
 asked for. FLOPs per denoiser call come from `kinema.models.layers.flop_counter`; the profile of
 one call at the fastest setting shows where the time goes. Writes
@@ -15,6 +18,7 @@ benchmarks/results/<name>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -84,6 +88,8 @@ def main() -> None:
     p.add_argument("--sampler", default="dpmpp_2m")
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
                    help="default: fp32, and bf16 where the hardware has it")
+    p.add_argument("--patch-sizes", nargs="+", type=int, default=[1], help="UNet patch sizes to time")
+    p.add_argument("--layouts", nargs="+", choices=["channels-last", "default"], default=["channels-last", "default"])
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--name", default="generation_speed", help="results file stem")
@@ -91,27 +97,32 @@ def main() -> None:
     native_bf16 = resolve_precision("auto", "cpu") == "bf16"
     precisions = args.precisions or (["fp32", "bf16"] if native_bf16 else ["fp32"])
 
-    torch.manual_seed(0)
-    model = SpaceTimeUNet(MODEL)
-    rows = []
-    for precision in precisions:
-        pipe = VideoPipeline(model, DiffusionConfig(prediction="v"), size=CLIP[2], num_frames=CLIP[1],
-                             device="cpu", precision="bf16" if precision == "bf16" else "no")
-        flops = call_flops(pipe.model, precision)
-        for channels_last in (True, False):
-            pipe.model.channels_last = channels_last
-            runs = time_generation(pipe, args.steps, args.sampler, args.warmup, args.repeat)
-            seconds = statistics.median(runs)
-            rows.append({"precision": precision, "channels_last": channels_last, "seconds": round(seconds, 2),
-                         "runs": [round(r, 2) for r in runs], "per_call_s": round(seconds / args.steps, 3),
-                         "gflop_per_call": round(flops / 1e9, 1),
-                         "tflops": round(flops * args.steps / seconds / 1e12, 3)})
-            print(json.dumps(rows[-1]), flush=True)
-    best = min(rows, key=lambda r: r["seconds"])
+    rows, models = [], {}
+    for patch_size in args.patch_sizes:
+        torch.manual_seed(0)
+        model = models[patch_size] = SpaceTimeUNet(dataclasses.replace(MODEL, patch_size=patch_size))
+        for precision in precisions:
+            pipe = VideoPipeline(model, DiffusionConfig(prediction="v"), size=CLIP[2], num_frames=CLIP[1],
+                                 device="cpu", precision="bf16" if precision == "bf16" else "no")
+            flops = call_flops(pipe.model, precision)
+            for layout in args.layouts:
+                pipe.model.channels_last = layout == "channels-last"
+                runs = time_generation(pipe, args.steps, args.sampler, args.warmup, args.repeat)
+                seconds = statistics.median(runs)
+                rows.append({"patch_size": patch_size, "params": sum(p.numel() for p in model.parameters()),
+                             "precision": precision, "channels_last": pipe.model.channels_last,
+                             "seconds": round(seconds, 2), "runs": [round(r, 2) for r in runs],
+                             "per_call_s": round(seconds / args.steps, 3), "gflop_per_call": round(flops / 1e9, 1),
+                             "tflops": round(flops * args.steps / seconds / 1e12, 3)})
+                print(json.dumps(rows[-1]), flush=True)
+    # the profile: the full-size network (the smallest patch asked for) at its fastest setting
+    best = min((r for r in rows if r["patch_size"] == min(args.patch_sizes)), key=lambda r: r["seconds"])
+    model = models[best["patch_size"]]
     model.channels_last = best["channels_last"]
     report = {"cpu": cpu_name(), "native_bf16": native_bf16, "threads": torch.get_num_threads(),
-              "torch": torch.__version__, "clip": CLIP, "params": sum(p.numel() for p in model.parameters()), "steps": args.steps,
-              "sampler": args.sampler, "rows": rows, "profile": profile_call(model, best["precision"])}
+              "torch": torch.__version__, "clip": CLIP, "steps": args.steps, "sampler": args.sampler, "rows": rows,
+              "profile_of": {k: best[k] for k in ("patch_size", "precision", "channels_last")},
+              "profile": profile_call(model, best["precision"])}
     write(report, args.name)
 
 
@@ -122,13 +133,16 @@ def write(report: dict, name: str) -> None:
     c, t, h, w = report["clip"]
     lines = [f"# One {t} × {h} × {w} clip ({c} channels), {report['steps']} {report['sampler']} steps", "",
              f"{report['cpu']}, {report['threads']} threads, native bf16: {report['native_bf16']}; torch "
-             f"{report['torch']}; SpaceTimeUNet {report['params'] / 1e6:.1f} M parameters (config-B size), "
+             f"{report['torch']}; SpaceTimeUNet at config-B size (width 48, channel_mult 1-2-4-8), "
              "`VideoPipeline`, one clip, no guidance. Median of the timed runs after warm-up.", "",
-             "| precision | activations | seconds per clip | per denoiser call (s) | GFLOP per call | TFLOP/s |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['precision']} | {'channels-last' if r['channels_last'] else 'default layout'} | "
-              f"{r['seconds']} | {r['per_call_s']} | {r['gflop_per_call']} | {r['tflops']} |" for r in report["rows"]]
-    lines += ["", "Where one denoiser call's time goes (fastest setting, self time):", "",
+             "| patch size | params (M) | precision | activations | seconds per clip | per denoiser call (s) | "
+             "GFLOP per call | TFLOP/s |", "| --- " * 8 + "|"]
+    lines += [f"| {r['patch_size']} | {r['params'] / 1e6:.1f} | {r['precision']} | "
+              f"{'channels-last' if r['channels_last'] else 'default layout'} | {r['seconds']} | {r['per_call_s']} | "
+              f"{r['gflop_per_call']} | {r['tflops']} |" for r in report["rows"]]
+    prof = report["profile_of"]
+    lines += ["", f"Where one denoiser call's time goes (patch size {prof['patch_size']}, {prof['precision']}, "
+              f"{'channels-last' if prof['channels_last'] else 'default layout'}; self time):", "",
               "| op | ms | share |", "| --- | --- | --- |"]
     lines += [f"| `{e['op']}` | {e['ms']} | {100 * e['share']:.1f} % |" for e in report["profile"]]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")

@@ -10,8 +10,11 @@ A = batch 4 x 1 x 16 x 32 x 32, B = batch 2 x 3 x 16 x 64 x 64. Per run: paramet
 train step (`kinema.models.layers.flop_counter`: torch's counter plus kinema's oneDNN conv route);
 MFU = train FLOPs / step time / this machine's measured bf16 matmul peak, or its float32 peak on a
 CPU without native bf16 (there bf16 is emulated, far slower than float32: run `--precisions fp32`
-and `--name` to keep such a run apart). Widths are chosen so each peer's parameter count is the nearest to lucidrains' Unet3D at
-the reference width. Writes benchmarks/results/<name>.{json,md} (default peers).
+and `--name` to keep such a run apart; `--merge` adds rows to an earlier run's file). `kinema-p2` is
+kinema's network with `patch_size=2`: 2 x 2 pixel patches folded into channels, the same levels on a
+quarter of the positions, so far fewer FLOPs (a gain from doing less work: compare the FLOP columns).
+Widths are chosen so each peer's parameter count is the nearest to lucidrains' Unet3D at the reference
+width. Writes benchmarks/results/<name>.{json,md} (default peers).
 
 Both peers import torchvision at module level; the registry's torchvision build cannot load beside this
 torch (`operator torchvision::nms does not exist`; 0.29.1 also looks up `qnms`), so the benchmark declares
@@ -37,7 +40,7 @@ from kinema.models.layers import flop_counter
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = {"A": (4, 1, 16, 32, 32), "B": (2, 3, 16, 64, 64)}  # (B, C, T, H, W)
-MODELS = ("kinema", "vdp", "diffusers")
+MODELS = ("kinema", "kinema-p2", "vdp", "diffusers")  # kinema-p2: the same network with patch_size 2
 VDP_DIM = 64  # lucidrains' Unet3D(dim=64, dim_mults=(1, 2, 4, 8)), its README's size: the reference
 
 
@@ -61,12 +64,13 @@ def declare_torchvision_ops() -> None:
 
 def build(name: str, width: int, channels: int, size: int):
     """(model, forward(x, t) -> output) for a model family at a width."""
-    if name == "kinema":
+    if name in ("kinema", "kinema-p2"):
         from kinema.config import UNetConfig
         from kinema.models import SpaceTimeUNet
 
         cfg = UNetConfig(in_channels=channels, channels=width, channel_mult=(1, 2, 4, 8), num_res_blocks=1,
-                         spatial_attention_levels=(2, 3), head_dim=16, norm_groups=8)
+                         spatial_attention_levels=(2, 3), head_dim=16, norm_groups=8,
+                         patch_size=2 if name == "kinema-p2" else 1)
         model = SpaceTimeUNet(cfg)
         return model, lambda x, t: model(x, t)
     if name == "vdp":
@@ -179,6 +183,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--name", default="peers", help="results file stem")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows already in <name>.json, replacing those measured again")
     p.add_argument("--one", nargs=4, metavar=("MODEL", "CONFIG", "PRECISION", "WIDTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -189,6 +195,10 @@ def main() -> None:
     peak = matmul_peak(torch.bfloat16 if peak_dtype == "bf16" else torch.float32)
     print(f"{peak_dtype} matmul peak: {peak / 1e12:.2f} TFLOP/s", flush=True)
     rows = []
+    if args.merge and (RESULTS / f"{args.name}.json").exists():
+        earlier = json.loads((RESULTS / f"{args.name}.json").read_text())
+        rows = earlier["rows"]
+        peak = max(peak, 1e12 * earlier.get(f"{peak_dtype}_matmul_peak_tflops", 0.0))  # the best this machine showed
     for config in args.configs:
         _, c, _, h, _ = CONFIGS[config]
         target = count(build("vdp", VDP_DIM, c, h)[0])
@@ -204,14 +214,20 @@ def main() -> None:
                 row = json.loads(done.stdout.strip().splitlines()[-1])
                 row["train_tflops"] = row["flops_train"] / row["train_step_s"] / 1e12
                 row["mfu"] = row["flops_train"] / row["train_step_s"] / peak
+                rows = [r for r in rows if (r["model"], r["config"], r["precision"]) != (name, config, precision)]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    write_report(rows, peak, peak_dtype, args.name)
+                write_report(rows, peak, peak_dtype, args.name)  # after every row: a stopped run keeps its rows
+    print("\n".join(write_report(rows, peak, peak_dtype, args.name)))
 
 
-def write_report(rows: list[dict], peak: float, peak_dtype: str, name: str) -> None:
+def write_report(rows: list[dict], peak: float, peak_dtype: str, name: str) -> list[str]:
     """benchmarks/results/<name>.json and a markdown table with speed-ups against lucidrains' fp32."""
     RESULTS.mkdir(exist_ok=True)
+    order = {m: i for i, m in enumerate(MODELS)}
+    rows = sorted(rows, key=lambda r: (r["config"], order[r["model"]], r["precision"] != "fp32"))
+    for r in rows:  # merged rows from an earlier run: MFU against this run's peak
+        r["mfu"] = r["flops_train"] / r["train_step_s"] / peak
     report = {f"{peak_dtype}_matmul_peak_tflops": peak / 1e12, "mfu_against": peak_dtype, "configs": CONFIGS,
               "rows": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -230,7 +246,7 @@ def write_report(rows: list[dict], peak: float, peak_dtype: str, name: str) -> N
                      f"{100 * r['mfu']:.1f} % | {r['forward_s']:.2f} | {r['flops_forward'] / 1e9:.0f} | "
                      f"{r['peak_rss_mb']:.0f} | {speedup} |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Temporal-loss ablation: warping error and flicker of generated clips, with and without the losses.
 
     python benchmarks/temporal_ablation.py --runs runs/temporal-off runs/temporal-on --num 64
+    python benchmarks/temporal_ablation.py --runs runs/patch1 runs/patch2 --name patch_ablation \
+        --title "Patch-size ablation"
 
 For each run directory (its `model/` and `metrics.jsonl`) and for real held-out clips: the
 occlusion-masked warping error (flow from the bundled flow network, estimated on each clip itself),
 the flicker index of the static background, FD-digits (kinema's digit/motion feature network, not
 FVD), the training loss of the last 100 logged steps, a held-out diffusion loss (the same noise and
-timesteps for every run), and the run's training time. Writes benchmarks/results/temporal_ablation.{json,md}.
+timesteps for every run), and the run's training time. Any set of runs trained on moving digits can be
+compared this way. Writes benchmarks/results/<name>.{json,md} (default temporal_ablation).
 """
 
 from __future__ import annotations
@@ -70,6 +73,8 @@ def main() -> None:
     p.add_argument("--num", type=int, default=64, help="clips per row")
     p.add_argument("--sampler", default="ddim")
     p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--name", default="temporal_ablation", help="results file stem")
+    p.add_argument("--title", default="Temporal-loss ablation", help="heading of the markdown report")
     args = p.parse_args()
     flow_net, (feat_net, sha) = load_flow_net("flow-moving-digits"), load_feature_net()
     first = VideoPipeline.from_pretrained(Path(args.runs[0]) / "model")
@@ -90,13 +95,13 @@ def main() -> None:
     report = {"num": args.num, "sampler": args.sampler, "steps": args.steps, "feature_net_sha256": sha,
               "flow_model": "flow-moving-digits", "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "temporal_ablation.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     cols = ["warping_error", "flicker", "fd_digits", "heldout_mse", "train_mse_last100", "steps", "train_seconds"]
-    lines = [f"# Temporal-loss ablation ({args.num} clips per row, {args.sampler} {args.steps} steps)", "",
+    lines = [f"# {args.title} ({args.num} clips per row, {args.sampler} {args.steps} steps)", "",
              "| | " + " | ".join(cols) + " |", "| --- " * (len(cols) + 1) + "|"]
     for r in rows:
         lines.append(f"| {r['name']} | " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
-    (RESULTS / "temporal_ablation.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

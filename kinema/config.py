@@ -40,9 +40,12 @@ class UNetConfig:
     learned_variance: bool = False  # emit 2x channels: the prediction and the variance interpolation v
     frame_conditioning: bool = False  # also take the known frames and the frame mask as input channels
     cond_dim: int = 0  # width D of condition tokens / vectors (text, image, audio); 0 = unconditional
+    patch_size: int = 1  # fold p x p pixels into channels at the stem: every level runs 1/p the size, ~1/p^2 FLOPs
 
     def __post_init__(self):
         _check(self.cond_dim >= 0, "model.cond_dim", self.cond_dim, ">= 0 (0 = no conditions)")
+        _check(isinstance(self.patch_size, int) and self.patch_size >= 1, "model.patch_size", self.patch_size,
+               "an int >= 1 (1 = no patching)")
         self.channel_mult = tuple(self.channel_mult)
         self.spatial_attention_levels = tuple(self.spatial_attention_levels)
         _check(self.in_channels >= 1, "model.in_channels", self.in_channels, ">= 1")
@@ -73,8 +76,8 @@ class UNetConfig:
 
     @property
     def downsample_factor(self) -> int:
-        """H and W must be divisible by this."""
-        return 2 ** (len(self.channel_mult) - 1)
+        """H and W must be divisible by this: the patch size times 2 per downsampling level."""
+        return self.patch_size * 2 ** (len(self.channel_mult) - 1)
 
 
 @dataclass

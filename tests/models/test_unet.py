@@ -336,3 +336,60 @@ def test_flop_counter_counts_the_onednn_route_like_torch_conv3d():
     routed = count(flop_counter(), enabled=True)
     assert routed == count(flop_counter(), enabled=False)  # the stock path: aten.convolution
     assert count(FlopCounterMode(display=False), enabled=True) < routed  # what the stock counter misses
+
+
+# ---- patching ----
+
+
+def _pixel_unshuffle_frames(x, p):
+    """torch's pixel_unshuffle (channels c, i, j) on every frame: (B, C, T, H, W) -> (B, C p^2, T, H/p, W/p)."""
+    b = x.shape[0]
+    folded = torch.nn.functional.pixel_unshuffle(rearrange(x, "b c t h w -> (b t) c h w"), p)
+    return rearrange(folded, "(b t) c h w -> b c t h w", b=b)
+
+
+@pytest.mark.parametrize("frame_conditioning", [False, True])
+def test_patching_folds_pixels_into_channels_and_back(frame_conditioning):
+    model = _randomise(SpaceTimeUNet(_config(in_channels=3, patch_size=2, frame_conditioning=frame_conditioning)),
+                       std=0.1).eval()
+    x = torch.randn(2, 3, 3, 16, 8, generator=_gen(1))
+    seen = {}
+    hooks = [model.stem.register_forward_hook(lambda m, args, out: seen.update(stem_in=args[0], stem_out=out)),
+             model.head.register_forward_hook(lambda m, args, out: seen.update(head_out=out))]
+    try:
+        with torch.no_grad():
+            out = model(x, _steps(2))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert out.shape == x.shape and out.is_contiguous()
+    assert seen["stem_out"].shape == (2, 16, 3, 8, 4)  # every level runs on the half-size grid
+    stem_in = model.frame_input(x, None)
+    torch.testing.assert_close(seen["stem_in"], _pixel_unshuffle_frames(stem_in, 2), rtol=0, atol=0)
+    torch.testing.assert_close(_pixel_unshuffle_frames(out, 2), seen["head_out"], rtol=0, atol=0)
+
+
+def test_patching_divides_the_flops_by_about_p_squared():
+    x = torch.randn(1, 3, 4, 32, 32, generator=_gen())
+
+    def flops(patch_size):
+        model = SpaceTimeUNet(_config(in_channels=3, patch_size=patch_size))
+        with torch.no_grad(), flop_counter() as fc:
+            model(x, _steps(1))
+        return fc.get_total_flops()
+
+    ratio = flops(2) / flops(1)
+    assert 0.2 < ratio < 0.3, ratio  # 1/4 of the positions everywhere; spatial attention falls faster
+
+
+def test_patch_size_enters_the_divisibility_check():
+    model = SpaceTimeUNet(_config(channel_mult=(1, 2), patch_size=2))  # 2 x 2^1 = 4
+    assert model.config.downsample_factor == 4
+    with pytest.raises(ValueError, match=r"divisible by 4 \(patch_size 2.*H=6, W=8"):
+        model(torch.randn(1, 1, 2, 6, 8), _steps(1))
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5])
+def test_bad_patch_size_is_named(bad):
+    with pytest.raises(ValueError, match=rf"model.patch_size = {bad!r} is invalid"):
+        _config(patch_size=bad)
