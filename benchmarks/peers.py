@@ -13,8 +13,10 @@ CPU without native bf16 (there bf16 is emulated, far slower than float32: run `-
 and `--name` to keep such a run apart; `--merge` adds rows to an earlier run's file). `kinema-p2` is
 kinema's network with `patch_size=2`: 2 x 2 pixel patches folded into channels, the same levels on a
 quarter of the positions, so far fewer FLOPs (a gain from doing less work: compare the FLOP columns).
-Widths are chosen so each peer's parameter count is the nearest to lucidrains' Unet3D at the reference
-width. Writes benchmarks/results/<name>.{json,md} (default peers).
+`kinema-compiled`, run only when named in `--models`, is kinema's network under `torch.compile` (inductor;
+the warm-up compiles, so keep `--warmup` >= 1; its peak RSS includes the compiler's). Widths are chosen so
+each peer's parameter count is the nearest to lucidrains' Unet3D at the reference width. Writes
+benchmarks/results/<name>.{json,md} (default peers).
 
 Both peers import torchvision at module level; the registry's torchvision build cannot load beside this
 torch (`operator torchvision::nms does not exist`; 0.29.1 also looks up `qnms`), so the benchmark declares
@@ -40,7 +42,7 @@ from kinema.models.layers import flop_counter
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = {"A": (4, 1, 16, 32, 32), "B": (2, 3, 16, 64, 64)}  # (B, C, T, H, W)
-MODELS = ("kinema", "kinema-p2", "vdp", "diffusers")  # kinema-p2: the same network with patch_size 2
+MODELS = ("kinema", "kinema-compiled", "kinema-p2", "vdp", "diffusers")  # see the module docstring
 VDP_DIM = 64  # lucidrains' Unet3D(dim=64, dim_mults=(1, 2, 4, 8)), its README's size: the reference
 
 
@@ -64,7 +66,7 @@ def declare_torchvision_ops() -> None:
 
 def build(name: str, width: int, channels: int, size: int):
     """(model, forward(x, t) -> output) for a model family at a width."""
-    if name in ("kinema", "kinema-p2"):
+    if name in ("kinema", "kinema-compiled", "kinema-p2"):
         from kinema.config import UNetConfig
         from kinema.models import SpaceTimeUNet
 
@@ -145,6 +147,8 @@ def measure(name: str, config: str, precision: str, width: int, warmup: int, rep
     with flop_counter() as fc:
         denoise()
     flops_fwd = fc.get_total_flops()
+    if name.endswith("-compiled"):  # FLOPs counted eagerly (the same math); the warm-up includes compiling
+        forward = torch.compile(forward)
     timings = {}
     for label, fn in (("train_step_s", train_step), ("forward_s", denoise)):
         for _ in range(warmup):
@@ -177,7 +181,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeat: int = 5) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--models", nargs="+", default=[m for m in MODELS if m != "kinema-compiled"], choices=MODELS)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--warmup", type=int, default=2)

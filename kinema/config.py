@@ -318,7 +318,8 @@ class Config:
         f = self.model.downsample_factor
         if self.data.size % f:
             raise ValueError(f"data.size {self.data.size} is not divisible by {f} "
-                             f"(2^(levels-1) for model.channel_mult {self.model.channel_mult})")
+                             f"(model.patch_size {self.model.patch_size} x 2^(levels-1) for model.channel_mult "
+                             f"{self.model.channel_mult})")
 
 
 def resolve_precision(setting: str, device_type: str) -> str:

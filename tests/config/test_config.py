@@ -142,6 +142,9 @@ def test_data_size_must_divide_by_the_downsample_factor(tmp_path):
     with pytest.raises(ValueError, match="data.size 36 is not divisible by 8"):
         load_config(_write(tmp_path, "model:\n  channel_mult: [1, 2, 2, 2]\ndata:\n  size: 36\n"))
     assert load_config(_write(tmp_path, "model:\n  channel_mult: [1, 2, 2, 2]\ndata:\n  size: 40\n")).data.size == 40
+    # 2 x 2 patches on top of three halvings: multiples of 16
+    with pytest.raises(ValueError, match=r"data.size 40 is not divisible by 16 \(model.patch_size 2"):
+        load_config(_write(tmp_path, "model:\n  channel_mult: [1, 2, 2, 2]\n  patch_size: 2\ndata:\n  size: 40\n"))
 
 
 # ---- writing, round trips and overrides ----

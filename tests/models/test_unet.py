@@ -1,5 +1,7 @@
 """The space-time UNet and its layers: shapes, errors, gradient flow, and which layers may mix frames."""
 
+import dataclasses
+
 import pytest
 import torch
 from einops import rearrange
@@ -16,6 +18,8 @@ from kinema.models.layers import (
     flop_counter,
     timestep_embedding,
 )
+from kinema.models.model_dir import save_model_dir
+from kinema.pipeline import VideoPipeline
 from kinema.types import Cond
 
 
@@ -393,3 +397,16 @@ def test_patch_size_enters_the_divisibility_check():
 def test_bad_patch_size_is_named(bad):
     with pytest.raises(ValueError, match=rf"model.patch_size = {bad!r} is invalid"):
         _config(patch_size=bad)
+
+
+def test_a_patched_model_dir_loads_and_samples(tmp_path):
+    cfg = _config(patch_size=2)
+    net = _randomise(SpaceTimeUNet(cfg), std=0.05).eval()
+    save_model_dir(tmp_path / "m", net, {"model": dataclasses.asdict(cfg), "diffusion": {"num_steps": 50},
+                                         "data": {"kind": "moving-digits", "size": 8, "num_frames": 4}})
+    pipe = VideoPipeline.from_pretrained(tmp_path / "m")
+    assert pipe.model.config.patch_size == 2
+    x = torch.randn(1, 1, 4, 8, 8, generator=_gen(1))
+    with torch.no_grad():
+        torch.testing.assert_close(pipe.model(x, _steps(1)), net(x, _steps(1)), rtol=0, atol=0)
+    assert pipe(1, steps=2, seed=0, progress=False).numpy().shape == (1, 4, 8, 8, 1)
