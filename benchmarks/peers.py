@@ -14,9 +14,10 @@ and `--name` to keep such a run apart; `--merge` adds rows to an earlier run's f
 kinema's network with `patch_size=2`: 2 x 2 pixel patches folded into channels, the same levels on a
 quarter of the positions, so far fewer FLOPs (a gain from doing less work: compare the FLOP columns).
 `kinema-compiled`, run only when named in `--models`, is kinema's network under `torch.compile` (inductor;
-the warm-up compiles, so keep `--warmup` >= 1; its peak RSS includes the compiler's). Widths are chosen so
-each peer's parameter count is the nearest to lucidrains' Unet3D at the reference width. Writes
-benchmarks/results/<name>.{json,md} (default peers).
+the warm-up compiles, so keep `--warmup` >= 1; its peak RSS includes the compiler's). `kinema-ckpt`
+(also on request) trains with activation checkpointing (`train.gradient_checkpointing`; its train FLOPs
+include the recomputed forward). Widths are chosen so each peer's parameter count is the nearest to
+lucidrains' Unet3D at the reference width. Writes benchmarks/results/<name>.{json,md} (default peers).
 
 Both peers import torchvision at module level; the registry's torchvision build cannot load beside this
 torch (`operator torchvision::nms does not exist`; 0.29.1 also looks up `qnms`), so the benchmark declares
@@ -42,7 +43,7 @@ from kinema.models.layers import flop_counter
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = {"A": (4, 1, 16, 32, 32), "B": (2, 3, 16, 64, 64)}  # (B, C, T, H, W)
-MODELS = ("kinema", "kinema-compiled", "kinema-p2", "vdp", "diffusers")  # see the module docstring
+MODELS = ("kinema", "kinema-compiled", "kinema-ckpt", "kinema-p2", "vdp", "diffusers")  # see the module docstring
 VDP_DIM = 64  # lucidrains' Unet3D(dim=64, dim_mults=(1, 2, 4, 8)), its README's size: the reference
 
 
@@ -66,7 +67,7 @@ def declare_torchvision_ops() -> None:
 
 def build(name: str, width: int, channels: int, size: int):
     """(model, forward(x, t) -> output) for a model family at a width."""
-    if name in ("kinema", "kinema-compiled", "kinema-p2"):
+    if name.startswith("kinema"):
         from kinema.config import UNetConfig
         from kinema.models import SpaceTimeUNet
 
@@ -74,6 +75,7 @@ def build(name: str, width: int, channels: int, size: int):
                          spatial_attention_levels=(2, 3), head_dim=16, norm_groups=8,
                          patch_size=2 if name == "kinema-p2" else 1)
         model = SpaceTimeUNet(cfg)
+        model.gradient_checkpointing = name == "kinema-ckpt"
         return model, lambda x, t: model(x, t)
     if name == "vdp":
         declare_torchvision_ops()
@@ -181,7 +183,8 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeat: int = 5) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=[m for m in MODELS if m != "kinema-compiled"], choices=MODELS)
+    on_request = ("kinema-compiled", "kinema-ckpt")
+    p.add_argument("--models", nargs="+", default=[m for m in MODELS if m not in on_request], choices=MODELS)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--warmup", type=int, default=2)

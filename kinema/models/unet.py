@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.utils.checkpoint
 from einops import rearrange, repeat
 from torch import nn
 
@@ -65,9 +66,12 @@ class SpaceTimeUNet(nn.Module):
     convolutions faster in that layout (bf16 on AMX only reaches its speed there), and the per-frame
     norm and spatial attention become free views. Set `channels_last = False` to keep PyTorch's
     default layout; the output is the same up to float rounding and always contiguous.
+    `gradient_checkpointing = True` trades compute for memory in training: each block keeps only its
+    input and runs its forward again during backward (same gradients, about a third more compute).
     """
 
     channels_last = True
+    gradient_checkpointing = False  # keep only each block's input for backward; recompute the rest there
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -164,20 +168,27 @@ class SpaceTimeUNet(nn.Module):
         if self.channels_last:  # every later conv, norm and elementwise op keeps this layout
             h = h.contiguous(memory_format=torch.channels_last_3d)
         hs = [h]
+        block = self.checkpointed if self.gradient_checkpointing and torch.is_grad_enabled() else Block.__call__
         for layer in self.down:
-            h = layer(h, emb, cond) if isinstance(layer, Block) else layer(h)
+            h = block(layer, h, emb, cond) if isinstance(layer, Block) else layer(h)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, emb, cond)
+            h = block(layer, h, emb, cond)
         for layer in self.up:
             if isinstance(layer, Block):
-                h = layer(torch.cat([h, hs.pop()], dim=1), emb, cond)
+                h = block(layer, torch.cat([h, hs.pop()], dim=1), emb, cond)
             else:
                 h = layer(h)
         out = self.head(h)  # (B, out_channels * p^2, T, H/p, W/p)
         if p > 1:
             out = rearrange(out, "b (c p1 p2) t h w -> b c t (h p1) (w p2)", p1=p, p2=p)
         return out.contiguous()
+
+
+    @staticmethod
+    def checkpointed(layer: Block, h: torch.Tensor, emb: torch.Tensor, cond: Optional[Cond]) -> torch.Tensor:
+        """layer(h, emb, cond), saving only the inputs for backward (activation checkpointing)."""
+        return torch.utils.checkpoint.checkpoint(layer, h, emb, cond, use_reentrant=False)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -182,6 +182,7 @@ class Trainer:
         """The network, the condition encoders (if any) and their EMA copies."""
         cfg = self.config
         self.model = SpaceTimeUNet(cfg.model)
+        self.model.gradient_checkpointing = cfg.train.gradient_checkpointing
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.conditioner = self.ema_conditioner = self.tokenizer = None
         if cfg.cond.enabled:

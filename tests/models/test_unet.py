@@ -410,3 +410,36 @@ def test_a_patched_model_dir_loads_and_samples(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(pipe.model(x, _steps(1)), net(x, _steps(1)), rtol=0, atol=0)
     assert pipe(1, steps=2, seed=0, progress=False).numpy().shape == (1, 4, 8, 8, 1)
+
+
+# ---- activation checkpointing ----
+
+
+def _saved_bytes_and_grads(model, x, cond):
+    """Bytes autograd keeps for backward during one forward, then the parameter gradients."""
+    saved = []
+
+    def pack(t):
+        saved.append(t.untyped_storage().nbytes())
+        return t
+
+    model.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x, _steps(2), cond=cond)
+    (out * torch.randn(out.shape, generator=_gen(3))).sum().backward()
+    return sum(saved), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_from_fewer_saved_tensors():
+    model = _randomise(SpaceTimeUNet(_config(in_channels=3, cond_dim=8, dropout=0.1)), std=0.1).train()
+    x = torch.randn(2, 3, 4, 16, 16, generator=_gen(1))
+    cond = Cond(tokens=torch.randn(2, 3, 8, generator=_gen(2)))
+    torch.manual_seed(0)  # the same dropout masks: checkpointing replays the RNG state
+    full, grads_full = _saved_bytes_and_grads(model, x, cond)
+    model.gradient_checkpointing = True
+    torch.manual_seed(0)
+    kept, grads_ckpt = _saved_bytes_and_grads(model, x, cond)
+    assert kept < 0.5 * full, (kept, full)
+    assert grads_ckpt.keys() == grads_full.keys() and len(grads_full) > 50
+    for name in grads_full:
+        torch.testing.assert_close(grads_ckpt[name], grads_full[name], rtol=1e-4, atol=1e-5, msg=name)

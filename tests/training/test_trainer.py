@@ -278,3 +278,22 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     assert a.keys() == b.keys() and not any("_orig_mod" in k for k in a)
     _, state = load_checkpoint(tmp_path / "compiled")
     assert state["model"].keys() == b.keys()
+
+
+def test_gradient_checkpointing_trains_like_the_plain_step(tmp_path):
+    """train.gradient_checkpointing changes memory, not the result: the same losses and the same weights."""
+    cfg = {"train.steps": 3, "train.mixed_precision": "no", "train.checkpoint_every": 3}
+    ckpt = Trainer(tiny_config(**cfg, **{"train.gradient_checkpointing": True}), tmp_path / "ckpt")
+    assert ckpt.unwrapped_model.gradient_checkpointing
+    ckpt.fit()
+    Trainer(tiny_config(**cfg), tmp_path / "plain").fit()
+
+    def losses(run):
+        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+
+    assert losses("ckpt") == pytest.approx(losses("plain"), rel=1e-4)
+    a = load_file(tmp_path / "ckpt" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "plain" / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
