@@ -3,8 +3,8 @@
 Down/up-sampling acts on H and W only, so the network runs on any number of frames. It knows
 nothing of noise schedules: it maps (x_t, step) to an output the diffusion code interprets.
 With `patch_size` p > 1 each p x p patch of pixels is folded into channels before the stem and
-unfolded after the head (Hoogeboom et al. 2023, "simple diffusion"): the same levels and weights
-run on a p-times smaller grid, for about 1/p^2 of the FLOPs.
+unfolded after the head (Hoogeboom et al. 2023, "simple diffusion"): the same levels, with the
+same widths, run on a p-times smaller grid, for about 1/p^2 of the FLOPs.
 """
 
 from __future__ import annotations
@@ -183,7 +183,6 @@ class SpaceTimeUNet(nn.Module):
         if p > 1:
             out = rearrange(out, "b (c p1 p2) t h w -> b c t (h p1) (w p2)", p1=p, p2=p)
         return out.contiguous()
-
 
     @staticmethod
     def checkpointed(layer: Block, h: torch.Tensor, emb: torch.Tensor, cond: Optional[Cond]) -> torch.Tensor:
