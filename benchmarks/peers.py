@@ -224,8 +224,8 @@ def main() -> None:
                 rows = [r for r in rows if (r["model"], r["config"], r["precision"]) != (name, config, precision)]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-                write_report(rows, peak, peak_dtype, args.name)  # after every row: a stopped run keeps its rows
-    print("\n".join(write_report(rows, peak, peak_dtype, args.name)))
+                lines = write_report(rows, peak, peak_dtype, args.name)  # after every row: a stopped run keeps them
+    print("\n".join(lines))
 
 
 def write_report(rows: list[dict], peak: float, peak_dtype: str, name: str) -> list[str]:
