@@ -6,8 +6,10 @@ diffusers' UNet3DConditionModel at matched parameter counts, on two configs, in 
 
 A = batch 4 x 1 x 16 x 32 x 32, B = batch 2 x 3 x 16 x 64 x 64. Per run: parameters, the train step
 (forward + MSE loss + backward + AdamW) and the denoiser forward (no grad), each the median of
-`--repeat` timings after `--warmup`; peak RSS of the process; model FLOPs of one forward and one
-train step (`kinema.models.layers.flop_counter`: torch's counter plus kinema's oneDNN conv route);
+`--repeat` timings after `--warmup`; peak RSS of the process, and the peak bytes of live tensors in one
+train step (weights and AdamW state included: what the model needs whatever the allocator keeps);
+model FLOPs of one forward and one train step (`kinema.models.layers.flop_counter`: torch's counter
+plus kinema's oneDNN conv route);
 MFU = train FLOPs / step time / this machine's measured bf16 matmul peak, or its float32 peak on a
 CPU without native bf16 (there bf16 is emulated, far slower than float32: run `--precisions fp32`
 and `--name` to keep such a run apart; `--merge` adds rows to an earlier run's file). `kinema-p2` is
@@ -33,10 +35,13 @@ import statistics
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from kinema.config import resolve_precision
 from kinema.models.layers import flop_counter
@@ -118,6 +123,40 @@ def matched_width(name: str, channels: int, size: int, target: int) -> int:
 # ---- one measurement (runs in its own process for a clean peak RSS) ----
 
 
+class TensorBytes(TorchDispatchMode):
+    """Peak bytes of the tensor storages created inside the mode and still alive (allocator-independent).
+
+    Peak RSS also counts what the allocator keeps after tensors are freed (glibc's heap caches freed
+    blocks and fragments), so it depends on the allocator as much as on the model; this does not.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.live: dict[int, int] = {}  # storage data pointer -> bytes
+        self.now = self.peak = 0
+
+    def _free(self, key: int) -> None:
+        self.now -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key and key not in self.live:  # a view of a tracked storage adds nothing
+                    self.live[key] = storage.nbytes()
+                    self.now += storage.nbytes()
+                    self.peak = max(self.peak, self.now)
+                    weakref.finalize(storage, self._free, key)
+        return out
+
+
+def tensor_bytes(*tensors: torch.Tensor) -> int:
+    """Bytes of the distinct storages behind some tensors."""
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
+
+
 def measure(name: str, config: str, precision: str, width: int, warmup: int, repeat: int) -> dict:
     """Time one model on one config in one precision."""
     b, c, t, h, w = CONFIGS[config]
@@ -161,9 +200,14 @@ def measure(name: str, config: str, precision: str, width: int, warmup: int, rep
             fn()
             runs.append(time.perf_counter() - start)
         timings[label] = statistics.median(runs)
+    state = [v for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor)]
+    held = tensor_bytes(*model.parameters(), *state, x, noise, steps)  # alive before the step: weights, AdamW state
+    with TensorBytes() as tb:
+        train_step()
     return {"model": name, "config": config, "precision": precision, "width": width, "params": count(model),
             "flops_train": flops_train, "flops_forward": flops_fwd, **timings,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_tensor_mb": (held + tb.peak) / 2**20,
             "threads": torch.get_num_threads()}
 
 
@@ -242,16 +286,17 @@ def write_report(rows: list[dict], peak: float, peak_dtype: str, name: str) -> l
              f"Measured {peak_dtype} matmul peak (MFU is against it): {peak / 1e12:.2f} TFLOP/s; "
              f"{rows[0]['threads']} threads. Medians after warm-up.",
              "", "| config | model | precision | params (M) | train step (s) | train GFLOP | "
-             "TFLOP/s | MFU | forward (s) | forward GFLOP | peak RSS (MB) | speed-up vs VDP fp32 |",
-             "| --- " * 12 + "|"]
+             "TFLOP/s | MFU | forward (s) | forward GFLOP | peak RSS (MB) | peak tensors (MB) | speed-up vs VDP fp32 |",
+             "| --- " * 13 + "|"]
     for r in rows:
         base = next((q for q in rows if q["config"] == r["config"] and q["model"] == "vdp"
                      and q["precision"] == "fp32"), None)
         speedup = f"{base['train_step_s'] / r['train_step_s']:.1f}×" if base else ""
+        tensors = f"{r['peak_tensor_mb']:.0f}" if "peak_tensor_mb" in r else ""  # rows from before the column
         lines.append(f"| {r['config']} | {r['model']} | {r['precision']} | {r['params'] / 1e6:.1f} | "
                      f"{r['train_step_s']:.2f} | {r['flops_train'] / 1e9:.0f} | {r['train_tflops']:.3f} | "
                      f"{100 * r['mfu']:.1f} % | {r['forward_s']:.2f} | {r['flops_forward'] / 1e9:.0f} | "
-                     f"{r['peak_rss_mb']:.0f} | {speedup} |")
+                     f"{r['peak_rss_mb']:.0f} | {tensors} | {speedup} |")
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     return lines
 
