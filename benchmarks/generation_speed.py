@@ -3,6 +3,7 @@
     python benchmarks/generation_speed.py                      # 25 DPM-Solver++ steps, median of 3
     python benchmarks/generation_speed.py --precisions fp32 bf16 --steps 25 --repeat 5
     python benchmarks/generation_speed.py --patch-sizes 1 2 4 --layouts channels-last
+    python benchmarks/generation_speed.py --malloc keep --name generation_speed-keep   # as the kinema command runs
 
 The model is the peers benchmark's kinema network (width 48, channel_mult 1-2-4-8, 34 M parameters;
 random weights: the time does not depend on them), run through `VideoPipeline` exactly as a user
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from kinema.config import DiffusionConfig, UNetConfig, resolve_precision
+from kinema.runtime import keep_freed_memory
 from kinema.models import SpaceTimeUNet
 from kinema.models.layers import flop_counter
 from kinema.pipeline import VideoPipeline
@@ -93,7 +95,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--name", default="generation_speed", help="results file stem")
+    p.add_argument("--malloc", default="system", choices=["system", "keep"],
+                   help="keep: kinema.runtime.keep_freed_memory() first, as the kinema command does")
     args = p.parse_args()
+    if args.malloc == "keep" and not keep_freed_memory():
+        raise SystemExit("--malloc keep needs glibc (Linux)")
     native_bf16 = resolve_precision("auto", "cpu") == "bf16"
     precisions = args.precisions or (["fp32", "bf16"] if native_bf16 else ["fp32"])
 
@@ -119,7 +125,7 @@ def main() -> None:
     best = min((r for r in rows if r["patch_size"] == min(args.patch_sizes)), key=lambda r: r["seconds"])
     model = models[best["patch_size"]]
     model.channels_last = best["channels_last"]
-    report = {"cpu": cpu_name(), "native_bf16": native_bf16, "threads": torch.get_num_threads(),
+    report = {"cpu": cpu_name(), "native_bf16": native_bf16, "threads": torch.get_num_threads(), "malloc": args.malloc,
               "torch": torch.__version__, "clip": CLIP, "steps": args.steps, "sampler": args.sampler, "rows": rows,
               "profile_of": {k: best[k] for k in ("patch_size", "precision", "channels_last")},
               "profile": profile_call(model, best["precision"])}
@@ -134,7 +140,8 @@ def write(report: dict, name: str) -> None:
     lines = [f"# One {t} × {h} × {w} clip ({c} channels), {report['steps']} {report['sampler']} steps", "",
              f"{report['cpu']}, {report['threads']} threads, native bf16: {report['native_bf16']}; torch "
              f"{report['torch']}; SpaceTimeUNet at config-B size (width 48, channel_mult 1-2-4-8), "
-             "`VideoPipeline`, one clip, no guidance. Median of the timed runs after warm-up.", "",
+             "`VideoPipeline`, one clip, no guidance. Median of the timed runs after warm-up. malloc: "
+             f"{report.get('malloc', 'system')}.", "",
              "| patch size | params (M) | precision | activations | seconds per clip | per denoiser call (s) | "
              "GFLOP per call | TFLOP/s |", "| --- " * 8 + "|"]
     lines += [f"| {r['patch_size']} | {r['params'] / 1e6:.1f} | {r['precision']} | "

@@ -19,7 +19,10 @@ quarter of the positions, so far fewer FLOPs (a gain from doing less work: compa
 the warm-up compiles, so keep `--warmup` >= 1; its peak RSS includes the compiler's). `kinema-ckpt`
 (also on request) trains with activation checkpointing (`train.gradient_checkpointing`; its train FLOPs
 include the recomputed forward). Widths are chosen so each peer's parameter count is the nearest to
-lucidrains' Unet3D at the reference width. Writes benchmarks/results/<name>.{json,md} (default peers).
+lucidrains' Unet3D at the reference width. `--malloc keep` runs every model's
+process with freed memory kept for reuse (`kinema.runtime`; the `kinema` command's default), so no
+step pays the kernel to fault in pages; use a separate `--name`. Writes benchmarks/results/<name>.{json,md}
+(default peers).
 
 Both peers import torchvision at module level; the registry's torchvision build cannot load beside this
 torch (`operator torchvision::nms does not exist`; 0.29.1 also looks up `qnms`), so the benchmark declares
@@ -45,6 +48,7 @@ from torch.utils._pytree import tree_flatten
 
 from kinema.config import resolve_precision
 from kinema.models.layers import flop_counter
+from kinema.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = {"A": (4, 1, 16, 32, 32), "B": (2, 3, 16, 64, 64)}  # (B, C, T, H, W)
@@ -236,10 +240,15 @@ def main() -> None:
     p.add_argument("--name", default="peers", help="results file stem")
     p.add_argument("--merge", action="store_true",
                    help="keep the rows already in <name>.json, replacing those measured again")
+    p.add_argument("--malloc", default="system", choices=["system", "keep"],
+                   help="keep: every model's process runs with kinema.runtime.keep_freed_memory() (what the "
+                        "kinema command does): freed memory reused, no page faults per step; system: glibc's default")
     p.add_argument("--one", nargs=4, metavar=("MODEL", "CONFIG", "PRECISION", "WIDTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         name, config, precision, width = args.one
+        if args.malloc == "keep" and not keep_freed_memory():
+            raise SystemExit("--malloc keep needs glibc (Linux)")
         print(json.dumps(measure(name, config, precision, int(width), args.warmup, args.repeat)))
         return
     peak_dtype = "bf16" if resolve_precision("auto", "cpu") == "bf16" else "fp32"
@@ -257,12 +266,12 @@ def main() -> None:
         for name in args.models:
             for precision in args.precisions:
                 cmd = [sys.executable, __file__, "--one", name, config, precision, str(widths[name]),
-                       "--warmup", str(args.warmup), "--repeat", str(args.repeat)]
+                       "--warmup", str(args.warmup), "--repeat", str(args.repeat), "--malloc", args.malloc]
                 done = subprocess.run(cmd, capture_output=True, text=True)
                 if done.returncode:
                     print(done.stderr[-3000:], file=sys.stderr)
                     raise SystemExit(f"{name} {config} {precision} failed")
-                row = json.loads(done.stdout.strip().splitlines()[-1])
+                row = json.loads(done.stdout.strip().splitlines()[-1]) | {"malloc": args.malloc}
                 row["train_tflops"] = row["flops_train"] / row["train_step_s"] / 1e12
                 row["mfu"] = row["flops_train"] / row["train_step_s"] / peak
                 rows = [r for r in rows if (r["model"], r["config"], r["precision"]) != (name, config, precision)]
@@ -284,7 +293,8 @@ def write_report(rows: list[dict], peak: float, peak_dtype: str, name: str) -> l
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["# Speed against the peers", "",
              f"Measured {peak_dtype} matmul peak (MFU is against it): {peak / 1e12:.2f} TFLOP/s; "
-             f"{rows[0]['threads']} threads. Medians after warm-up.",
+             f"{rows[0]['threads']} threads. Medians after warm-up. malloc: "
+             f"{', '.join(sorted({r.get('malloc', 'system') for r in rows}))}.",
              "", "| config | model | precision | params (M) | train step (s) | train GFLOP | "
              "TFLOP/s | MFU | forward (s) | forward GFLOP | peak RSS (MB) | peak tensors (MB) | speed-up vs VDP fp32 |",
              "| --- " * 13 + "|"]

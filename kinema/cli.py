@@ -524,8 +524,14 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the `kinema` console script; returns the exit code (0 ok, 2 usage error, 1 failure).
 
-    Errors print one line; set KINEMA_TRACEBACK=1 to see the traceback of a runtime failure.
+    Errors print one line; set KINEMA_TRACEBACK=1 to see the traceback of a runtime failure. Run from
+    the command line (argv None), it first makes malloc keep freed memory for reuse
+    (`kinema.runtime.keep_freed_memory`: no page faults on every step); KINEMA_MALLOC=system opts out.
     """
+    if argv is None and os.environ.get("KINEMA_MALLOC", "keep") != "system":
+        from .runtime import keep_freed_memory
+
+        keep_freed_memory()
     args = build_parser().parse_args(argv)
     default_format, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:

@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kinema"
 ALLOWED = {
     "types": set(),  # types and config import only torch, stdlib and yaml
     "config": set(),
+    "runtime": set(),  # process-wide host settings (the C allocator): stdlib only
     "diffusion": {"types", "config"},
     "models": {"types", "config"},
     "data": {"types", "config"},
@@ -19,7 +20,8 @@ ALLOWED = {
     "pipeline": {"diffusion", "models", "data", "types", "config"},
     "demo": {"pipeline", "data", "types", "config"},  # the demo and the web page: users of the pipeline
     "serve": {"pipeline", "diffusion", "data", "types", "config"},
-    "cli": {"pipeline", "training", "evaluation", "demo", "serve", "diffusion", "models", "data", "types", "config"},
+    "cli": {"pipeline", "training", "evaluation", "demo", "serve", "diffusion", "models", "data", "types", "config",
+            "runtime"},
 }
 ROOT = "kinema"  # kinema/__init__.py: the re-exports, which may import any layer but cli
 

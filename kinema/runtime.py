@@ -1,0 +1,40 @@
+"""Process-wide settings of the host: how the C allocator treats the memory PyTorch frees on the CPU.
+
+A training step or a sampler call allocates and frees the same large activations over and over. By
+default glibc's malloc serves blocks above a (growing) threshold with fresh mmap calls and gives
+freed memory back to the kernel, so every step touches those pages anew: the kernel zeroes each one
+on its first write (a minor page fault) and the step spends part of its time there. `keep_freed_memory()`
+tells malloc to serve every block from its heap and never to return the heap's top to the kernel:
+after the first step the same memory is reused without faults. The cost is that the process keeps
+its peak footprint until it exits, which is what a training or sampling run reaches every step anyway.
+Nothing is changed on import; the `kinema` command calls it at start (KINEMA_MALLOC=system opts out).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import resource
+
+# glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1  # bytes free at the heap top before malloc gives them back
+M_MMAP_MAX = -4  # how many blocks may be served by mmap at once (0: none, all from the heap)
+_INT_MAX = 2**31 - 1
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse (no mmap per large block, no trimming); False where it cannot."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False  # musl, macOS, Windows: their allocators have no such knobs
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, _INT_MAX))
+
+
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far (pages the kernel mapped in on first touch)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
