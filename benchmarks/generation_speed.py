@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from kinema.config import DiffusionConfig, UNetConfig, resolve_precision
-from kinema.runtime import keep_freed_memory
 from kinema.models import SpaceTimeUNet
 from kinema.models.layers import flop_counter
 from kinema.pipeline import VideoPipeline
+from kinema.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 CLIP = (3, 16, 64, 64)  # (C, T, H, W)
