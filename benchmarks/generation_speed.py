@@ -4,12 +4,15 @@
     python benchmarks/generation_speed.py --precisions fp32 bf16 --steps 25 --repeat 5
     python benchmarks/generation_speed.py --patch-sizes 1 2 4 --layouts channels-last
     python benchmarks/generation_speed.py --malloc keep --name generation_speed-keep   # as the kinema command runs
+    python benchmarks/generation_speed.py --patch-sizes 1 2 --cache-intervals 1 2 3    # with DeepCache
 
 The model is the peers benchmark's kinema network (width 48, channel_mult 1-2-4-8, 34 M parameters;
 random weights: the time does not depend on them), run through `VideoPipeline` exactly as a user
 would, one clip, no guidance. Each precision is timed with channels-last activations and without.
 `--patch-sizes` adds the same network with `patch_size` p (p x p pixels folded into channels: the
 levels run on a p-times smaller grid, so each call does less work; the FLOP column says how much).
+`--cache-intervals` n > 1 runs the network in full every n-th step and only its top level in between
+(`kinema.models.StepCache`): less work again, at some cost in quality (benchmarks/sampler_quality.py).
 bf16 runs only where the hardware computes it natively (AMX / AVX-512-BF16, or a bf16 GPU) unless
 asked for. FLOPs per denoiser call come from `kinema.models.layers.flop_counter`; the profile of
 one call at the fastest setting shows where the time goes. Writes
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import platform
 import statistics
@@ -29,7 +33,7 @@ from pathlib import Path
 import torch
 
 from kinema.config import DiffusionConfig, UNetConfig, resolve_precision
-from kinema.models import SpaceTimeUNet
+from kinema.models import FeatureCache, SpaceTimeUNet
 from kinema.models.layers import flop_counter
 from kinema.pipeline import VideoPipeline
 from kinema.runtime import keep_freed_memory
@@ -51,23 +55,26 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def time_generation(pipe: VideoPipeline, steps: int, sampler: str, warmup: int, repeat: int) -> list[float]:
+def time_generation(pipe: VideoPipeline, steps: int, sampler: str, warmup: int, repeat: int,
+                    cache_interval: int = 1) -> list[float]:
     """Wall seconds of `repeat` one-clip generations after `warmup` untimed ones."""
     runs = []
     for i in range(warmup + repeat):
         start = time.perf_counter()
-        pipe(1, steps=steps, sampler=sampler, seed=i, progress=False)
+        pipe(1, steps=steps, sampler=sampler, seed=i, cache_interval=cache_interval, progress=False)
         if i >= warmup:
             runs.append(time.perf_counter() - start)
     return runs
 
 
-def call_flops(model: SpaceTimeUNet, precision: str) -> int:
-    """FLOPs of one denoiser call on one clip."""
-    x = torch.randn(1, *CLIP)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), \
-            flop_counter() as fc:
-        model(x, torch.tensor([500]))
+def call_flops(model: SpaceTimeUNet, precision: str, reuse: bool = False) -> int:
+    """FLOPs of one denoiser call on one clip (`reuse`: a call that runs only the top level on cached features)."""
+    x, cache = torch.randn(1, *CLIP), FeatureCache()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        model(x, torch.tensor([500]), cache=cache)
+        cache.reuse = reuse
+        with flop_counter() as fc:
+            model(x, torch.tensor([500]), cache=cache)
     return fc.get_total_flops()
 
 
@@ -92,6 +99,8 @@ def main() -> None:
                    help="default: fp32, and bf16 where the hardware has it")
     p.add_argument("--patch-sizes", nargs="+", type=int, default=[1], help="UNet patch sizes to time")
     p.add_argument("--layouts", nargs="+", choices=["channels-last", "default"], default=["channels-last", "default"])
+    p.add_argument("--cache-intervals", nargs="+", type=int, default=[1],
+                   help="n > 1: the network in full every n-th step, its top level in between (DeepCache)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--name", default="generation_speed", help="results file stem")
@@ -110,19 +119,23 @@ def main() -> None:
         for precision in precisions:
             pipe = VideoPipeline(model, DiffusionConfig(prediction="v"), size=CLIP[2], num_frames=CLIP[1],
                                  device="cpu", precision="bf16" if precision == "bf16" else "no")
-            flops = call_flops(pipe.model, precision)
-            for layout in args.layouts:
+            full, reused = call_flops(pipe.model, precision), call_flops(pipe.model, precision, reuse=True)
+            for layout, interval in itertools.product(args.layouts, args.cache_intervals):
                 pipe.model.channels_last = layout == "channels-last"
-                runs = time_generation(pipe, args.steps, args.sampler, args.warmup, args.repeat)
+                runs = time_generation(pipe, args.steps, args.sampler, args.warmup, args.repeat, interval)
                 seconds = statistics.median(runs)
+                full_calls = len(range(0, args.steps, interval))  # steps 0, n, 2n, ... run in full
+                flops = (full_calls * full + (args.steps - full_calls) * reused) / args.steps  # mean per call
                 rows.append({"patch_size": patch_size, "params": sum(p.numel() for p in model.parameters()),
                              "precision": precision, "channels_last": pipe.model.channels_last,
+                             "cache_interval": interval,
                              "seconds": round(seconds, 2), "runs": [round(r, 2) for r in runs],
                              "per_call_s": round(seconds / args.steps, 3), "gflop_per_call": round(flops / 1e9, 1),
                              "tflops": round(flops * args.steps / seconds / 1e12, 3)})
                 print(json.dumps(rows[-1]), flush=True)
     # the profile: the full-size network (the smallest patch asked for) at its fastest setting
-    best = min((r for r in rows if r["patch_size"] == min(args.patch_sizes)), key=lambda r: r["seconds"])
+    best = min((r for r in rows if r["patch_size"] == min(args.patch_sizes) and r["cache_interval"] == 1),
+               key=lambda r: r["seconds"], default=None) or rows[0]
     model = models[best["patch_size"]]
     model.channels_last = best["channels_last"]
     report = {"cpu": cpu_name(), "native_bf16": native_bf16, "threads": torch.get_num_threads(), "malloc": args.malloc,
@@ -142,10 +155,11 @@ def write(report: dict, name: str) -> None:
              f"{report['torch']}; SpaceTimeUNet at config-B size (width 48, channel_mult 1-2-4-8), "
              "`VideoPipeline`, one clip, no guidance. Median of the timed runs after warm-up. malloc: "
              f"{report.get('malloc', 'system')}.", "",
-             "| patch size | params (M) | precision | activations | seconds per clip | per denoiser call (s) | "
-             "GFLOP per call | TFLOP/s |", "| --- " * 8 + "|"]
+             "| patch size | params (M) | precision | activations | cache interval | seconds per clip | "
+             "per denoiser call (s) | GFLOP per call | TFLOP/s |", "| --- " * 9 + "|"]
     lines += [f"| {r['patch_size']} | {r['params'] / 1e6:.1f} | {r['precision']} | "
-              f"{'channels-last' if r['channels_last'] else 'default layout'} | {r['seconds']} | {r['per_call_s']} | "
+              f"{'channels-last' if r['channels_last'] else 'default layout'} | {r.get('cache_interval', 1)} | "
+              f"{r['seconds']} | {r['per_call_s']} | "
               f"{r['gflop_per_call']} | {r['tflops']} |" for r in report["rows"]]
     prof = report["profile_of"]
     lines += ["", f"Where one denoiser call's time goes (patch size {prof['patch_size']}, {prof['precision']}, "

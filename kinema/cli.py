@@ -325,7 +325,7 @@ def _sampling(args: argparse.Namespace) -> dict:
     conds = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, image=args.ref_image, audio=args.audio,
                  guidance=args.guidance, image_guidance=args.image_guidance, audio_guidance=args.audio_guidance)
     return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, spacing=args.spacing,
-                overlap=args.overlap, long_mode=args.long_mode, **conds, **options)
+                overlap=args.overlap, long_mode=args.long_mode, cache_interval=args.cache_interval, **conds, **options)
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] = ("--image", "--ref-image")) -> None:
@@ -342,6 +342,9 @@ def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] 
     p.add_argument("--spacing", choices=("leading", "linspace", "trailing", "karras"),
                    help="timestep spacing (default: karras for euler / heun / dpmpp_*, leading otherwise)")
     p.add_argument("--eta", type=float, help="noise of ddim (default 0, deterministic) or dpmpp_2m_sde (default 1)")
+    p.add_argument("--cache-interval", type=int, default=1,
+                   help="n > 1: run the network in full every n-th step, only its top level in between (DeepCache; "
+                        "faster, some loss of quality; default 1 = every step in full)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overlap", type=int, help="frames shared by consecutive windows of a long video")
     p.add_argument("--long-mode", default="sliding", choices=("sliding", "keyframes"),

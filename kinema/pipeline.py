@@ -21,7 +21,7 @@ from .config import CondConfig, DiffusionConfig, UNetConfig, from_dict, resolve_
 from .data import make_grid, read_image, read_video, to_tensor, to_uint8, write_video
 from .data.audio import fit_length, load_audio, log_mel
 from .diffusion import Denoiser, bind, clip_x0, edit, generate, guided, keep_known, make_schedule
-from .models import SpaceTimeUNet
+from .models import SpaceTimeUNet, StepCache
 from .models.encoders import Conditioner, Tokenizer
 from .models.model_dir import load_model_weights, read_model_config, read_vocab, resolve_model_dir
 from .types import Cond, FrameMask
@@ -151,7 +151,8 @@ class VideoPipeline:
                  sampler: str = "ddim", seed: Optional[int] = None, spacing: Optional[str] = None,
                  overlap: Optional[int] = None, long_mode: str = "sliding", prompt=None, negative_prompt=None,
                  image=None, audio=None, guidance: float = 1.0, image_guidance: float = 1.0,
-                 audio_guidance: float = 1.0, draws: int = 1, progress: bool = True, **sampler_options) -> Video:
+                 audio_guidance: float = 1.0, draws: int = 1, cache_interval: int = 1, progress: bool = True,
+                 **sampler_options) -> Video:
         """Generate, predict, interpolate or animate clips of any length with one call.
 
         Args:
@@ -182,6 +183,10 @@ class VideoPipeline:
             draws: sample each clip this many times and return the pixel-wise mean of the draws: an
                 estimate of the posterior mean, the prediction with the least squared error (highest
                 expected PSNR), blurred where the draws disagree. 1 (default) returns one sharp sample.
+            cache_interval: n > 1 runs the network in full once every n steps and, in between, only its
+                top level on the deeper levels' output from the last full step (DeepCache): about
+                (1 + (n - 1) / 4) / n of the work at the config-B size, for some loss of quality
+                (benchmarks/sampler_quality.py). 1 (default) runs every step in full.
             progress: show a progress bar.
             **sampler_options: passed to the sampler, e.g. `eta=` for DDIM, `variance=` for DDPM.
         Returns:
@@ -213,7 +218,7 @@ class VideoPipeline:
             done = dict(known)  # given frames, then each window's new frames
             for start, length, keep in plan:
                 frames = self._window(done, batch, start, length, conds=conds, steps=steps, sampler=sampler,
-                                      spacing=spacing, generator=generator, bar=bar,
+                                      spacing=spacing, generator=generator, bar=bar, cache_interval=cache_interval,
                                       **sampler_options)  # (B, C, L, H, W)
                 for i in keep:
                     done.setdefault(start + i, frames[:, :, i])
@@ -227,7 +232,7 @@ class VideoPipeline:
     def edit(self, video, *, strength: float = 0.6, prompt=None, negative_prompt=None, image=None, audio=None,
              guidance: float = 1.0, image_guidance: float = 1.0, audio_guidance: float = 1.0, steps: int = 50,
              sampler: str = "ddim", seed: Optional[int] = None, spacing: Optional[str] = None,
-             progress: bool = True, **sampler_options) -> Video:
+             cache_interval: int = 1, progress: bool = True, **sampler_options) -> Video:
         """Re-generate a clip under new conditions, keeping its layout (SDEdit); the frame count is kept.
 
         Args:
@@ -235,7 +240,7 @@ class VideoPipeline:
             strength: how far to noise the source, in (0, 1]: near 0 keeps it, 1 ignores it.
             prompt, negative_prompt, image, audio, guidance, image_guidance, audio_guidance: as in `__call__`.
             steps: sampler steps over the whole schedule (about strength * steps are taken).
-            sampler, seed, spacing, progress, **sampler_options: as in `__call__`.
+            sampler, seed, spacing, cache_interval, progress, **sampler_options: as in `__call__`.
         Returns:
             a `Video` with the source's frame count.
         """
@@ -245,7 +250,8 @@ class VideoPipeline:
         chain, scales = self.conditions(b, t, prompt=prompt, negative_prompt=negative_prompt, image=image,
                                         audio=audio, scales={"text": guidance, "image": image_guidance,
                                                              "audio": audio_guidance})
-        denoise = Denoiser(self.model, self.schedule, prediction=self.diffusion.prediction,
+        net = StepCache(self.model, cache_interval) if cache_interval != 1 else self.model
+        denoise = Denoiser(net, self.schedule, prediction=self.diffusion.prediction,
                            learned_variance=self.model.config.learned_variance)
         denoise = guided(denoise, [{"cond": c} for c in chain], scales) if scales else bind(denoise, cond=chain[-1])
         generator = torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
@@ -276,7 +282,7 @@ class VideoPipeline:
         return first + fill
 
     def _window(self, known: dict, batch: int, start: int, length: int, *, conds, steps: int, sampler: str,
-                spacing: str, generator: torch.Generator, bar, **options) -> torch.Tensor:
+                spacing: str, generator: torch.Generator, bar, cache_interval: int = 1, **options) -> torch.Tensor:
         """Sample one window of `length` frames from `start`, with the frames already known kept exact."""
         c, hw = self.model.config.in_channels, (self.size, self.size)
         mask = torch.zeros(batch, length, device=self.device)
@@ -285,7 +291,8 @@ class VideoPipeline:
             if start + i in known:
                 mask[:, i], given[:, :, i] = 1, known[start + i].to(self.device)
         frames = FrameMask(mask=mask, frames=given)
-        denoise = Denoiser(self.model, self.schedule, prediction=self.diffusion.prediction,
+        net = StepCache(self.model, cache_interval) if cache_interval != 1 else self.model  # one per window
+        denoise = Denoiser(net, self.schedule, prediction=self.diffusion.prediction,
                            learned_variance=self.model.config.learned_variance)
         base = {"frames": frames} if self.model.config.frame_conditioning else {}
         chain, scales = conds

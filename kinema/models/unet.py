@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import UNetConfig
 from ..types import Cond, FrameMask
+from .cache import FeatureCache
 from .layers import (
     CrossAttention,
     Downsample,
@@ -112,6 +113,11 @@ class SpaceTimeUNet(nn.Module):
 
         self.head = nn.Sequential(FrameNorm(cfg.norm_groups, c), nn.SiLU(),
                                   zero_(spatial_conv(c, cfg.out_channels * p2)))
+        # the top level's layers, the only ones a call reusing cached deep features runs (see .cache)
+        downs = [i for i, layer in enumerate(self.down) if isinstance(layer, Downsample)]
+        ups = [i for i, layer in enumerate(self.up) if isinstance(layer, Upsample)]
+        self.top_down = downs[0] if downs else None  # down layers before the first Downsample
+        self.top_up = ups[-1] + 1 if ups else None  # up layers from the one after the last Upsample
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError naming the problem if x cannot go through this network."""
@@ -156,9 +162,19 @@ class SpaceTimeUNet(nn.Module):
         return emb
 
     def forward(self, x: torch.Tensor, step: torch.Tensor, frames: Optional[FrameMask] = None,
-                cond: Optional[Cond] = None) -> torch.Tensor:
-        """x (B, C, T, H, W), step (B,) diffusion step, known frames, conditions -> (B, out_channels, T, H, W)."""
+                cond: Optional[Cond] = None, cache: Optional[FeatureCache] = None) -> torch.Tensor:
+        """x (B, C, T, H, W), step (B,) diffusion step, known frames, conditions -> (B, out_channels, T, H, W).
+
+        With a `cache`, a full call stores the deep levels' output in it, and a call with `cache.reuse`
+        runs only the top level on the stored one (DeepCache; see kinema.models.cache).
+        """
         self.check_input(x)
+        reuse = cache is not None and cache.reuse
+        if cache is not None and self.top_down is None:
+            raise ValueError("feature caching needs at least two levels (model.channel_mult has one entry)")
+        if reuse and (cache.deep is None or cache.deep.shape[0] != x.shape[0] or cache.deep.shape[2] != x.shape[2]):
+            shape = None if cache.deep is None else tuple(cache.deep.shape)
+            raise ValueError(f"cache.reuse is set but the cached features {shape} do not fit the input {tuple(x.shape)}")
         emb = self.embedding(step, x, cond)  # (B, E) or (B, T, E)
         h = self.frame_input(x, frames)  # (B, C', T, H, W)
         p = self.config.patch_size
@@ -169,16 +185,22 @@ class SpaceTimeUNet(nn.Module):
             h = h.contiguous(memory_format=torch.channels_last_3d)
         hs = [h]
         block = self.checkpointed if self.gradient_checkpointing and torch.is_grad_enabled() else Block.__call__
-        for layer in self.down:
+        for layer in self.down[:self.top_down] if reuse else self.down:
             h = block(layer, h, emb, cond) if isinstance(layer, Block) else layer(h)
             hs.append(h)
-        for layer in self.mid:
-            h = block(layer, h, emb, cond)
-        for layer in self.up:
+        if reuse:  # the deeper levels' output from the last full call
+            h, first_up = cache.deep, self.top_up
+        else:
+            for layer in self.mid:
+                h = block(layer, h, emb, cond)
+            first_up = 0
+        for i, layer in enumerate(self.up[first_up:], start=first_up):
             if isinstance(layer, Block):
                 h = block(layer, torch.cat([h, hs.pop()], dim=1), emb, cond)
             else:
                 h = layer(h)
+            if cache is not None and not reuse and i == self.top_up - 1:
+                cache.deep = h  # (B, C, T, H/p, W/p): what the top level's up blocks take
         out = self.head(h)  # (B, out_channels * p^2, T, H/p, W/p)
         if p > 1:
             out = rearrange(out, "b (c p1 p2) t h w -> b c t (h p1) (w p2)", p1=p, p2=p)
