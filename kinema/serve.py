@@ -3,8 +3,8 @@
     kinema serve --model moving-digits            # http://127.0.0.1:7860
 
 Prompt, negative prompt, an optional image / audio / context video, the task, sampler, steps,
-guidance scales, seed and frame count; a progress bar while sampling; the clip plays in the page and
-downloads as MP4. Requests wait in one queue: one clip is sampled at a time, nobody is turned away.
+guidance scales, seed, frame count and feature caching; a progress bar while sampling; the clip
+plays in the page and downloads as MP4. Requests wait in one queue: one clip is sampled at a time, nobody is turned away.
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ def _require_gradio():
 def generate_clip(pipe: VideoPipeline, *, task: str, prompt: str = "", negative_prompt: str = "",
                   image: Optional[str] = None, audio: Optional[str] = None, video: Optional[str] = None,
                   sampler: str = "dpmpp_2m", steps: int = 20, guidance: float = 3.0, audio_guidance: float = 2.0,
-                  seed: int = 0, frames: int = 16, context_frames: int = 4, out_dir: Optional[str] = None) -> Path:
+                  seed: int = 0, frames: int = 16, context_frames: int = 4, cache_interval: int = 1,
+                  out_dir: Optional[str] = None) -> Path:
     """One request of the page: turn the form's values into a pipeline call, write the clip as MP4, return its path."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     cond = pipe.conditioner.config if pipe.conditioner is not None else None
-    kwargs: dict = {"num_frames": int(frames), "steps": int(steps), "sampler": sampler, "seed": int(seed)}
+    kwargs: dict = {"num_frames": int(frames), "steps": int(steps), "sampler": sampler, "seed": int(seed),
+                    "cache_interval": int(cache_interval)}
     if prompt.strip() and cond is not None and cond.text != "none":
         kwargs.update(prompt=prompt.strip(), guidance=float(guidance))
         if negative_prompt.strip():
@@ -78,11 +80,12 @@ def build_app(pipe: VideoPipeline, title: str = "kinema"):
     tasks = list(TASKS) if pipe.model.config.frame_conditioning else ["generate"]
 
     def run(task, prompt, negative, image, audio, video, sampler, steps, guidance, audio_guidance, seed, frames,
-            progress=gr.Progress(track_tqdm=True)):
+            cache_interval, progress=gr.Progress(track_tqdm=True)):
         try:
             path = generate_clip(pipe, task=task, prompt=prompt or "", negative_prompt=negative or "", image=image,
                                  audio=audio, video=video, sampler=sampler, steps=steps, guidance=guidance,
-                                 audio_guidance=audio_guidance, seed=seed, frames=frames)
+                                 audio_guidance=audio_guidance, seed=seed, frames=frames,
+                                 cache_interval=cache_interval)
         except (ValueError, FileNotFoundError) as err:
             raise gr.Error(str(err))
         return str(path), str(path)
@@ -107,12 +110,14 @@ def build_app(pipe: VideoPipeline, title: str = "kinema"):
                     audio_guidance = gr.Slider(1, 10, value=2, step=0.5, label="Audio guidance")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                     frames = gr.Slider(2, 8 * pipe.num_frames, value=pipe.num_frames, step=1, label="Frames")
+                    cache_interval = gr.Slider(1, 4, value=1, step=1, label="Full network every n-th step (faster "
+                                               "above 1: deep features reused in between)")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
                 result = gr.Video(label="Result", elem_id="result", autoplay=True, loop=True)
                 download = gr.File(label="Download")
         button.click(run, [task, prompt, negative, image, audio, video, sampler, steps, guidance, audio_guidance,
-                           seed, frames], [result, download])
+                           seed, frames, cache_interval], [result, download])
     return app.queue(default_concurrency_limit=1, max_size=64)  # one clip at a time; others wait their turn
 
 
