@@ -214,7 +214,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     protocol = EvalProtocol(model=str(args.model), data=spec, task=args.task, num_clips=args.num, draws=args.draws,
                             context_frames=args.context, conditions=tuple(args.cond), guidance=args.guidance,
                             sampler=args.sampler, steps=tuple(args.steps), spacing=args.spacing, eta=args.eta,
-                            seed=args.seed, batch_size=args.batch, count_frames=args.count_frames,
+                            cache_interval=args.cache_interval, seed=args.seed, batch_size=args.batch, count_frames=args.count_frames,
                             precision=pipe.precision)
     scorers = build_scorers(kind, args.i3d, args.trust_pickle, flow=flow, lpips_path=args.lpips)
     real = real_clips(spec, args.num)
@@ -252,7 +252,8 @@ def _eval_sampler(pipe, protocol):
         if "audio" in protocol.conditions:
             conds.update(audio=batch["audio"].numpy(), audio_guidance=scale)
         return pipe(len(video), num_frames=video.shape[2], steps=steps, sampler=protocol.sampler, seed=seed,
-                    spacing=protocol.spacing, progress=False, **given, **conds, **options).torch()
+                    spacing=protocol.spacing, cache_interval=protocol.cache_interval, progress=False, **given, **conds,
+                    **options).torch()
 
     return sample
 
@@ -462,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing", choices=("leading", "linspace", "trailing", "karras"),
                    help="timestep spacing (default: karras for euler / heun / dpmpp_*, leading otherwise)")
     p.add_argument("--eta", type=float, help="noise of ddim or dpmpp_2m_sde")
+    p.add_argument("--cache-interval", type=int, default=1,
+                   help="n > 1: the full network every n-th step, its top level in between (feature caching)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--batch", type=int, default=8,
                    help="clips per sampler call (default 8: on CPU larger batches cost more per clip)")

@@ -69,6 +69,7 @@ class EvalProtocol:
     steps: tuple[int, ...] = (25,)  # sampler steps; one full evaluation per entry
     spacing: Optional[str] = None  # timestep spacing; None = the pipeline's default for the sampler
     eta: Optional[float] = None  # ddim / dpmpp_2m_sde noise; None = the sampler's default
+    cache_interval: int = 1  # n > 1: the full network every n-th step, its top level in between (feature caching)
     seed: int = 0  # batch b of draw d is sampled with seed + 1000 d + b
     batch_size: int = 8  # clips per sampler call (the noise drawn depends on it); 8 is faster per clip on CPU
     count_frames: str = "all"  # distribution metrics on all frames or only on the generated ones
@@ -88,6 +89,8 @@ class EvalProtocol:
         if self.draws > 1 and self.task == "generate":
             raise ValueError(f"draws={self.draws}: several draws per clip need a task with a target "
                              f"(predict, interpolate, animate), not generate")
+        if not isinstance(self.cache_interval, int) or self.cache_interval < 1:
+            raise ValueError(f"cache_interval must be a positive integer, got {self.cache_interval!r}")
         if not self.steps or min(self.steps) < 1:
             raise ValueError(f"steps must be one or more positive counts, got {self.steps}")
         if self.num_clips // self.batch_size >= 1000:

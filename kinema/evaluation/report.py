@@ -218,7 +218,9 @@ def markdown(report: dict, images: list[str]) -> str:
     lines = [f"# Evaluation of {p['model']}", "",
              f"Task **{p['task']}** on {p['num_clips']} real clips ({p['data']['kind']}, "
              f"{frames['size']}x{frames['size']}, {frames['per_clip']} frames; data seed {p['data'].get('seed')}). "
-             f"Sampler {p['sampler']}, steps {p['steps']}, spacing {p['spacing'] or 'default'}, guidance "
+             f"Sampler {p['sampler']}, steps {p['steps']}, spacing {p['spacing'] or 'default'}"
+             + (f", the full network every {p['cache_interval']} steps (feature caching)"
+                if p.get("cache_interval", 1) > 1 else "") + ", guidance "
              f"{p['guidance']} on {p['conditions'] or 'no conditions'}, seed {p['seed']}, batch {p['batch_size']}, "
              f"{p['draws']} draw(s) per clip.", "",
              f"Given frames: {frames['given'] or 'none'}. "

@@ -77,7 +77,7 @@ def test_each_task_gives_its_frames_and_the_record_says_which_count(task, given)
 
 @pytest.mark.parametrize("kw, message", [({"task": "extend"}, "extend"), ({"conditions": ("smell",)}, "smell"),
                                          ({"draws": 3}, "draws=3"), ({"count_frames": "some"}, "some"),
-                                         ({"steps": (0,)}, r"\(0,\)")])
+                                         ({"steps": (0,)}, r"\(0,\)"), ({"cache_interval": 0}, "got 0")])
 def test_bad_protocol_values_are_named(kw, message):
     with pytest.raises(ValueError, match=message):
         _protocol(**kw)
