@@ -150,3 +150,12 @@ def test_the_pipeline_takes_a_cache_interval():
     assert cached.shape == plain.shape and (cached != plain).any()
     with pytest.raises(ValueError, match="got 0"):
         pipe(1, steps=2, seed=0, cache_interval=0, progress=False)
+
+
+def test_caching_works_under_bf16_autocast_with_known_frames():
+    net = _net(dataclasses.replace(CFG, frame_conditioning=True))
+    pipe = VideoPipeline(net, DiffusionConfig(prediction="v"), size=16, num_frames=4, device="cpu", precision="bf16")
+    calls = _Calls({"mid": net.mid[0]})
+    context = torch.rand(1, 1, 2, 16, 16, generator=_gen(5)) * 2 - 1
+    video = pipe(1, steps=4, sampler="dpmpp_2m", seed=0, cache_interval=2, context=context, progress=False)
+    assert video.numpy().shape == (1, 4, 16, 16, 1) and calls.count["mid"] == 2
