@@ -57,3 +57,20 @@ def _moving_square(b: int = 2, t: int = 6, size: int = 24, speed: int = 2) -> to
 def moving_square():
     """The `_moving_square(b, t, size, speed)` clip maker."""
     return _moving_square
+
+
+@pytest.fixture
+def step_caches(monkeypatch):
+    """Every kinema.models.StepCache the pipeline makes during the test, in order (to check what reached it)."""
+    import kinema.pipeline
+    from kinema.models import StepCache
+
+    made = []
+
+    class Recorded(StepCache):
+        def __init__(self, model, interval):
+            super().__init__(model, interval)
+            made.append(self)
+
+    monkeypatch.setattr(kinema.pipeline, "StepCache", Recorded)
+    return made

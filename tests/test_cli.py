@@ -44,23 +44,12 @@ def test_sample_writes_playable_videos(run_dir, tmp_path):
     assert clip.shape == (6, 24, 24, 3) and clip.dtype == np.uint8
 
 
-def test_sample_passes_the_cache_interval(run_dir, tmp_path, capsys, monkeypatch):
-    import kinema.pipeline
-    from kinema.models import StepCache
-
-    made = []
-
-    class Recorded(StepCache):
-        def __init__(self, model, interval):
-            super().__init__(model, interval)
-            made.append(self)
-
-    monkeypatch.setattr(kinema.pipeline, "StepCache", Recorded)
+def test_sample_passes_the_cache_interval(run_dir, tmp_path, capsys, step_caches):
     args = ["sample", "--model", str(run_dir / "run"), "--num", "1", "--steps", "4", "--sampler", "dpmpp_2m"]
     assert main([*args, "--out", str(tmp_path / "1")]) == 0
-    assert made == []  # the default runs every step in full, without the wrapper
+    assert step_caches == []  # the default runs every step in full, without the wrapper
     assert main([*args, "--cache-interval", "2", "--out", str(tmp_path / "2")]) == 0
-    assert [(c.interval, c.full_calls, c.reused_calls) for c in made] == [(2, 2, 2)]
+    assert [(c.interval, c.full_calls, c.reused_calls) for c in step_caches] == [(2, 2, 2)]
     assert main([*args, "--cache-interval", "0", "--out", str(tmp_path / "0")]) == 2
     assert "cache interval must be a positive integer, got 0" in capsys.readouterr().err
 

@@ -39,24 +39,13 @@ def test_eval_without_i3d_reports_fvd_unavailable_and_exits_0(tiny_model, tmp_pa
     assert {"report.md", "samples.png", "per_frame.png"} <= {f.name for f in (tmp_path / "r").iterdir()}
 
 
-def test_eval_records_and_applies_the_cache_interval(tiny_model, tmp_path, monkeypatch):
-    import kinema.pipeline
-    from kinema.models import StepCache
-
-    made = []
-
-    class Recorded(StepCache):
-        def __init__(self, model, interval):
-            super().__init__(model, interval)
-            made.append(self)
-
-    monkeypatch.setattr(kinema.pipeline, "StepCache", Recorded)
+def test_eval_records_and_applies_the_cache_interval(tiny_model, tmp_path, step_caches):
     argv = ["eval", "--model", str(tiny_model), "--num", "4", "--steps", "4", "--batch", "4", "--sampler", "dpmpp_2m",
             "--cache-interval", "2", "--out", str(tmp_path / "r")]
     assert main(argv) == 0
     assert json.loads((tmp_path / "r" / "report.json").read_text())["protocol"]["cache_interval"] == 2
     assert "the full network every 2 steps" in (tmp_path / "r" / "report.md").read_text()
-    assert made and all((c.interval, c.full_calls, c.reused_calls) == (2, 2, 2) for c in made)
+    assert step_caches and all((c.interval, c.full_calls, c.reused_calls) == (2, 2, 2) for c in step_caches)
 
 
 @pytest.mark.parametrize("extra, message", [
