@@ -89,8 +89,23 @@ def _frames_of(cond: Optional[Cond], start: int, length: int) -> Optional[Cond]:
                 per_frame=cond.per_frame[:, start : start + length])
 
 
+def _batch_branches(branches: list[dict], batch: int) -> dict:
+    """The model kwargs of several guidance branches (`cond`, `frames`) as one call on len(branches) * batch clips."""
+    out = {"cond": Cond.stack([b.get("cond") for b in branches], batch)}
+    if "frames" in branches[0]:
+        frames = [b["frames"] for b in branches]
+        out["frames"] = FrameMask(mask=torch.cat([f.mask for f in frames]), frames=torch.cat([f.frames for f in frames]))
+    return out
+
+
 class VideoPipeline:
-    """A trained model plus its schedule; call it to generate clips."""
+    """A trained model plus its schedule; call it to generate clips.
+
+    `batch_guidance` (default True): the branches of classifier-free guidance run as one network
+    call on a batch repeated once per branch; False calls the network once per branch (less memory).
+    """
+
+    batch_guidance = True
 
     def __init__(self, model: SpaceTimeUNet, diffusion: DiffusionConfig, *, size: int, num_frames: int,
                  conditioner: Optional[Conditioner] = None, fps: float = 8.0, audio_rate: int = 16000,
@@ -253,7 +268,9 @@ class VideoPipeline:
         net = StepCache(self.model, cache_interval) if cache_interval != 1 else self.model
         denoise = Denoiser(net, self.schedule, prediction=self.diffusion.prediction,
                            learned_variance=self.model.config.learned_variance)
-        denoise = guided(denoise, [{"cond": c} for c in chain], scales) if scales else bind(denoise, cond=chain[-1])
+        merge = _batch_branches if self.batch_guidance else None
+        denoise = (guided(denoise, [{"cond": c} for c in chain], scales, merge) if scales
+                   else bind(denoise, cond=chain[-1]))
         generator = torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
         bar = tqdm(desc=f"edit ({sampler})", unit="step", disable=not progress)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
@@ -298,7 +315,7 @@ class VideoPipeline:
         chain, scales = conds
         if scales:  # classifier-free guidance: one more model call per guided condition
             window_chain = [{**base, "cond": _frames_of(c, start, length)} for c in chain]
-            conditioned = guided(denoise, window_chain, scales)
+            conditioned = guided(denoise, window_chain, scales, _batch_branches if self.batch_guidance else None)
         else:
             conditioned = bind(denoise, **base, cond=_frames_of(chain[-1], start, length))
         guided_x0 = keep_known(clip_x0(conditioned, schedule=self.schedule), frames, schedule=self.schedule)

@@ -62,6 +62,39 @@ class Cond:
 
         return Cond(tokens=tokens, mask=mask, pooled=total("pooled"), per_frame=total("per_frame"))
 
+    @staticmethod
+    def stack(conds: list[Optional["Cond"]], batch: int) -> Optional["Cond"]:
+        """Several conditions of `batch` items each, as one of len(conds) * batch items (None: no condition).
+
+        Absent parts become what the network treats exactly like absence: masked-out tokens (shorter
+        token lists are padded the same way) and zero vectors. All absent gives None.
+        """
+        present = [c for c in conds if c is not None]
+
+        def parts(name: str) -> list[torch.Tensor]:
+            return [getattr(c, name) for c in present if getattr(c, name) is not None]
+
+        def filled(name: str) -> Optional[torch.Tensor]:
+            ref = parts(name)
+            if not ref:
+                return None
+            zeros = ref[0].new_zeros(batch, *ref[0].shape[1:])
+            return torch.cat([zeros if c is None or getattr(c, name) is None else getattr(c, name) for c in conds])
+
+        if not present:
+            return None
+        tokens = mask = None
+        if parts("tokens"):
+            ref = parts("tokens")[0]
+            length = max(t.shape[1] for t in parts("tokens"))
+            tokens = ref.new_zeros(len(conds) * batch, length, ref.shape[2])
+            mask = torch.zeros(len(conds) * batch, length, dtype=torch.bool, device=ref.device)
+            for i, c in enumerate(conds):
+                if c is not None and c.tokens is not None:
+                    tokens[i * batch:(i + 1) * batch, :c.tokens.shape[1]] = c.tokens
+                    mask[i * batch:(i + 1) * batch, :c.tokens.shape[1]] = c._mask()
+        return Cond(tokens=tokens, mask=mask, pooled=filled("pooled"), per_frame=filled("per_frame"))
+
 
 @dataclass
 class FrameMask:

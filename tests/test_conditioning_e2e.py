@@ -76,6 +76,22 @@ def test_pipeline_conditions_guidance_and_determinism(run):
     assert long.numpy().shape == (1, 9, 24, 24, 1)
 
 
+def test_pipeline_batches_the_guidance_branches(run):
+    pipe = VideoPipeline.from_pretrained(run, device="cpu")
+    calls = []
+    pipe.model.stem.register_forward_hook(lambda m, args, out: calls.append(out.shape[0]))
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    kw = dict(prompt="digit 3 moving up", audio=audio, guidance=3, audio_guidance=2, negative_prompt="digit 1",
+              steps=3, seed=1, progress=False)
+    batched = pipe(2, **kw).numpy()
+    assert calls == [3 * 2] * 3  # three branches (negative, + text, + audio) of two clips, one call per step
+    calls.clear()
+    pipe.batch_guidance = False
+    one_by_one = pipe(2, **kw).numpy()
+    assert calls == [2] * 9
+    assert np.abs(batched.astype(int) - one_by_one.astype(int)).max() <= 1  # the same up to float rounding
+
+
 def test_pipeline_guidance_chain(run):
     pipe = VideoPipeline.from_pretrained(run, device="cpu")
     chain, scales = pipe.conditions(2, 4, prompt="digit 3 moving up")

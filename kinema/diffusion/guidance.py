@@ -43,14 +43,15 @@ def keep_known(denoise: DenoiseFn, frames: FrameMask, *, schedule: Schedule) -> 
     return kept
 
 
-def guided(denoise, chain: list[dict], scales: list[float]) -> DenoiseFn:
+def guided(denoise, chain: list[dict], scales: list[float], batch_inputs=None) -> DenoiseFn:
     """Classifier-free guidance over a chain of conditions, one scale per added condition (Ho & Salimans 2022).
 
     `chain[0]` holds the model kwargs with every guided condition dropped (or a negative prompt),
     and each `chain[k]` adds one more condition to `chain[k-1]`. With p_k the prediction under
     chain[k], the result is p_0 + sum_k scales[k-1] (p_k - p_{k-1}); all scales 1 give p_K, the
     fully conditional prediction. x0 and eps are combined with the same weights (which sum to 1),
-    so they stay consistent with x_t.
+    so they stay consistent with x_t. With `batch_inputs(list of kwargs, batch) -> kwargs` the branches
+    run as one call on the batch repeated once per branch (faster per clip than separate calls).
     """
     if len(chain) != len(scales) + 1 or not scales:
         raise ValueError(f"need one scale per added condition: {len(chain)} chain entries, {len(scales)} scales")
@@ -59,8 +60,18 @@ def guided(denoise, chain: list[dict], scales: list[float]) -> DenoiseFn:
 
     terms = [(w, kwargs) for w, kwargs in zip(weights, chain) if w != 0]  # a zero weight needs no model call
 
+    def branches(x_t: torch.Tensor, t: torch.Tensor) -> list[Prediction]:
+        """The prediction under each term's kwargs, in one batched call when possible."""
+        if batch_inputs is None or len(terms) == 1:
+            return [denoise(x_t, t, **kwargs) for _, kwargs in terms]
+        k = len(terms)
+        pred = denoise(torch.cat([x_t] * k), t.repeat(k) if t.ndim else t,
+                       **batch_inputs([kwargs for _, kwargs in terms], x_t.shape[0]))
+        var = pred.var_frac.chunk(k) if pred.var_frac is not None else [None] * k
+        return [Prediction(x0=a, eps=b, var_frac=v) for a, b, v in zip(pred.x0.chunk(k), pred.eps.chunk(k), var)]
+
     def combined(x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
-        preds = [(w, denoise(x_t, t, **kwargs)) for w, kwargs in terms]
+        preds = [(w, p) for (w, _), p in zip(terms, branches(x_t, t))]
         x0 = sum(w * p.x0 for w, p in preds)
         eps = sum(w * p.eps for w, p in preds)
         return Prediction(x0=x0, eps=eps, var_frac=preds[-1][1].var_frac)

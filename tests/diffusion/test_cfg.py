@@ -51,6 +51,30 @@ def test_zero_weight_branches_are_not_evaluated():
     assert calls == [0.0, 1.0]
 
 
+def test_batched_branches_give_the_same_guidance_in_one_call():
+    calls = []
+
+    def levels(x_t, t, level):  # level: a number or one per batch item
+        calls.append(x_t.shape[0])
+        lv = torch.as_tensor(level, dtype=x_t.dtype).reshape(-1, 1, 1, 1, 1)
+        x0 = lv.expand_as(x_t)
+        ab = alpha_bar_at(SCHEDULE, t if t.ndim else t.expand(x_t.shape[0]), x_t)
+        return Prediction(x0=x0, eps=((x_t - ab.sqrt() * x0) / (1 - ab).sqrt()).to(x_t.dtype))
+
+    def batch_inputs(branches, batch):
+        return {"level": [b["level"] for b in branches for _ in range(batch)]}
+
+    chain, scales = [{"level": 0.0}, {"level": 0.3}, {"level": -0.4}], [2.0, 5.0]
+    x, t = torch.randn(2, 1, 3, 4, 4), torch.tensor([10, 90])
+    one = guided(levels, chain, scales)(x, t)
+    assert calls == [2, 2, 2]
+    calls.clear()
+    batched = guided(levels, chain, scales, batch_inputs)(x, t)
+    assert calls == [6]
+    torch.testing.assert_close(batched.x0, one.x0)
+    torch.testing.assert_close(batched.eps, one.eps)
+
+
 def test_guided_needs_one_scale_per_step():
     with pytest.raises(ValueError, match="one scale per added condition"):
         guided(_stub, [{}, {}], [1.0, 2.0])

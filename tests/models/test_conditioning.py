@@ -62,6 +62,33 @@ def test_cond_cat_joins_tokens_and_sums_vectors():
     assert torch.equal(c.pooled, 3 * torch.ones(2, 4)) and c.per_frame.shape == (2, 5, 4)
 
 
+def test_cond_stack_pads_and_fills_what_is_absent():
+    a = Cond(tokens=torch.ones(2, 3, 4), mask=torch.tensor([[1, 1, 0], [1, 0, 0]]).bool())
+    b = Cond(tokens=2 * torch.ones(2, 1, 4), pooled=torch.ones(2, 4), per_frame=torch.ones(2, 5, 4))
+    s = Cond.stack([None, a, b], batch=2)
+    assert s.tokens.shape == (6, 3, 4) and s.mask[:2].sum() == 0 and s.tokens[:2].abs().sum() == 0
+    assert s.mask[2:4].tolist() == a.mask.tolist() and torch.equal(s.tokens[2:4], a.tokens)
+    assert s.mask[4:].tolist() == [[True, False, False]] * 2 and torch.equal(s.tokens[4:, :1], b.tokens)
+    assert s.pooled[:4].abs().sum() == 0 and torch.equal(s.pooled[4:], b.pooled)
+    assert s.per_frame.shape == (6, 5, 4) and s.per_frame[:4].abs().sum() == 0
+    assert Cond.stack([None, None], batch=2) is None
+
+
+def test_stacked_conditions_give_each_branch_its_own_output():
+    """One call on [x; x; x] with stacked conditions = three calls, one per condition (CFG batching)."""
+    model, enc = _unet(frame_conditioning=True), _conditioner()
+    x, t = torch.randn(2, 1, 4, 8, 8, generator=_gen(3)), torch.tensor([100, 700])
+    inputs = _inputs(b=2)
+    with torch.no_grad():
+        text, _ = enc(2, text=inputs["text"])
+        full, _ = enc(2, **inputs)
+        conds = [None, text, full]  # different token counts; pooled and per-frame only in the last
+        out = model(torch.cat([x] * 3), t.repeat(3), cond=Cond.stack(conds, batch=2)).chunk(3)
+        for got, cond in zip(out, conds):
+            torch.testing.assert_close(got, model(x, t, cond=cond), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(out[0], out[2], atol=1e-3)
+
+
 # ---- text ----
 
 
