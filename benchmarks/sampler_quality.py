@@ -66,6 +66,7 @@ def main() -> None:
     p.add_argument("--num", type=int, default=256, help="samples per sampler")
     p.add_argument("--real", type=int, default=512, help="real held-out clips in the reference statistics")
     p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seed", type=int, default=1000, help="batch i of the samples is drawn with seed + i")
     p.add_argument("--name", default="sampler_quality", help="results file stem")
     p.add_argument("--only", nargs="*", help="sampler:steps[:cache interval] entries to run instead of the full grid")
     args = p.parse_args()
@@ -76,7 +77,7 @@ def main() -> None:
     ref_feats = clip_features(net, real_clips(pipe, args.real, seed=321))
     ref = gaussian_stats(ref_feats)
     floor_feats = clip_features(net, real_clips(pipe, args.num, seed=654))
-    report = {"model": args.model, "num": args.num, "real": args.real, "feature_net_sha256": sha,
+    report = {"model": args.model, "num": args.num, "real": args.real, "seed": args.seed, "feature_net_sha256": sha,
               "real_floor": {"fd_digits": round(frechet_distance(*ref, *gaussian_stats(floor_feats)), 3),
                              "kid_digits": round(kernel_distance(ref_feats, floor_feats)["mean"], 4)},
               "rows": []}
@@ -85,7 +86,7 @@ def main() -> None:
         videos = []
         for i in range(0, args.num, args.batch):
             n = min(args.batch, args.num - i)
-            videos.append(pipe(n, steps=steps, sampler=sampler, seed=1000 + i, cache_interval=interval,
+            videos.append(pipe(n, steps=steps, sampler=sampler, seed=args.seed + i, cache_interval=interval,
                                progress=False).torch())
         seconds = time.time() - t0
         feats = clip_features(net, torch.cat(videos))
