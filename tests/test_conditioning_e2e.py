@@ -92,6 +92,19 @@ def test_pipeline_batches_the_guidance_branches(run):
     assert np.abs(batched.astype(int) - one_by_one.astype(int)).max() <= 1  # the same up to float rounding
 
 
+def test_feature_caching_follows_the_guidance_branches(run, step_caches):
+    pipe = VideoPipeline.from_pretrained(run, device="cpu")
+    kw = dict(prompt="digit 3 moving up", guidance=3, steps=4, sampler="dpmpp_2m", seed=0, cache_interval=2,
+              progress=False)
+    pipe(2, **kw)
+    (batched,) = step_caches
+    assert len(batched.caches) == 1 and (batched.full_calls, batched.reused_calls) == (2, 2)
+    pipe.batch_guidance = False
+    pipe(2, **kw)
+    one_by_one = step_caches[1]
+    assert len(one_by_one.caches) == 2 and (one_by_one.full_calls, one_by_one.reused_calls) == (4, 4)
+
+
 def test_pipeline_guidance_chain(run):
     pipe = VideoPipeline.from_pretrained(run, device="cpu")
     chain, scales = pipe.conditions(2, 4, prompt="digit 3 moving up")
