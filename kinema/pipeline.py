@@ -200,7 +200,7 @@ class VideoPipeline:
                 expected PSNR), blurred where the draws disagree. 1 (default) returns one sharp sample.
             cache_interval: n > 1 runs the network in full once every n steps and, in between, only its
                 top level on the deeper levels' output from the last full step (DeepCache): about
-                (1 + (n - 1) / 4) / n of the work at the config-B size, for some loss of quality
+                (1 + (n - 1) / 5) / n of the FLOPs at the config-B size, for some loss of quality
                 (benchmarks/sampler_quality.py). 1 (default) runs every step in full.
             progress: show a progress bar.
             **sampler_options: passed to the sampler, e.g. `eta=` for DDIM, `variance=` for DDPM.
