@@ -2,11 +2,12 @@
 
 Between adjacent sampler steps the input of a video UNet changes little, and the output of its
 deeper levels even less. A `FeatureCache` holds the deep levels' output (the input of the top
-level's up blocks) from one full call; a call that reuses it runs only the top level: the stem,
-the top level's down and up blocks and the head: for the config-B-size network a fifth of the
-FLOPs of a full call (a quarter of its time on a CPU). `StepCache` decides which calls do what: the first call of every `interval` sampler steps
-runs in full and refreshes the cache, the others reuse it. The saving is real work skipped, so it
-costs some sample quality; benchmarks/sampler_quality.py measures how much.
+level's up blocks) from one full call; a call that reuses it runs only the top level (the stem,
+the top level's down and up blocks, the head): for the config-B-size network a fifth of the FLOPs
+of a full call, a quarter of its time on a CPU. `StepCache` decides which calls do what: the first
+call of every `interval` sampler steps runs in full and refreshes the cache, the others reuse it.
+The saving is real work skipped, so it costs some sample quality; benchmarks/sampler_quality.py
+measures how much.
 """
 
 from __future__ import annotations
