@@ -265,8 +265,7 @@ class VideoPipeline:
         chain, scales = self.conditions(b, t, prompt=prompt, negative_prompt=negative_prompt, image=image,
                                         audio=audio, scales={"text": guidance, "image": image_guidance,
                                                              "audio": audio_guidance})
-        net = StepCache(self.model, cache_interval) if cache_interval != 1 else self.model
-        denoise = Denoiser(net, self.schedule, prediction=self.diffusion.prediction,
+        denoise = Denoiser(self._network(cache_interval), self.schedule, prediction=self.diffusion.prediction,
                            learned_variance=self.model.config.learned_variance)
         merge = _batch_branches if self.batch_guidance else None
         denoise = (guided(denoise, [{"cond": c} for c in chain], scales, merge) if scales
@@ -280,6 +279,10 @@ class VideoPipeline:
                        callback=lambda info: bar.update(1), **sampler_options)
         bar.close()
         return Video(to_uint8(out.float().cpu()), fps=round(self.fps))
+
+    def _network(self, cache_interval: int):
+        """The network one sampling run calls: the model, or a fresh StepCache around it (the cache is per run)."""
+        return StepCache(self.model, cache_interval) if cache_interval != 1 else self.model
 
     # ---- long videos: which windows, in which order ----
 
@@ -308,8 +311,7 @@ class VideoPipeline:
             if start + i in known:
                 mask[:, i], given[:, :, i] = 1, known[start + i].to(self.device)
         frames = FrameMask(mask=mask, frames=given)
-        net = StepCache(self.model, cache_interval) if cache_interval != 1 else self.model  # one per window
-        denoise = Denoiser(net, self.schedule, prediction=self.diffusion.prediction,
+        denoise = Denoiser(self._network(cache_interval), self.schedule, prediction=self.diffusion.prediction,
                            learned_variance=self.model.config.learned_variance)
         base = {"frames": frames} if self.model.config.frame_conditioning else {}
         chain, scales = conds
