@@ -5,9 +5,10 @@ diffusers' UNet3DConditionModel at matched parameter counts, on two configs, in 
     .venv-bench/bin/python benchmarks/peers.py       # every model x config x precision, one subprocess each
 
 A = batch 4 x 1 x 16 x 32 x 32, B = batch 2 x 3 x 16 x 64 x 64. Per run: parameters, the train step
-(forward + MSE loss + backward + AdamW) and the denoiser forward (no grad), each the median of
-`--repeat` timings after `--warmup`; peak RSS of the process, and the peak bytes of live tensors in one
-train step (weights and AdamW state included: what the model needs whatever the allocator keeps);
+(forward + MSE loss + backward + fused AdamW, the same for every model) and the denoiser forward (no
+grad), each the median of `--repeat` timings after `--warmup`; peak RSS of the process, and the peak
+bytes of live tensors in one train step (weights and AdamW state included: what the model needs
+whatever the allocator keeps);
 model FLOPs of one forward and one train step (`kinema.models.layers.flop_counter`: torch's counter
 plus kinema's oneDNN conv route);
 MFU = train FLOPs / step time / this machine's measured bf16 matmul peak, or its float32 peak on a
@@ -168,7 +169,7 @@ def measure(name: str, config: str, precision: str, width: int, warmup: int, rep
     model, forward = build(name, width, c, h)
     x, noise = torch.randn(b, c, t, h, w), torch.randn(b, c, t, h, w)
     steps = torch.randint(0, 1000, (b,))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # every model: what kinema's Trainer uses
     bf16 = precision == "bf16"
 
     def train_step():

@@ -141,6 +141,25 @@ def _one_step(tmp_path, **extra):
     return _weights(trainer)
 
 
+def test_optimizer_is_fused_adamw(tmp_path):
+    """One AdamW kernel over all parameters (CPU and CUDA), and the update AdamW's first step makes."""
+    trainer = Trainer(tiny_config(**{"train.mixed_precision": "no", "train.weight_decay": 0.0}), tmp_path)
+    group = trainer.optimizer.param_groups[0]
+    assert group["fused"] is True
+    before = [p.detach().clone() for p in group["params"]]
+    it = iter(trainer.loader)
+    grads = {}
+    hooks = [p.register_post_accumulate_grad_hook(lambda p: grads.__setitem__(id(p), p.grad.clone()))
+             for p in group["params"]]
+    trainer.step([next(it)])
+    for h in hooks:
+        h.remove()
+    lr = trainer.config.train.lr / trainer.config.train.warmup_steps  # the first warm-up step's LR
+    for p, w in zip(group["params"], before):
+        g = grads[id(p)]  # first step: m_hat = g, v_hat = g^2, so the step is lr * g / (|g| + eps)
+        torch.testing.assert_close(p.detach(), w - lr * g / (g.abs() + group["eps"]), rtol=1e-5, atol=1e-7)
+
+
 def test_accumulation_matches_a_bigger_batch(tmp_path):
     """batch 2 x 2 micro-batches updates the weights as batch 4 does (the same clips, t, eps and masks)."""
     big = _one_step(tmp_path / "a", **{"train.batch_size": 4})
