@@ -6,6 +6,7 @@ import pytest
 import torch
 from einops import rearrange
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from kinema.config import UNetConfig
@@ -257,14 +258,17 @@ def test_timestep_embedding(dim):
     assert distance.min().item() > 1e-3, "two steps share an embedding"
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("kernel,stride,padding", [((1, 3, 3), (1, 2, 2), (0, 1, 1)), ((3, 1, 1), 1, (1, 0, 0)),
-                                                   ((3, 3, 3), 1, 1), (1, 1, 0)])
-def test_conv3d_matches_torch_conv3d_values_and_gradients(batch, kernel, stride, padding):
+                                                   ((3, 3, 3), 1, 1), (1, 1, 0), ((1, 3, 3), 1, (0, 1, 1)),
+                                                   ((3, 1, 1), 1, 0), ((5, 1, 1), 1, (1, 0, 0))])
+def test_conv3d_matches_torch_conv3d_values_and_gradients(batch, kernel, stride, padding, layout):
+    """Every route (oneDNN 3D, per-frame 2D on channels-last input, temporal) gives torch's values and gradients."""
     conv = Conv3d(4, 6, kernel, stride=stride, padding=padding)
     ref = nn.Conv3d(4, 6, kernel, stride=stride, padding=padding)
     ref.load_state_dict(conv.state_dict())  # same parameter names
-    x = torch.randn(batch, 4, 5, 8, 8, generator=_gen())
+    x = torch.randn(batch, 4, 5, 8, 8, generator=_gen()).contiguous(memory_format=layout)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ya, yb = conv(xa), ref(xb)
     torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
@@ -273,6 +277,39 @@ def test_conv3d_matches_torch_conv3d_values_and_gradients(batch, kernel, stride,
     torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(conv.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(conv.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+class _Ops(TorchDispatchMode):
+    """Records (op name, shape of its first argument) of every op run under it."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func.__name__.split(".")[0], tuple(getattr(args[0], "shape", ()))))
+        return func(*args, **(kwargs or {}))
+
+
+def test_conv3d_routes_on_channels_last_input():
+    """In training, a per-frame kernel runs as a 2D convolution over B*T frames and a temporal one takes its
+    weight gradient from GEMMs (oneDNN computes only the input gradient); in the default layout both stay 3D."""
+    x = torch.randn(2, 4, 5, 8, 8, generator=_gen())
+    spatial, temporal = Conv3d(4, 6, (1, 3, 3), padding=(0, 1, 1)), Conv3d(4, 6, (3, 1, 1), padding=(1, 0, 0))
+    for layout, frames in ((torch.channels_last_3d, True), (torch.contiguous_format, False)):
+        with _Ops() as ops:
+            spatial(x.contiguous(memory_format=layout)).sum().backward()
+        convs = [shape for name, shape in ops.calls if name == "mkldnn_convolution"]
+        assert convs == [(10, 4, 8, 8) if frames else (2, 4, 5, 8, 8)], convs
+        xt = x.contiguous(memory_format=layout).requires_grad_()
+        with _Ops() as ops:
+            temporal(xt).sum().backward()
+        names = [name for name, _ in ops.calls]
+        assert names.count("bmm") == (3 if frames else 0), names
+        assert "convolution_backward" in names
+    with torch.no_grad(), _Ops() as ops:  # sampling: the 3D convolution, as tuned for it
+        spatial(x.contiguous(memory_format=torch.channels_last_3d))
+    assert [shape for name, shape in ops.calls if name == "mkldnn_convolution"] == [(2, 4, 5, 8, 8)]
 
 
 def test_conv3d_bf16_and_channels_last_follow_torch():
