@@ -55,8 +55,11 @@ class Conv3d(nn.Conv3d):
     (k, 1, 1) kernel takes its weight gradient from k GEMMs (`temporal_weight_grad`): a train step of
     configs/demo.yaml here went from 4.07 to 3.57 s (4.25 to 3.73 s in a second run). Same parameters,
     same state-dict keys, same result up to float rounding. Under torch.compile the stock path is
-    traced (the compiler chooses the kernel).
+    traced (the compiler chooses the kernel). Set `Conv3d.fast_weight_grad = False` to use oneDNN's 3D
+    convolution in training too (`benchmarks/train_step.py` times a train step both ways).
     """
+
+    fast_weight_grad = True  # in training: per-frame kernels in 2D, temporal kernels' weight gradient as GEMMs
 
     def _onednn(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
         """Whether this call takes the oneDNN route: float32 on the CPU, outside autocast and torch.compile."""
@@ -69,7 +72,8 @@ class Conv3d(nn.Conv3d):
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if not self._onednn(x, weight):
             return super()._conv_forward(x, weight, bias)
-        if torch.is_grad_enabled() and weight.requires_grad and x.is_contiguous(memory_format=torch.channels_last_3d):
+        if (self.fast_weight_grad and torch.is_grad_enabled() and weight.requires_grad
+                and x.is_contiguous(memory_format=torch.channels_last_3d)):
             k, stride, pad = self.kernel_size, self.stride, self.padding
             if k[0] == 1 and stride[0] == 1 and pad[0] == 0:  # per frame: a 2D convolution over B*T frames
                 frames = rearrange(x, "b c t h w -> (b t) c h w")  # a view of (B, T, H, W, C) memory

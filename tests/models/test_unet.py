@@ -310,6 +310,10 @@ def test_conv3d_routes_on_channels_last_input():
     with torch.no_grad(), _Ops() as ops:  # sampling: the 3D convolution, as tuned for it
         spatial(x.contiguous(memory_format=torch.channels_last_3d))
     assert [shape for name, shape in ops.calls if name == "mkldnn_convolution"] == [(2, 4, 5, 8, 8)]
+    spatial.fast_weight_grad = False  # the switch: oneDNN's 3D convolution in training too
+    with _Ops() as ops:
+        spatial(x.contiguous(memory_format=torch.channels_last_3d)).sum().backward()
+    assert [shape for name, shape in ops.calls if name == "mkldnn_convolution"] == [(2, 4, 5, 8, 8)]
 
 
 def test_conv3d_bf16_and_channels_last_follow_torch():
