@@ -53,10 +53,10 @@ class Conv3d(nn.Conv3d):
     (2-5x slower than its forward on a CPU without AMX) is avoided: a (1, k, k) kernel runs as a 2D
     convolution over the B*T frames (a view, no copy; oneDNN's 2D weight gradient is faster), and a
     (k, 1, 1) kernel takes its weight gradient from k GEMMs (`temporal_weight_grad`): a train step of
-    configs/demo.yaml here went from 4.07 to 3.57 s (4.25 to 3.73 s in a second run). Same parameters,
+    configs/demo.yaml here is 10-16 % faster. `Conv3d.fast_weight_grad = False` uses oneDNN's 3D
+    convolution in training too (benchmarks/train_step.py times a step both ways). Same parameters,
     same state-dict keys, same result up to float rounding. Under torch.compile the stock path is
-    traced (the compiler chooses the kernel). Set `Conv3d.fast_weight_grad = False` to use oneDNN's 3D
-    convolution in training too (`benchmarks/train_step.py` times a train step both ways).
+    traced (the compiler chooses the kernel).
     """
 
     fast_weight_grad = True  # in training: per-frame kernels in 2D, temporal kernels' weight gradient as GEMMs
