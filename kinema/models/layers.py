@@ -52,14 +52,16 @@ class Conv3d(nn.Conv3d):
     When the weight needs a gradient and the input is channels-last-3d, oneDNN's 3D weight gradient
     (2-5x slower than its forward on a CPU without AMX) is avoided: a (1, k, k) kernel runs as a 2D
     convolution over the B*T frames (a view, no copy; oneDNN's 2D weight gradient is faster), and a
-    (k, 1, 1) kernel takes its weight gradient from k GEMMs (`temporal_weight_grad`): a train step of
-    configs/demo.yaml here is 10-16 % faster. `Conv3d.fast_weight_grad = False` uses oneDNN's 3D
-    convolution in training too (benchmarks/train_step.py times a step both ways). Same parameters,
-    same state-dict keys, same result up to float rounding. Under torch.compile the stock path is
-    traced (the compiler chooses the kernel).
+    (k, 1, 1) kernel takes its weight gradient from k GEMMs (`temporal_weight_grad`); frames with at
+    most 16 output pixels take theirs from one GEMM over the unfolded patches (`patch_weight_grad`).
+    A train step of configs/demo.yaml here is 10-16 % faster, of the peers benchmark's config A 13 %.
+    `Conv3d.fast_weight_grad = False` uses oneDNN's 3D convolution in training too
+    (benchmarks/train_step.py times a step both ways). Same parameters, same state-dict keys, same
+    result up to float rounding. Under torch.compile the stock path is traced (the compiler chooses
+    the kernel).
     """
 
-    fast_weight_grad = True  # in training: per-frame kernels in 2D, temporal kernels' weight gradient as GEMMs
+    fast_weight_grad = True  # in training: per-frame kernels in 2D, weight gradients as GEMMs where faster
 
     def _onednn(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
         """Whether this call takes the oneDNN route: float32 on the CPU, outside autocast and torch.compile."""
@@ -77,8 +79,13 @@ class Conv3d(nn.Conv3d):
             k, stride, pad = self.kernel_size, self.stride, self.padding
             if k[0] == 1 and stride[0] == 1 and pad[0] == 0:  # per frame: a 2D convolution over B*T frames
                 frames = rearrange(x, "b c t h w -> (b t) c h w")  # a view of (B, T, H, W, C) memory
-                out = torch.ops.aten.mkldnn_convolution(frames, weight[:, :, 0], bias, pad[1:], stride[1:],
-                                                        self.dilation[1:], self.groups)
+                out_pixels = math.prod((n + 2 * p - kk) // s + 1 for n, p, kk, s in
+                                       zip(x.shape[-2:], pad[1:], k[1:], stride[1:]))
+                if out_pixels <= 16 and self.groups == 1 and self.dilation == (1, 1, 1):
+                    out = _SmallFrameConv.apply(frames, weight[:, :, 0], bias, pad[1:], stride[1:])
+                else:
+                    out = torch.ops.aten.mkldnn_convolution(frames, weight[:, :, 0], bias, pad[1:], stride[1:],
+                                                            self.dilation[1:], self.groups)
                 return rearrange(out, "(b t) c h w -> b c t h w", b=x.shape[0])  # channels-last-3d again
             if k[1:] == (1, 1) and stride == (1, 1, 1) and pad[1:] == (0, 0) and self.dilation == (1, 1, 1) \
                     and self.groups == 1:  # across frames only
@@ -111,6 +118,48 @@ class _TemporalConv(torch.autograd.Function):
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum((0, 2, 3, 4))
         return grad_x, grad_w, grad_b, None
+
+
+class _SmallFrameConv(torch.autograd.Function):
+    """A 2D convolution with at most 16 output pixels per frame (the deepest UNet levels): oneDNN's forward and
+    input gradient, the weight gradient as one GEMM over the unfolded patches (oneDNN's ran at 15-70 GFLOP/s
+    there on a CPU without AMX, the GEMM at 70-110: 4-6x faster at 2 x 2 pixels, 1.3-1.6x at 4 x 4)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple,
+                stride: tuple) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.padding, ctx.stride, ctx.has_bias = padding, stride, bias is not None
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1), 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, ctx.stride, ctx.padding, (1, 1),
+                                                         False, (0, 0), 1, (True, False, False))[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = patch_weight_grad(x, grad, weight.shape[2:], ctx.padding, ctx.stride)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None
+
+
+def patch_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: tuple, padding: tuple,
+                      stride: tuple) -> torch.Tensor:
+    """The weight gradient (C_out, C_in, kh, kw) of a 2D convolution: grad^T times the unfolded input patches.
+
+    One GEMM of (C_out, N*Ho*Wo) by (N*Ho*Wo, kh*kw*C_in): the same FLOPs as the convolution's weight
+    gradient; the patches take kh*kw times the input's memory, so this is for small frames.
+    """
+    (kh, kw), (ph, pw), (sh, sw) = kernel, padding, stride
+    pixels = F.pad(rearrange(x, "n c h w -> n h w c"), (0, 0, pw, pw, ph, ph))  # (N, H + 2 ph, W + 2 pw, C_in)
+    patches = pixels.unfold(1, kh, sh).unfold(2, kw, sw)  # (N, Ho, Wo, C_in, kh, kw), a view
+    patches = rearrange(patches, "n ho wo c i j -> (n ho wo) (i j c)")  # the copy
+    g = rearrange(grad, "n c h w -> (n h w) c")
+    return rearrange(g.t() @ patches, "o (i j c) -> o c i j", i=kh, j=kw)
 
 
 def temporal_weight_grad(x: torch.Tensor, grad: torch.Tensor, k: int, pad: int) -> torch.Tensor:

@@ -316,6 +316,27 @@ def test_conv3d_routes_on_channels_last_input():
     assert [shape for name, shape in ops.calls if name == "mkldnn_convolution"] == [(2, 4, 5, 8, 8)]
 
 
+@pytest.mark.parametrize("size,stride,padding", [(2, 1, 1), (3, 1, 1), (4, 1, 1), (4, 2, 1), (5, 1, 0), (8, 2, 1),
+                                                     (6, 1, 1)])
+def test_conv3d_small_frames_match_torch_and_take_the_patch_gemm(size, stride, padding):
+    """<= 16 output pixels per frame: the weight gradient from one GEMM over unfolded patches, equal to torch's."""
+    conv = Conv3d(4, 6, (1, 3, 3), stride=(1, stride, stride), padding=(0, padding, padding))
+    ref = nn.Conv3d(4, 6, (1, 3, 3), stride=(1, stride, stride), padding=(0, padding, padding))
+    ref.load_state_dict(conv.state_dict())
+    x = torch.randn(3, 4, 5, size, size, generator=_gen()).contiguous(memory_format=torch.channels_last_3d)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    with _Ops() as ops:
+        ya = conv(xa)
+        (ya * torch.linspace(-1, 1, ya.numel()).reshape(ya.shape)).sum().backward()
+    yb = ref(xb)
+    (yb * torch.linspace(-1, 1, yb.numel()).reshape(yb.shape)).sum().backward()
+    torch.testing.assert_close(ya, yb, rtol=1e-4, atol=1e-5)
+    for a, b in ((xa.grad, xb.grad), (conv.weight.grad, ref.weight.grad), (conv.bias.grad, ref.bias.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    pixels = ya.shape[-1] * ya.shape[-2]
+    assert (pixels <= 16) == any(name == "mm" and shape == (6, 15 * pixels) for name, shape in ops.calls), ops.calls
+
+
 def test_conv3d_bf16_and_channels_last_follow_torch():
     conv = Conv3d(4, 4, (1, 3, 3), padding=(0, 1, 1))
     x = torch.randn(2, 4, 3, 6, 6, generator=_gen())
