@@ -82,55 +82,28 @@ class Conv3d(nn.Conv3d):
                 out_pixels = math.prod((n + 2 * p - kk) // s + 1 for n, p, kk, s in
                                        zip(x.shape[-2:], pad[1:], k[1:], stride[1:]))
                 if out_pixels <= 16 and self.groups == 1 and self.dilation == (1, 1, 1):
-                    out = _SmallFrameConv.apply(frames, weight[:, :, 0], bias, pad[1:], stride[1:])
+                    out = _GemmWeightGrad.apply(frames, weight[:, :, 0], bias, pad[1:], stride[1:], patch_weight_grad)
                 else:
                     out = torch.ops.aten.mkldnn_convolution(frames, weight[:, :, 0], bias, pad[1:], stride[1:],
                                                             self.dilation[1:], self.groups)
                 return rearrange(out, "(b t) c h w -> b c t h w", b=x.shape[0])  # channels-last-3d again
             if k[1:] == (1, 1) and stride == (1, 1, 1) and pad[1:] == (0, 0) and self.dilation == (1, 1, 1) \
                     and self.groups == 1:  # across frames only
-                return _TemporalConv.apply(x, weight, bias, pad[0])
+                return _GemmWeightGrad.apply(x, weight, bias, pad, stride, temporal_weight_grad)
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation,
                                                  self.groups)
 
 
-class _TemporalConv(torch.autograd.Function):
-    """A (k, 1, 1) convolution on channels-last-3d input: oneDNN's forward and input gradient, and the weight
-    gradient as k batched GEMMs over shifted frames (2-3x faster than oneDNN's on a CPU without AMX)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad: int) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.pad, ctx.has_bias = pad, bias is not None
-        return torch.ops.aten.mkldnn_convolution(x, weight, bias, (pad, 0, 0), (1, 1, 1), (1, 1, 1), 1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad = grad.contiguous(memory_format=torch.channels_last_3d)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, (1, 1, 1), (ctx.pad, 0, 0), (1, 1, 1),
-                                                         False, (0, 0, 0), 1, (True, False, False))[0]
-        if ctx.needs_input_grad[1]:
-            grad_w = temporal_weight_grad(x, grad, weight.shape[2], ctx.pad)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3, 4))
-        return grad_x, grad_w, grad_b, None
-
-
-class _SmallFrameConv(torch.autograd.Function):
-    """A 2D convolution with at most 16 output pixels per frame (the deepest UNet levels): oneDNN's forward and
-    input gradient, the weight gradient as one GEMM over the unfolded patches (oneDNN's ran at 15-70 GFLOP/s
-    there on a CPU without AMX, the GEMM at 70-110: 4-6x faster at 2 x 2 pixels, 1.3-1.6x at 4 x 4)."""
+class _GemmWeightGrad(torch.autograd.Function):
+    """A convolution with oneDNN's forward and input gradient and `weight_grad`'s weight gradient (GEMMs, where
+    oneDNN's float32 weight gradient is slow: 15-70 GFLOP/s on a CPU without AMX against 70-130 for the GEMMs)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple,
-                stride: tuple) -> torch.Tensor:
+                stride: tuple, weight_grad) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.padding, ctx.stride, ctx.has_bias = padding, stride, bias is not None
-        return torch.ops.aten.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1), 1)
+        ctx.padding, ctx.stride, ctx.weight_grad, ctx.has_bias = padding, stride, weight_grad, bias is not None
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, padding, stride, (1,) * len(padding), 1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -138,23 +111,24 @@ class _SmallFrameConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, ctx.stride, ctx.padding, (1, 1),
-                                                         False, (0, 0), 1, (True, False, False))[0]
+            n = len(ctx.padding)
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, ctx.stride, ctx.padding, (1,) * n,
+                                                         False, (0,) * n, 1, (True, False, False))[0]
         if ctx.needs_input_grad[1]:
-            grad_w = patch_weight_grad(x, grad, weight.shape[2:], ctx.padding, ctx.stride)
+            grad_w = ctx.weight_grad(x, grad, weight.shape, ctx.padding, ctx.stride)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b, None, None
+            grad_b = grad.sum([0, *range(2, grad.ndim)])
+        return grad_x, grad_w, grad_b, None, None, None
 
 
-def patch_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: tuple, padding: tuple,
+def patch_weight_grad(x: torch.Tensor, grad: torch.Tensor, shape: torch.Size, padding: tuple,
                       stride: tuple) -> torch.Tensor:
     """The weight gradient (C_out, C_in, kh, kw) of a 2D convolution: grad^T times the unfolded input patches.
 
     One GEMM of (C_out, N*Ho*Wo) by (N*Ho*Wo, kh*kw*C_in): the same FLOPs as the convolution's weight
     gradient; the patches take kh*kw times the input's memory, so this is for small frames.
     """
-    (kh, kw), (ph, pw), (sh, sw) = kernel, padding, stride
+    (kh, kw), (ph, pw), (sh, sw) = shape[2:], padding, stride
     pixels = F.pad(rearrange(x, "n c h w -> n h w c"), (0, 0, pw, pw, ph, ph))  # (N, H + 2 ph, W + 2 pw, C_in)
     patches = pixels.unfold(1, kh, sh).unfold(2, kw, sw)  # (N, Ho, Wo, C_in, kh, kw), a view
     patches = rearrange(patches, "n ho wo c i j -> (n ho wo) (i j c)")  # the copy
@@ -162,12 +136,15 @@ def patch_weight_grad(x: torch.Tensor, grad: torch.Tensor, kernel: tuple, paddin
     return rearrange(g.t() @ patches, "o (i j c) -> o c i j", i=kh, j=kw)
 
 
-def temporal_weight_grad(x: torch.Tensor, grad: torch.Tensor, k: int, pad: int) -> torch.Tensor:
-    """The weight gradient (C_out, C_in, k, 1, 1) of a (k, 1, 1) convolution with `pad` zero frames on each side.
+def temporal_weight_grad(x: torch.Tensor, grad: torch.Tensor, shape: torch.Size, padding: tuple,
+                         stride: tuple) -> torch.Tensor:
+    """The weight gradient (C_out, C_in, k, 1, 1) of a (k, 1, 1) convolution, stride 1, `pad` zero frames each side.
 
     out[t] = sum_i W_i x[t + i - pad], so dL/dW_i = sum over clips, frames and pixels of grad[t] x[t + i - pad]^T:
     one GEMM per tap over the zero-padded frames; the same FLOPs as the convolution's weight gradient.
     """
+    assert shape[3:] == (1, 1) and tuple(stride) == (1, 1, 1) and tuple(padding[1:]) == (0, 0), (shape, stride, padding)
+    k, pad = shape[2], padding[0]
     t, h, w = grad.shape[2:]  # output frames: T + 2 pad - k + 1
     frames = F.pad(rearrange(x, "b c t h w -> b t (h w) c"), (0, 0, 0, 0, pad, pad))  # (B, T + 2 pad, HW, C_in)
     frames = rearrange(frames, "b t p c -> b (t p) c")
