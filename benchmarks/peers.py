@@ -19,7 +19,8 @@ quarter of the positions, so far fewer FLOPs (a gain from doing less work: compa
 `kinema-compiled`, run only when named in `--models`, is kinema's network under `torch.compile` (inductor;
 the warm-up compiles, so keep `--warmup` >= 1; its peak RSS includes the compiler's). `kinema-ckpt`
 (also on request) trains with activation checkpointing (`train.gradient_checkpointing`; its train FLOPs
-include the recomputed forward). Widths are chosen so each peer's parameter count is the nearest to
+include the recomputed forward); `kinema-rc` (on request) recomputes only the cheap parts
+(`train.recompute_activations`: norm-SiLU-FiLM and temporal attention; FLOPs likewise). Widths are chosen so each peer's parameter count is the nearest to
 lucidrains' Unet3D at the reference width. `--malloc keep` runs every model's
 process with freed memory kept for reuse (`kinema.runtime`; the `kinema` command's default), so no
 step pays the kernel to fault in pages; use a separate `--name`. Writes benchmarks/results/<name>.{json,md}
@@ -53,7 +54,7 @@ from kinema.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 CONFIGS = {"A": (4, 1, 16, 32, 32), "B": (2, 3, 16, 64, 64)}  # (B, C, T, H, W)
-MODELS = ("kinema", "kinema-compiled", "kinema-ckpt", "kinema-p2", "vdp", "diffusers")  # see the module docstring
+MODELS = ("kinema", "kinema-compiled", "kinema-ckpt", "kinema-rc", "kinema-p2", "vdp", "diffusers")  # see the module docstring
 VDP_DIM = 64  # lucidrains' Unet3D(dim=64, dim_mults=(1, 2, 4, 8)), its README's size: the reference
 
 
@@ -86,6 +87,7 @@ def build(name: str, width: int, channels: int, size: int):
                          patch_size=2 if name == "kinema-p2" else 1)
         model = SpaceTimeUNet(cfg)
         model.gradient_checkpointing = name == "kinema-ckpt"
+        model.recompute_activations = name == "kinema-rc"
         return model, lambda x, t: model(x, t)
     if name == "vdp":
         declare_torchvision_ops()
@@ -232,7 +234,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeat: int = 5) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    on_request = ("kinema-compiled", "kinema-ckpt")
+    on_request = ("kinema-compiled", "kinema-ckpt", "kinema-rc")
     p.add_argument("--models", nargs="+", default=[m for m in MODELS if m not in on_request], choices=MODELS)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])

@@ -10,6 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
@@ -24,6 +25,17 @@ def timestep_embedding(step: torch.Tensor, dim: int, max_period: float = 10000.0
     args = step.float()[:, None] * freqs[None]  # (B, half)
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     return F.pad(emb, (0, dim % 2))
+
+
+def recomputed(enabled: bool, fn, *args):
+    """fn(*args); if `enabled` and grad is on, only args are kept for backward and fn runs again there.
+
+    For the cheap, memory-bound parts of a block (norm, SiLU, FiLM, attention over a few frames): their
+    intermediates are most of a block's saved activations but little of its compute.
+    """
+    if enabled and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
 
 
 def zero_(module: nn.Module) -> nn.Module:
@@ -185,7 +197,13 @@ class TemporalConv(Conv3d):
 
 
 class ResBlock(nn.Module):
-    """Factorised (2+1)D residual block: per-frame 3x3 conv then temporal conv, twice, with time FiLM."""
+    """Factorised (2+1)D residual block: per-frame 3x3 conv then temporal conv, twice, with time FiLM.
+
+    `recompute = True`: in training the two norm-SiLU activations keep only their inputs for backward
+    and run again there (same gradients, less memory).
+    """
+
+    recompute = False
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, *, groups: int, dropout: float = 0.0):
         super().__init__()
@@ -201,12 +219,19 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """x (B, C_in, T, H, W), emb (B, E) or per frame (B, T, E) -> (B, C_out, T, H, W)."""
-        h = self.time1(self.conv1(F.silu(self.norm1(x))))
+        h = self.time1(self.conv1(recomputed(self.recompute, self.act1, x)))
         emb = emb if emb.ndim == 3 else emb[:, None]  # (B, T or 1, E)
         scale, shift = rearrange(self.film(F.silu(emb)), "b t (two c) -> two b c t 1 1", two=2)
-        h = self.norm2(h) * (1 + scale) + shift
-        h = self.time2(self.conv2(self.dropout(F.silu(h))))
+        h = self.time2(self.conv2(self.dropout(recomputed(self.recompute, self.act2, h, scale, shift))))
         return self.skip(x) + h
+
+    def act1(self, x: torch.Tensor) -> torch.Tensor:
+        """SiLU(norm1(x))."""
+        return F.silu(self.norm1(x))
+
+    def act2(self, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """SiLU(norm2(h) * (1 + scale) + shift): the FiLM-modulated activation; scale, shift (B, C, T or 1, 1, 1)."""
+        return F.silu(self.norm2(h) * (1 + scale) + shift)
 
 
 class SpatialAttention(nn.Module):
@@ -230,7 +255,14 @@ class SpatialAttention(nn.Module):
 
 
 class TemporalAttention(nn.Module):
-    """Self-attention among the frames at each pixel, with a learned bias per relative frame offset."""
+    """Self-attention among the frames at each pixel, with a learned bias per relative frame offset.
+
+    `recompute = True`: in training the norm, qkv projection and attention keep only their input for
+    backward and run again there (same gradients, less memory: on CPU the learned bias sends PyTorch
+    to its math attention, which keeps the scores and probabilities).
+    """
+
+    recompute = False
 
     def __init__(self, channels: int, head_dim: int, *, groups: int, max_relative_position: int = 32):
         super().__init__()
@@ -250,13 +282,17 @@ class TemporalAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> same shape."""
         b, c, t, h, w = x.shape
+        out = self.proj(recomputed(self.recompute, self.attend, x, self.relative_bias(t, x.device)))
+        return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
+
+    def attend(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Attention among the frames of norm(x), x (B, C, T, H, W), bias (nh, T, T) -> (B*H*W, T, C) before proj."""
         seq = rearrange(self.norm(x), "b c t h w -> (b h w) t c")
         q, k, v = rearrange(self.qkv(seq), "n t (three nh d) -> three n nh t d", three=3, nh=self.heads)
-        bias = self.relative_bias(t, x.device).to(q.dtype)[None]  # (1, nh, T, T), broadcast over pixels
-        # a 4-D mask: with a 3-D one PyTorch's CPU dispatch skips the flash kernel (measured 1.6x slower there)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*H*W, nh, T, d)
-        out = self.proj(rearrange(out, "n nh t d -> n t (nh d)"))
-        return x + rearrange(out, "(b h w) t c -> b c t h w", b=b, h=h, w=w)
+        # a 4-D mask (1, nh, T, T), broadcast over pixels: with a 3-D one PyTorch's CPU dispatch skips the
+        # flash kernel (measured 1.6x slower there)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype)[None])  # (B*H*W, nh, T, d)
+        return rearrange(out, "n nh t d -> n t (nh d)")
 
 
 class CrossAttention(nn.Module):

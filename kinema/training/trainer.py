@@ -183,6 +183,7 @@ class Trainer:
         cfg = self.config
         self.model = SpaceTimeUNet(cfg.model)
         self.model.gradient_checkpointing = cfg.train.gradient_checkpointing
+        self.model.recompute_activations = cfg.train.recompute_activations
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.conditioner = self.ema_conditioner = self.tokenizer = None
         if cfg.cond.enabled:

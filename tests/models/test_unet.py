@@ -492,6 +492,31 @@ def _saved_bytes_and_grads(model, x, cond):
     return sum(saved), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("whole_blocks", [False, True])
+def test_recomputed_activations_give_the_same_gradients_from_fewer_saved_tensors(whole_blocks):
+    """recompute_activations: norm-SiLU-FiLM and temporal attention run again in backward; alone and inside
+    checkpointed blocks the gradients are those of the plain step."""
+    model = _randomise(SpaceTimeUNet(_config(in_channels=3, cond_dim=8, dropout=0.1)), std=0.1).train()
+    x = torch.randn(2, 3, 4, 16, 16, generator=_gen(1))
+    cond = Cond(tokens=torch.randn(2, 3, 8, generator=_gen(2)))
+    torch.manual_seed(0)
+    full, grads_full = _saved_bytes_and_grads(model, x, cond)
+    assert not model.recompute_activations
+    model.recompute_activations = True
+    assert model.recompute_activations
+    assert all(m.recompute for m in model.modules() if isinstance(m, (ResBlock, TemporalAttention)))
+    model.gradient_checkpointing = whole_blocks
+    torch.manual_seed(0)
+    kept, grads = _saved_bytes_and_grads(model, x, cond)
+    if not whole_blocks:
+        assert kept < 0.75 * full, (kept, full)
+    assert grads.keys() == grads_full.keys() and len(grads_full) > 50
+    for name in grads_full:
+        torch.testing.assert_close(grads[name], grads_full[name], rtol=1e-4, atol=1e-5, msg=name)
+    model.recompute_activations = False
+    assert not any(m.recompute for m in model.modules() if isinstance(m, (ResBlock, TemporalAttention)))
+
+
 def test_gradient_checkpointing_gives_the_same_gradients_from_fewer_saved_tensors():
     model = _randomise(SpaceTimeUNet(_config(in_channels=3, cond_dim=8, dropout=0.1)), std=0.1).train()
     x = torch.randn(2, 3, 4, 16, 16, generator=_gen(1))

@@ -299,11 +299,13 @@ def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
     assert state["model"].keys() == b.keys()
 
 
-def test_gradient_checkpointing_trains_like_the_plain_step(tmp_path):
-    """train.gradient_checkpointing changes memory, not the result: the same losses and the same weights."""
+@pytest.mark.parametrize("option", ["gradient_checkpointing", "recompute_activations"])
+def test_gradient_checkpointing_trains_like_the_plain_step(tmp_path, option):
+    """train.gradient_checkpointing / recompute_activations change memory, not the result: the same losses
+    and the same weights."""
     cfg = {"train.steps": 3, "train.mixed_precision": "no", "train.checkpoint_every": 3}
-    ckpt = Trainer(tiny_config(**cfg, **{"train.gradient_checkpointing": True}), tmp_path / "ckpt")
-    assert ckpt.unwrapped_model.gradient_checkpointing
+    ckpt = Trainer(tiny_config(**cfg, **{f"train.{option}": True}), tmp_path / "ckpt")
+    assert getattr(ckpt.unwrapped_model, option)
     ckpt.fit()
     Trainer(tiny_config(**cfg), tmp_path / "plain").fit()
 
