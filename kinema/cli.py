@@ -98,7 +98,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from .pipeline import VideoPipeline
 
     sampling = _sampling(args)
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
+                                         trust_pickle=args.trust_pickle)
     video = pipe(args.num, num_frames=args.frames, **sampling)
     out = Path(args.out)
     for i in range(len(video)):
@@ -122,7 +123,8 @@ def cmd_frames(args: argparse.Namespace) -> int:
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"--{name}: {path} does not exist")
     sampling = _sampling(args)
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
+                                         trust_pickle=args.trust_pickle)
     given = {"predict": lambda: {"context": args.video, "context_frames": args.context},
              "interpolate": lambda: {"first_frame": args.first, "last_frame": args.last},
              "animate": lambda: {"first_frame": args.image}}[args.command]()
@@ -144,7 +146,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     sampling = _sampling(args)
     for key in ("overlap", "long_mode"):
         sampling.pop(key)
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
+                                         trust_pickle=args.trust_pickle)
     video = pipe.edit(args.video, strength=args.strength, **sampling)
     video.save(out)
     print(f"wrote {video.numpy().shape[1]} edited frames to {out}")
@@ -169,7 +172,8 @@ def cmd_augment(args: argparse.Namespace) -> int:
     if sampling.pop("prompt", None) is not None:
         raise ValueError("augment reads its prompts from --prompts; drop --prompt")
     seed = sampling.pop("seed")
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, trust_pickle=args.trust_pickle)
+    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
+                                         trust_pickle=args.trust_pickle)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -351,6 +355,9 @@ def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] 
     p.add_argument("--long-mode", default="sliding", choices=("sliding", "keyframes"),
                    help="how videos longer than the window are made (default sliding)")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "no"),
+                   help="auto (default): bf16 autocast where the hardware computes it natively (AMX / "
+                        "AVX-512-BF16 CPUs, bf16 GPUs), float32 elsewhere; bf16 or no (float32) to force one")
     p.add_argument("--trust-pickle", action="store_true",
                    help="allow weights in a .pt / .ckpt pickle, read with torch.load(weights_only=True); "
                         "only for files you trust (default: safetensors only)")

@@ -54,6 +54,25 @@ def test_sample_passes_the_cache_interval(run_dir, tmp_path, capsys, step_caches
     assert "cache interval must be a positive integer, got 0" in capsys.readouterr().err
 
 
+def test_sample_passes_the_precision(run_dir, tmp_path, monkeypatch):
+    """--precision bf16 runs the denoiser under bf16 autocast, --precision no in float32."""
+    from kinema.models import SpaceTimeUNet
+
+    seen, forward = [], SpaceTimeUNet.forward
+
+    def spy(self, x, *args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(SpaceTimeUNet, "forward", spy)
+    args = ["sample", "--model", str(run_dir / "run"), "--num", "1", "--steps", "2", "--device", "cpu"]
+    assert main([*args, "--precision", "bf16", "--out", str(tmp_path / "bf16")]) == 0
+    assert seen and set(seen) == {torch.bfloat16}
+    seen.clear()
+    assert main([*args, "--precision", "no", "--out", str(tmp_path / "fp32")]) == 0
+    assert seen and set(seen) == {False}
+
+
 def test_resume_continues_the_step_count(run_dir):
     config = run_dir / "tiny.yaml"
     assert main(["train", "--config", str(config), "--out", str(run_dir / "run"), "--steps", "5", "--resume"]) == 0
