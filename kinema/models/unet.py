@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.utils.checkpoint
 from einops import rearrange, repeat
 from torch import nn
 
@@ -27,6 +26,7 @@ from .layers import (
     SpatialAttention,
     TemporalAttention,
     Upsample,
+    recomputed,
     spatial_conv,
     timestep_embedding,
     zero_,
@@ -222,7 +222,7 @@ class SpaceTimeUNet(nn.Module):
     @staticmethod
     def checkpointed(layer: Block, h: torch.Tensor, emb: torch.Tensor, cond: Optional[Cond]) -> torch.Tensor:
         """layer(h, emb, cond), saving only the inputs for backward (activation checkpointing)."""
-        return torch.utils.checkpoint.checkpoint(layer, h, emb, cond, use_reentrant=False)
+        return recomputed(True, layer, h, emb, cond)
 
 
 def count_parameters(model: nn.Module) -> int:
