@@ -38,6 +38,26 @@ def recomputed(enabled: bool, fn, *args):
     return fn(*args)
 
 
+# On a CPU without AMX tiles PyTorch's attention kernels run slower in bf16 than in float32 (with
+# AVX-512-BF16: the flash kernel's backward 2-5x for spatial attention, its forward ~2x over 16 frames),
+# so under bf16 autocast the self-attention layers compute in float32 there: train steps 8-10 % and
+# one-clip denoiser calls 10-12 % faster at the peers benchmark's size
+# (benchmarks/results/attention_precision.md). Cross-attention stays in bf16 (mixed there: its long
+# queries cost more to cast than the kernel saves). Set False to keep bf16.
+CPU_FLOAT32_ATTENTION = not getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", lambda: False)()
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SDPA with a float mask cast to q's dtype; bf16 CPU inputs compute in float32 if CPU_FLOAT32_ATTENTION."""
+    if not (CPU_FLOAT32_ATTENTION and q.dtype == torch.bfloat16 and q.device.type == "cpu"):
+        mask = mask.to(q.dtype) if mask is not None and mask.is_floating_point() else mask
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with torch.autocast("cpu", enabled=False):  # autocast would cast the inputs back to bf16
+        mask = mask.float() if mask is not None and mask.is_floating_point() else mask
+        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    return out.to(q.dtype)
+
+
 def zero_(module: nn.Module) -> nn.Module:
     """Zero a module's parameters in place (residual branches start as the identity)."""
     for p in module.parameters():
@@ -249,7 +269,7 @@ class SpatialAttention(nn.Module):
         b, c, t, h, w = x.shape
         seq = rearrange(self.norm(x), "b c t h w -> (b t) (h w) c")
         q, k, v = rearrange(self.qkv(seq), "n l (three nh d) -> three n nh l d", three=3, nh=self.heads)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B*T, nh, H*W, d)
+        out = attention(q, k, v)  # (B*T, nh, H*W, d)
         out = self.proj(rearrange(out, "n nh l d -> n l (nh d)"))
         return x + rearrange(out, "(b t) (h w) c -> b c t h w", b=b, h=h)
 
@@ -291,7 +311,7 @@ class TemporalAttention(nn.Module):
         q, k, v = rearrange(self.qkv(seq), "n t (three nh d) -> three n nh t d", three=3, nh=self.heads)
         # a 4-D mask (1, nh, T, T), broadcast over pixels: with a 3-D one PyTorch's CPU dispatch skips the
         # flash kernel (measured 1.6x slower there)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype)[None])  # (B*H*W, nh, T, d)
+        out = attention(q, k, v, bias[None])  # (B*H*W, nh, T, d)
         return rearrange(out, "n nh t d -> n t (nh d)")
 
 

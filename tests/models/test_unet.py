@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kinema.config import UNetConfig
 from kinema.models import SpaceTimeUNet, count_parameters
+from kinema.models import layers
 from kinema.models.layers import (
     Conv3d,
     ResBlock,
@@ -209,6 +210,59 @@ def test_temporal_attention_matches_reference_softmax():
         ref = attn.proj(rearrange(logits.softmax(-1) @ v, "n nh t d -> n t (nh d)"))
         ref = rearrange(ref, "(b h w) t c -> b c t h w", b=1, h=2, w=2)
     torch.testing.assert_close(out, x + ref, rtol=1e-5, atol=1e-5)
+
+
+class _KernelDtypes(TorchDispatchMode):
+    """The dtype of every attention kernel's first input (a fused kernel, or the math path's bmm), seen below
+    autocast (after any cast it makes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__
+        if ("scaled_dot_product" in name or name.startswith("bmm")) and "backward" not in name:
+            self.seen.append(args[0].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("float32", [True, False])
+def test_attention_computes_bf16_in_float32_where_asked(monkeypatch, float32):
+    """CPU_FLOAT32_ATTENTION: bf16 inputs reach the kernel in float32 (autocast does not cast them back), the
+    output comes back in bf16 and matches float32 attention on the same inputs; gradients reach q, k, v and the mask."""
+    monkeypatch.setattr(layers, "CPU_FLOAT32_ATTENTION", float32)
+    q, k, v = (torch.randn(6, 2, 5, 8, generator=_gen(i)).bfloat16().requires_grad_() for i in range(3))
+    mask = torch.randn(1, 2, 5, 5, generator=_gen(3), requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16), _KernelDtypes() as kernels:
+        layers.attention(q.detach(), k.detach(), v.detach(), mask.detach())  # a mask needing grad: the math path
+    assert kernels.seen and set(kernels.seen) == {torch.float32 if float32 else torch.bfloat16}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layers.attention(q, k, v, mask)
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape
+    logits = q.float() @ k.float().transpose(-1, -2) / 8**0.5 + mask
+    ref = (logits.softmax(-1) @ v.float()).detach()
+    tol = 1e-2 if float32 else 5e-2  # bf16 rounding of the output only, against bf16 arithmetic throughout
+    torch.testing.assert_close(out.float(), ref, rtol=tol, atol=tol)
+    out.float().square().sum().backward()
+    for t in (q, k, v, mask):
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
+
+
+def test_every_self_attention_of_the_unet_goes_through_it(monkeypatch):
+    """Under bf16 autocast with CPU_FLOAT32_ATTENTION, spatial and temporal attention compute in float32; the
+    output stays close to the all-bf16 one."""
+    model = _randomise(SpaceTimeUNet(_config()), std=0.1).eval()
+    x = torch.randn(2, 1, 4, 16, 16, generator=_gen(1))
+    outs = {}
+    for float32 in (True, False):
+        monkeypatch.setattr(layers, "CPU_FLOAT32_ATTENTION", float32)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), _KernelDtypes() as kernels:
+            outs[float32] = model(x, _steps(2)).float()
+        n_attention = sum(isinstance(m, (layers.SpatialAttention, TemporalAttention)) for m in model.modules())
+        assert len(kernels.seen) >= n_attention >= 4  # one fused kernel each, or the math path's two bmm
+        assert set(kernels.seen) == {torch.float32 if float32 else torch.bfloat16}
+    torch.testing.assert_close(outs[True], outs[False], rtol=0.05, atol=0.05)
 
 
 def test_unet_never_mixes_batch_items():
