@@ -307,7 +307,9 @@ class TemporalAttention(nn.Module):
 
     def attend(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """Attention among the frames of norm(x), x (B, C, T, H, W), bias (nh, T, T) -> (B*H*W, T, C) before proj."""
-        seq = rearrange(self.norm(x), "b c t h w -> (b h w) t c")
+        # contiguous: for one clip this is a strided view, and F.linear on a view that does not fold into a matrix
+        # runs a batched matmul over a copy of the weight per pixel when the weight needs no grad (as in sampling)
+        seq = rearrange(self.norm(x), "b c t h w -> (b h w) t c").contiguous()
         q, k, v = rearrange(self.qkv(seq), "n t (three nh d) -> three n nh t d", three=3, nh=self.heads)
         # a 4-D mask (1, nh, T, T), broadcast over pixels: with a 3-D one PyTorch's CPU dispatch skips the
         # flash kernel (measured 1.6x slower there)

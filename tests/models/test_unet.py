@@ -265,6 +265,18 @@ def test_every_self_attention_of_the_unet_goes_through_it(monkeypatch):
     torch.testing.assert_close(outs[True], outs[False], rtol=0.05, atol=0.05)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_temporal_attention_projects_pixels_with_one_matrix_product(batch):
+    """As in sampling (no grad, frozen weights, channels-last activations, one clip or more), the qkv projection
+    is one GEMM over all pixels, never a batched matmul against a per-pixel copy of the weight."""
+    attn = _attention(zero_bias=False).requires_grad_(False)
+    x = torch.randn(batch, 16, 5, 4, 4, generator=_gen(1)).contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad(), _Ops() as ops:
+        attn(x)
+    names = [name for name, _ in ops.calls]
+    assert "bmm" not in names and {"mm", "addmm"} & set(names), names
+
+
 def test_unet_never_mixes_batch_items():
     model = _randomise(SpaceTimeUNet(_config()), std=0.1).eval()
     x = torch.randn(2, 1, 4, 8, 8, generator=_gen(1))
