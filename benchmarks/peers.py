@@ -6,12 +6,15 @@ diffusers' UNet3DConditionModel at matched parameter counts, on two configs, in 
 
 A = batch 4 x 1 x 16 x 32 x 32, B = batch 2 x 3 x 16 x 64 x 64. Per run: parameters, the train step
 (forward + MSE loss + backward + fused AdamW, the same for every model) and the denoiser forward (no
-grad), each the median of `--repeat` timings after `--warmup`; peak RSS of the process, and the peak
+grad), each the median of `--repeat` timings after `--warmup` (with `--rounds` R, every model is measured
+R times, the models taking turns, and a row gives the medians over rounds and, as its speed-up, the median
+of the per-round ratios: a machine whose speed drifts then hits every model alike); peak RSS of the process, and the peak
 bytes of live tensors in one train step (weights and AdamW state included: what the model needs
 whatever the allocator keeps);
 model FLOPs of one forward and one train step (`kinema.models.layers.flop_counter`: torch's counter
 plus kinema's oneDNN conv route);
-MFU = train FLOPs / step time / this machine's measured bf16 matmul peak, or its float32 peak on a
+MFU = train FLOPs / step time / this machine's measured bf16 matmul peak (the best of 2048³ and 4096³
+products, and of the runs merged into one file), or its float32 peak on a
 CPU without native bf16 (there bf16 is emulated, far slower than float32: run `--precisions fp32`
 and `--name` to keep such a run apart; `--merge` adds rows to an earlier run's file). `kinema-p2` is
 kinema's network with `patch_size=2`: 2 x 2 pixel patches folded into channels, the same levels on a
@@ -218,16 +221,23 @@ def measure(name: str, config: str, precision: str, width: int, warmup: int, rep
             "threads": torch.get_num_threads()}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 4096, repeat: int = 5) -> float:
-    """This machine's matmul throughput in `dtype`, FLOP/s (median of `repeat` n x n x n products)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        a @ b
-        runs.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(runs)
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] = (2048, 4096), repeat: int = 5) -> float:
+    """This machine's matmul throughput in `dtype`, FLOP/s: the best size's median of `repeat` n x n x n products.
+
+    Two warm-up products per size first; the best size, so MFU is never taken against a low reading.
+    """
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            a @ b
+            runs.append(time.perf_counter() - start)
+        best = max(best, 2 * n ** 3 / statistics.median(runs))
+    return best
 
 # ---- the driver ----
 
@@ -246,6 +256,10 @@ def main() -> None:
     p.add_argument("--malloc", default="system", choices=["system", "keep"],
                    help="keep: every model's process runs with kinema.runtime.keep_freed_memory() (what the "
                         "kinema command does): freed memory reused, no page faults per step; system: glibc's default")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every model this many times, one round after another (the models interleaved, so "
+                        "the machine's drift hits each); a row reports the medians over rounds, and its speed-up the "
+                        "median of the per-round ratios")
     p.add_argument("--one", nargs=4, metavar=("MODEL", "CONFIG", "PRECISION", "WIDTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -262,26 +276,42 @@ def main() -> None:
         earlier = json.loads((RESULTS / f"{args.name}.json").read_text())
         rows = earlier["rows"]
         peak = max(peak, 1e12 * earlier.get(f"{peak_dtype}_matmul_peak_tflops", 0.0))  # the best this machine showed
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be >= 1, got {args.rounds}")
+    widths = {}
     for config in args.configs:
         _, c, _, h, _ = CONFIGS[config]
         target = count(build("vdp", VDP_DIM, c, h)[0])
-        widths = {name: VDP_DIM if name == "vdp" else matched_width(name, c, h, target) for name in args.models}
-        for name in args.models:
-            for precision in args.precisions:
-                cmd = [sys.executable, __file__, "--one", name, config, precision, str(widths[name]),
-                       "--warmup", str(args.warmup), "--repeat", str(args.repeat), "--malloc", args.malloc]
-                done = subprocess.run(cmd, capture_output=True, text=True)
-                if done.returncode:
-                    print(done.stderr[-3000:], file=sys.stderr)
-                    raise SystemExit(f"{name} {config} {precision} failed")
-                row = json.loads(done.stdout.strip().splitlines()[-1]) | {"malloc": args.malloc}
-                row["train_tflops"] = row["flops_train"] / row["train_step_s"] / 1e12
-                row["mfu"] = row["flops_train"] / row["train_step_s"] / peak
-                rows = [r for r in rows if (r["model"], r["config"], r["precision"]) != (name, config, precision)]
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                lines = write_report(rows, peak, peak_dtype, args.name)  # after every row: a stopped run keeps them
+        widths[config] = {name: VDP_DIM if name == "vdp" else matched_width(name, c, h, target) for name in args.models}
+    measured: dict[tuple, list[dict]] = {}  # (model, config, precision) -> one row per round
+    for _ in range(args.rounds):
+        for config in args.configs:
+            for name in args.models:
+                for precision in args.precisions:
+                    cmd = [sys.executable, __file__, "--one", name, config, precision, str(widths[config][name]),
+                           "--warmup", str(args.warmup), "--repeat", str(args.repeat), "--malloc", args.malloc]
+                    done = subprocess.run(cmd, capture_output=True, text=True)
+                    if done.returncode:
+                        print(done.stderr[-3000:], file=sys.stderr)
+                        raise SystemExit(f"{name} {config} {precision} failed")
+                    row = json.loads(done.stdout.strip().splitlines()[-1]) | {"malloc": args.malloc}
+                    print(json.dumps(row), flush=True)
+                    key = (name, config, precision)
+                    measured.setdefault(key, []).append(row)
+                    rows = [r for r in rows if (r["model"], r["config"], r["precision"]) != key]
+                    rows.append(over_rounds(measured[key]))
+                    lines = write_report(rows, peak, peak_dtype, args.name)  # after every row: a stopped run keeps them
     print("\n".join(lines))
+
+
+def over_rounds(runs: list[dict]) -> dict:
+    """One row from a model's rounds: median times and peaks, each round's times kept for paired ratios."""
+    row = dict(runs[-1])
+    for key in ("train_step_s", "forward_s", "peak_rss_mb", "peak_tensor_mb"):
+        row[key] = statistics.median(r[key] for r in runs)
+    row["rounds_train_step_s"] = [r["train_step_s"] for r in runs]
+    row["train_tflops"] = row["flops_train"] / row["train_step_s"] / 1e12
+    return row
 
 
 def write_report(rows: list[dict], peak: float, peak_dtype: str, name: str) -> list[str]:
@@ -304,7 +334,13 @@ def write_report(rows: list[dict], peak: float, peak_dtype: str, name: str) -> l
     for r in rows:
         base = next((q for q in rows if q["config"] == r["config"] and q["model"] == "vdp"
                      and q["precision"] == "fp32"), None)
-        speedup = f"{base['train_step_s'] / r['train_step_s']:.1f}×" if base else ""
+        speedup = ""
+        if base:
+            ours, theirs = r.get("rounds_train_step_s", []), base.get("rounds_train_step_s", [])
+            paired = len(ours) == len(theirs) > 1  # measured in the same rounds: the median of per-round ratios
+            ratio = (statistics.median(b / o for b, o in zip(theirs, ours)) if paired
+                     else base["train_step_s"] / r["train_step_s"])
+            speedup = f"{ratio:.1f}×"
         tensors = f"{r['peak_tensor_mb']:.0f}" if "peak_tensor_mb" in r else ""  # rows from before the column
         lines.append(f"| {r['config']} | {r['model']} | {r['precision']} | {r['params'] / 1e6:.1f} | "
                      f"{r['train_step_s']:.2f} | {r['flops_train'] / 1e9:.0f} | {r['train_tflops']:.3f} | "
