@@ -17,6 +17,7 @@ Writes benchmarks/results/<name>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -25,12 +26,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kinema.config import UNetConfig, resolve_precision
+from kinema.config import resolve_precision
 from kinema.models import SpaceTimeUNet
 from kinema.models import layers
 from kinema.runtime import keep_freed_memory
 
-from generation_speed import cpu_name  # benchmarks/ is on the path of a script run from it
+from generation_speed import MODEL, cpu_name  # benchmarks/ is on the path of a script run from it
 from peers import CONFIGS
 
 RESULTS = Path(__file__).parent / "results"
@@ -39,9 +40,7 @@ RESULTS = Path(__file__).parent / "results"
 def network(channels: int, patch_size: int = 1) -> SpaceTimeUNet:
     """The peers benchmark's kinema network (width 48, channel_mult 1-2-4-8)."""
     torch.manual_seed(0)
-    return SpaceTimeUNet(UNetConfig(in_channels=channels, channels=48, channel_mult=(1, 2, 4, 8), num_res_blocks=1,
-                                    spatial_attention_levels=(2, 3), head_dim=16, norm_groups=8,
-                                    patch_size=patch_size))
+    return SpaceTimeUNet(dataclasses.replace(MODEL, in_channels=channels, patch_size=patch_size))
 
 
 def train_step_fn(config: str):
