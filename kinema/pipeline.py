@@ -398,7 +398,9 @@ class VideoPipeline:
             raise ValueError("give either context (prediction) or first_frame (animation), not both")
         known = {}
         if context is not None:
-            video = self._as_video(context)  # (B, C, T, H, W)
+            if context_frames is not None and (not isinstance(context_frames, int) or context_frames < 1):
+                raise ValueError(f"context_frames must be a positive number of frames, got {context_frames!r}")
+            video = self._as_video(context, last=context_frames or self.num_frames - 1)  # (B, C, T, H, W)
             k = context_frames or min(video.shape[2], self.num_frames - 1)
             if not 1 <= k <= video.shape[2]:
                 raise ValueError(f"context_frames must be in [1, {video.shape[2]}] (frames of the context), got {k}")
@@ -417,10 +419,16 @@ class VideoPipeline:
             batch = num_videos
         return known, batch
 
-    def _as_video(self, x, image: bool = False) -> torch.Tensor:
-        """A path, uint8 array or float tensor as float (B, C, T, H, W) at the model's channels and size."""
+    def _as_video(self, x, image: bool = False, last: Optional[int] = None) -> torch.Tensor:
+        """A path, uint8 array or float tensor as float (B, C, T, H, W) at the model's channels and size.
+
+        A file is decoded at the model's size, and only its `last` frames when given.
+        """
         if isinstance(x, (str, Path)):
-            x = read_image(x)[None] if image else read_video(x)  # uint8 (T, H, W, 3)
+            if image:
+                x = read_image(x, shorter_side=self.size)[None]  # uint8 (1, H, W, 3)
+            else:
+                x = read_video(x, last=last, shorter_side=self.size)  # uint8 (T, H, W, 3)
         if isinstance(x, np.ndarray):
             if x.dtype != np.uint8:
                 raise ValueError(f"arrays must be uint8 frames (..., H, W, C), got {x.dtype}")

@@ -12,6 +12,7 @@ ALLOWED = {
     "types": set(),  # types and config import only torch, stdlib and yaml
     "config": set(),
     "runtime": set(),  # process-wide host settings (the C allocator): stdlib only
+    "files": set(),  # atomic writes and output checks: stdlib only
     "diffusion": {"types", "config"},
     "models": {"types", "config"},
     "data": {"types", "config"},
@@ -23,6 +24,9 @@ ALLOWED = {
     "cli": {"pipeline", "training", "evaluation", "demo", "serve", "diffusion", "models", "data", "types", "config",
             "runtime"},
 }
+for _name, _deps in ALLOWED.items():  # files (atomic writes, output checks) sits below every layer but the base
+    if _name not in ("types", "config", "runtime", "files"):
+        _deps.add("files")
 ROOT = "kinema"  # kinema/__init__.py: the re-exports, which may import any layer but cli
 
 

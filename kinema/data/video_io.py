@@ -10,6 +10,7 @@ matching span of the sound track.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -22,6 +23,8 @@ import torch
 from einops import rearrange
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from ..files import atomic_write
+
 # ---- suffixes ----
 
 AV_SUFFIXES = (".mp4", ".avi", ".mov", ".webm", ".mkv")  # read with PyAV
@@ -32,6 +35,9 @@ VIDEO_SUFFIXES = AV_SUFFIXES + GIF_SUFFIXES  # single files a data set picks up 
 MP4_CRF = 18  # x264 constant rate factor: low enough that small digits stay legible
 FRAME_FOLDER_FPS = 25.0  # frame rate assumed for a folder of frames, which carries no timing
 GIF_DEFAULT_FPS = 10.0  # frame rate of a gif whose frames carry no duration
+# Largest image or frame kinema decodes, in pixels: below Pillow's decompression-bomb limit (89.5 M),
+# above any camera's photo (a 48 MP phone shot is 8000 x 6000); 3 bytes each while decoding.
+MAX_PIXELS = 64_000_000
 # What a broken, truncated or mislabelled file raises while being probed or decoded.
 DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError, RuntimeError, IndexError)
 
@@ -70,25 +76,39 @@ def _stack(frames: list[np.ndarray], path: Path) -> np.ndarray:
     return np.stack(frames)  # (T, H, W, 3)
 
 
-def _read_av(path: Path) -> np.ndarray:
-    """Decode the first video stream of a container file with PyAV."""
+def _read_av(path: Path, last: Optional[int], shorter_side: Optional[int]) -> np.ndarray:
+    """Decode the first video stream of a container file with PyAV, keeping only the last `last` frames."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise ValueError(f"no video stream in {path}")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+            ctx = stream.codec_context
+            _check_pixels(ctx.width, ctx.height, path)
+            size = _scaled_size(ctx.width, ctx.height, shorter_side) if ctx.width and ctx.height else None
+            frames: deque = deque(maxlen=last)  # scaled while decoding: one full-size frame at a time
+            for frame in container.decode(stream):
+                size = size or _scaled_size(frame.width, frame.height, shorter_side)
+                frames.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA"))
     except av.FFmpegError as err:
         raise ValueError(f"could not decode {path}: {err}") from err
-    return _stack(frames, path)
+    return _stack(list(frames), path)
 
 
-def _read_gif(path: Path) -> np.ndarray:
-    """Decode every frame of a gif with Pillow (disposal already composited)."""
+def _check_pixels(width: int, height: int, path: Path) -> None:
+    """Refuse an image or frame above MAX_PIXELS before decoding it (a tiny file can hold a huge picture)."""
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"{path} is {width}x{height} = {width * height / 1e6:.0f} megapixels; kinema reads at most "
+                         f"{MAX_PIXELS / 1e6:.0f} (kinema.data.video_io.MAX_PIXELS); scale it down first")
+
+
+def _read_gif(path: Path, last: Optional[int] = None, shorter_side: Optional[int] = None) -> np.ndarray:
+    """Decode the frames of a gif with Pillow (disposal already composited), keeping the last `last`, scaled."""
     with Image.open(path) as image:
-        frames = [_pil_rgb(frame) for frame in ImageSequence.Iterator(image)]
-    return _stack(frames, path)
+        _check_pixels(image.width, image.height, path)
+        frames = deque((_resize(_pil_rgb(f), shorter_side) for f in ImageSequence.Iterator(image)), maxlen=last)
+    return _stack(list(frames), path)
 
 
 def _frame_files(path: Path) -> list[Path]:
@@ -96,9 +116,10 @@ def _frame_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _read_folder(path: Path) -> np.ndarray:
-    """Read the image files of a folder, sorted by name, as frames."""
-    return _stack([read_image(p) for p in _frame_files(path)], path)
+def _read_folder(path: Path, last: Optional[int], shorter_side: Optional[int]) -> np.ndarray:
+    """Read the image files of a folder, sorted by name, as frames (the last `last` of them)."""
+    files = _frame_files(path)
+    return _stack([read_image(p, shorter_side=shorter_side) for p in files[-last if last else 0:]], path)
 
 
 def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
@@ -106,7 +127,7 @@ def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
     # yuv420p subsamples chroma by 2, so x264 needs even sizes: replicate the last row / column.
     t, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    with av.open(str(path), mode="w", options={"movflags": "+faststart"}) as container:
+    with av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream(
             "libx264", rate=Fraction(fps).limit_denominator(1001), options={"crf": str(MP4_CRF)}
         )
@@ -125,25 +146,41 @@ def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
     images = [Image.fromarray(f[..., 0] if grey else f, mode="L" if grey else "RGB") for f in frames]
     # Note: Pillow merges identical consecutive frames into one longer frame.
     images[0].save(
-        path, save_all=True, append_images=images[1:], loop=0, duration=1000.0 / fps, optimize=False
+        path, format="GIF", save_all=True, append_images=images[1:], loop=0, duration=1000.0 / fps, optimize=False
     )
 
 
 # ---- public API ----
 
 
-def read_video(path: str | Path) -> np.ndarray:
-    """Read a video file, gif or folder of frames; returns uint8 (T, H, W, 3) RGB."""
+def read_video(path: str | Path, *, last: Optional[int] = None, shorter_side: Optional[int] = None) -> np.ndarray:
+    """Read a video file, gif or folder of frames; returns uint8 (T, H, W, 3) RGB.
+
+    `last` keeps only the last frames (a container file seeks to them when its header counts its
+    frames) and `shorter_side` scales each frame while decoding, so memory holds `last` small frames,
+    not the whole video at full size.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such video file or folder: {path}")
+    if last is not None and last < 1:
+        raise ValueError(f"last must be >= 1 frame, got {last}")
     if path.is_dir():
-        return _read_folder(path)
+        return _read_folder(path, last, shorter_side)
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file (a pipe or device?); give a video file")
     suffix = path.suffix.lower()
     if suffix in AV_SUFFIXES:
-        return _read_av(path)
+        if last is not None:
+            try:
+                count = probe_video(path).num_frames
+                if count > last:  # seek to the tail; a header whose count lies falls back to a full decode
+                    return read_clip(path, range(count - last, count), shorter_side)
+            except ValueError:
+                pass
+        return _read_av(path, last, shorter_side)
     if suffix in GIF_SUFFIXES:
-        return _read_gif(path)
+        return _read_gif(path, last, shorter_side)
     raise ValueError(
         f"unknown video suffix {suffix!r} for {path}; allowed: "
         f"{AV_SUFFIXES + GIF_SUFFIXES} or a folder of {IMAGE_SUFFIXES} frames"
@@ -151,47 +188,65 @@ def read_video(path: str | Path) -> np.ndarray:
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: float = 8) -> None:
-    """Write uint8 (T, H, W, C), C in {1, 3}, to .mp4 (H.264, odd sizes edge-padded) or .gif."""
+    """Write uint8 (T, H, W, C), C in {1, 3}, to .mp4 (H.264, odd sizes edge-padded) or .gif, atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in WRITE_SUFFIXES:
-        raise ValueError(f"cannot write video {path}: suffix {suffix!r} not in {WRITE_SUFFIXES}")
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
+        raise ValueError(f"cannot write video {path}: suffix {suffix!r} not in {WRITE_SUFFIXES} (any case)")
+    if not fps > 0 or not math.isfinite(fps):
+        raise ValueError(f"fps must be a finite number > 0, got {fps}")
     frames = _check_frames(frames)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".mp4":
-        _write_mp4(path, frames, fps)
-    else:
-        _write_gif(path, frames, fps)
+    _make_parent(path)
+    writer = _write_mp4 if suffix == ".mp4" else _write_gif
+    atomic_write(path, lambda tmp: writer(tmp, frames, fps), durable=False)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read one image file; returns uint8 (H, W, 3) RGB."""
+def read_image(path: str | Path, *, shorter_side: Optional[int] = None) -> np.ndarray:
+    """Read one image file; returns uint8 (H, W, 3) RGB, its shorter side scaled to `shorter_side` if given.
+
+    Images above MAX_PIXELS are refused before decoding; large ones are scaled down as they decode
+    (JPEG) or right after, so only one full-size copy ever exists.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such image file: {path}")
     try:
         with Image.open(path) as image:
+            _check_pixels(image.width, image.height, path)
+            if shorter_side is not None:
+                image.draft("RGB", _scaled_size(image.width, image.height, shorter_side))  # JPEG: decode small
+                size = _scaled_size(image.width, image.height, shorter_side)
+                if size != image.size:
+                    return _pil_rgb(image.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
             return _pil_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL raises SyntaxError for some broken files
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+        # PIL raises SyntaxError for some broken files
         raise ValueError(f"cannot read {path} as an image: {err}") from err
 
 
 def write_image(path: str | Path, frame: np.ndarray) -> None:
-    """Write one uint8 (H, W, C) frame, C in {1, 3}, as an image (png by default)."""
+    """Write one uint8 (H, W, C) frame, C in {1, 3}, as an image (png by default), atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
-        raise ValueError(f"cannot write image {path}: suffix {suffix!r} not in {IMAGE_SUFFIXES}")
+        raise ValueError(f"cannot write image {path}: suffix {suffix!r} not in {IMAGE_SUFFIXES} (any case)")
     if not isinstance(frame, np.ndarray) or frame.ndim != 3:
         raise ValueError(
             f"frame must be a uint8 numpy array (H, W, C), got {type(frame).__name__} "
             f"shape={getattr(frame, 'shape', None)}"
         )
     rgb = _check_frames(frame[None], "frame")[0]  # (H, W, 3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb, mode="RGB").save(path)
+    _make_parent(path)
+    fmt = Image.registered_extensions()[suffix]
+    atomic_write(path, lambda tmp: Image.fromarray(rgb, mode="RGB").save(tmp, format=fmt), durable=False)
+
+
+def _make_parent(path: Path) -> None:
+    """Create the folder of an output file, naming it when that fails."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot create the folder of {path}: {err.strerror or err}") from err
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -371,14 +426,14 @@ def read_clip(path: str | Path, indices: Sequence[int], shorter_side: Optional[i
         files = _frame_files(path)
         if indices[-1] >= len(files):
             raise ValueError(f"{path} has {len(files)} frames, clip wants frame {indices[-1]}")
-        frames = [_resize(read_image(files[i]), shorter_side) for i in indices]
+        frames = [read_image(files[i], shorter_side=shorter_side) for i in indices]
         return _stack(frames, path)
     suffix = path.suffix.lower()
     if suffix in GIF_SUFFIXES:
-        every = _read_gif(path)  # gifs are small: decode all, keep the wanted frames
+        every = _read_gif(path, shorter_side=shorter_side)  # gifs are small: decode all, keep the wanted frames
         if indices[-1] >= len(every):
             raise ValueError(f"{path} has {len(every)} frames, clip wants frame {indices[-1]}")
-        return np.stack([_resize(every[i], shorter_side) for i in indices])
+        return np.stack([every[i] for i in indices])
     if suffix not in AV_SUFFIXES:
         raise ValueError(f"unknown video suffix {suffix!r} for {path}; allowed: {VIDEO_SUFFIXES}")
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 import warnings
 from pathlib import Path
 from typing import Callable, Optional
@@ -18,37 +17,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..files import atomic_write, fsync_dir
+
 VOCAB_FILE = "text_vocab.json"
 FORMAT = 1  # layout of a model directory, recorded in config.json as "format"
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")  # torch.save / pickle files: loading them can run code
 
-# ---- atomic file helpers (shared with training checkpoints) ----
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        write(tmp)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+# ---- helpers ----
 
 
 def _unshared(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -90,13 +65,13 @@ def save_model_dir(out_dir: str | os.PathLike, model: nn.Module, config: dict, *
     out.mkdir(parents=True, exist_ok=True)
     for name, module in {"model": model, **(extra or {})}.items():
         weights = _unshared(module.state_dict())
-        _atomic_write(out / f"{name}.safetensors",
+        atomic_write(out / f"{name}.safetensors",
                       lambda tmp, w=weights: save_file(w, str(tmp), metadata={"format": "pt"}))
     if vocab is not None:
         words = json.dumps(list(vocab), indent=0) + "\n"
-        _atomic_write(out / VOCAB_FILE, lambda tmp: tmp.write_text(words))
-    _atomic_write(out / "config.json", lambda tmp: tmp.write_text(text))
-    _fsync_dir(out)
+        atomic_write(out / VOCAB_FILE, lambda tmp: tmp.write_text(words))
+    atomic_write(out / "config.json", lambda tmp: tmp.write_text(text))
+    fsync_dir(out)
     return out
 
 

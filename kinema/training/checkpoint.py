@@ -24,7 +24,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..models.model_dir import _fsync_dir, _fsync_file, _unshared
+from ..files import fsync_dir, fsync_file, replace_dir
+from ..models.model_dir import _unshared
 
 FORMAT = 1  # version of the checkpoint layout written to meta.json
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -157,14 +158,14 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, state: dict, keep: in
     try:
         save_file(_unshared(tensors), str(tmp / "state.safetensors"), metadata={"format": str(FORMAT)})
         (tmp / "meta.json").write_text(meta)
-        _fsync_file(tmp / "state.safetensors")
-        _fsync_file(tmp / "meta.json")
-        _fsync_dir(tmp)
-        _replace_dir(tmp, final)
+        fsync_file(tmp / "state.safetensors")
+        fsync_file(tmp / "meta.json")
+        fsync_dir(tmp)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
     _prune(run_dir, keep, final)
     return final
 
@@ -182,26 +183,11 @@ def remove_stale(run_dir: str | os.PathLike) -> list[Path]:
     stale = [p for p in root.iterdir() if p.is_dir() and p.name.startswith((".tmp-", ".del-", ".old-"))]
     for path in stale:
         if path.name.startswith(".old-") and not (root / path.name.split("-")[1]).exists():
-            # killed between the two renames of _replace_dir: the old copy is the only one; put it back
+            # killed between the two renames of replace_dir: the old copy is the only one; put it back
             os.rename(path, root / path.name.split("-")[1])
             continue
         shutil.rmtree(path, ignore_errors=True)
     return stale
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    if not dst.exists():
-        os.rename(src, dst)
-        return
-    # rename() cannot replace a non-empty directory: move the old one aside, then drop it.
-    old = dst.with_name(f".old-{dst.name}-{uuid.uuid4().hex[:8]}")
-    os.rename(dst, old)
-    try:
-        os.rename(src, dst)
-    except BaseException:
-        os.rename(old, dst)
-        raise
-    shutil.rmtree(old)
 
 
 def _prune(run_dir: str | os.PathLike, keep: int, just_saved: Path) -> None:
