@@ -28,8 +28,8 @@ demo: $(VENV)/.base
 
 # train a small model from scratch on the built-in moving digits (a few minutes), then sample it
 demo-train: $(VENV)/.base
-	rm -rf runs/demo  # a fresh run (kinema train refuses a directory holding checkpoints)
-	$(VENV)/bin/kinema train --config configs/demo.yaml --out runs/demo
+	# a second run continues the first (nothing is deleted; kinema train refuses to start over a run's checkpoints)
+	$(VENV)/bin/kinema train --config configs/demo.yaml --out runs/demo $$(test -d runs/demo/checkpoints && echo --resume)
 	$(VENV)/bin/kinema sample --model runs/demo --num 8 --sampler ddim --steps 50 --out outputs/demo-train
 	@echo "videos: outputs/demo-train/ (sample_*.mp4, sample_*.gif, grid.mp4); loss plot: runs/demo/loss.png"
 

@@ -285,15 +285,18 @@ def _data_config(args: argparse.Namespace):
 def cmd_data(args: argparse.Namespace) -> int:
     """inspect: report a video collection and write a preview sheet; cache: decode every clip once to a shard."""
     from .data import build_cache, build_dataset, dataset_options, preview_grid, summarize, write_image
+    from .data.cache import check_cache_target
 
     dc = _data_config(args)
     if dc.kind not in ("folder", "ucf101", "kinetics400"):
         raise ValueError(f"kinema data: --kind must be folder, ucf101 or kinetics400, got {dc.kind!r}")
     if not Path(args.dir).is_dir():
         raise FileNotFoundError(f"kinema data: no such directory: {args.dir}")
+    if args.action == "cache":
+        check_cache_target(Path(args.out), args.overwrite)  # before decoding anything
     dataset = build_dataset(dc.kind, **dataset_options(dc))
     if args.action == "cache":
-        index = build_cache(dataset, args.out)
+        index = build_cache(dataset, args.out, overwrite=args.overwrite)
         print(f"cached {index['count']} clips of {index['clip_shape']} (uint8) to {args.out}; "
               f"skipped {len(index['bad_files'])} bad files")
         return 0
@@ -521,7 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE",
                        help="override one data setting, e.g. --set data.size=64 (repeatable)")
         if action == "cache":
-            p.add_argument("--out", required=True, help="cache directory to write (replaced)")
+            p.add_argument("--out", required=True, help="cache directory to write: a new or empty folder")
+            p.add_argument("--overwrite", action="store_true",
+                           help="replace the kinema cache already in --out (nothing but a cache is ever replaced)")
         else:
             p.add_argument("--preview", default="preview.png", help="preview sheet image (default preview.png)")
             p.add_argument("--json", help="also write the report as JSON here")

@@ -20,22 +20,71 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..files import replace_dir, temp_dir_beside
 from .transforms import random_flip
 from .video_datasets import VideoClips
 from .video_io import DECODE_ERRORS, to_tensor
 
 CACHE_VERSION = 1
 CLIPS_FILE, AUDIO_FILE, INDEX_FILE = "clips.u8", "audio.f32", "index.json"
+CACHE_FILES = (CLIPS_FILE, AUDIO_FILE, INDEX_FILE)  # all a cache folder holds
 
 # ---- writing ----
 
 
-def build_cache(dataset: VideoClips, out: str | Path, *, progress: bool = True) -> dict:
-    """Decode every item of `dataset` once into the cache directory `out` (replaced atomically); returns the index."""
+def cache_kind(path: Path) -> str:
+    """What a would-be cache target holds: "none" (absent or empty), "cache" (kinema's own files only) or "other"."""
+    if not path.exists():
+        return "none"
+    if not path.is_dir():
+        return "other"
+    names = {p.name for p in path.iterdir()}
+    if not names:
+        return "none"
+    try:
+        index = json.loads((path / INDEX_FILE).read_text())
+    except (OSError, ValueError):
+        return "other"
+    ours = isinstance(index, dict) and {"version", "count", "clip_shape", "items"} <= set(index)
+    return "cache" if ours and CLIPS_FILE in names and names <= set(CACHE_FILES) else "other"
+
+
+def check_cache_target(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, a target that is not empty, new, or (with `overwrite`) a kinema cache."""
+    kind = cache_kind(out)
+    if kind == "other":
+        found = sorted(p.name for p in out.iterdir())[:3] if out.is_dir() else []
+        raise ValueError(f"--out {out} is not a kinema cache and not empty"
+                         + (f" (it holds {', '.join(found)}{', ...' if len(found) == 3 else ''})" if found else
+                            " (it is a file)")
+                         + "; kinema writes a cache only into a new or empty folder or over its own cache: "
+                           "choose another --out")
+    if kind == "cache" and not overwrite:
+        raise ValueError(f"--out {out} already holds a kinema cache; pass --overwrite to replace it")
+
+
+def build_cache(dataset: VideoClips, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+    """Decode every item of `dataset` once into the cache directory `out`; returns the index.
+
+    The cache is written to a hidden folder beside `out` and renamed into place, so a kill leaves
+    the old cache (or nothing) intact. `out` must be new, empty, or (with `overwrite`) a kinema cache
+    holding only kinema's own files: nothing else is ever deleted.
+    """
     out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    check_cache_target(out, overwrite)
+    tmp = temp_dir_beside(out)
+    try:
+        index = _write_cache(dataset, tmp, progress)
+        check_cache_target(out, overwrite)  # again: the folder may have changed while we decoded
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # the hidden folder made above, nothing else
+        raise
+    return index
+
+
+def _write_cache(dataset: VideoClips, tmp: Path, progress: bool) -> dict:
+    """Decode every item into the shard files of the empty folder `tmp`; returns the index."""
     cfg, n = dataset.clip, len(dataset)
     shape = (cfg.num_frames, cfg.size, cfg.size, 3)  # one clip: (T, S, S, 3)
     clips = np.memmap(tmp / CLIPS_FILE, dtype=np.uint8, mode="w+", shape=(n, *shape))
@@ -69,8 +118,6 @@ def build_cache(dataset: VideoClips, out: str | Path, *, progress: bool = True) 
         os.truncate(tmp / AUDIO_FILE, kept * samples * 4)
         index.update(audio_samples=samples, audio_rate=dataset.audio_rate)
     (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return index
 
 
