@@ -8,15 +8,21 @@ Files are probed (headers only) when the data set is built: one that cannot be o
 too short for a clip is skipped with a warning naming it, and listed in ``bad_files``. A file
 that fails later, while its frames are decoded, is recorded the same way and the item falls
 back to the next video, so training never stops on a bad file. A data set without a single
-readable video is a ValueError.
+readable video is a ValueError. FIFOs, sockets and devices are never opened (a FIFO would block).
+
+Text files (caption indexes, split lists) must be UTF-8: anything else is a ValueError naming
+the file and line. A broken line of a caption index is skipped with a warning naming file:line;
+a broken line of a split list or annotations table is a ValueError naming file:line.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
+import stat
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -42,6 +48,8 @@ from .video_io import (
 )
 
 CAPTION_INDEXES = ("captions.jsonl", "captions.csv")  # path -> caption files read at a VideoFolder's root
+MAX_LISTED = 5  # bad files or broken lines named in one message; the rest are counted
+MAX_WARNED = 20  # bad files warned about one by one; the rest are only in bad_files and the counts
 
 # ---- helpers ----
 
@@ -55,44 +63,137 @@ class VideoEntry:
     label: int = -1  # class index, -1 when none
 
 
+def listing(problems: dict[str, str], limit: int = MAX_LISTED) -> str:
+    """A {path: reason} dict as "a (why), b (why) ... and N more": a message of bounded length."""
+    shown = [f"{path} ({why})" for path, why in list(problems.items())[:limit]]
+    more = len(problems) - len(shown)
+    return ", ".join(shown) + (f" ... and {more} more" if more > 0 else "")
+
+
+def special_file(path: Path) -> Optional[str]:
+    """What `path` is ("a FIFO", ...) when it is neither a regular file nor a folder, else None; never opens it."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks: a link to a regular file is a regular file
+    except OSError:
+        return "a broken symbolic link" if path.is_symlink() else None  # missing: the caller's own message
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device"}
+    return next((kind for is_kind, kind in kinds.items() if is_kind(mode)), "not a regular file")
+
+
 def find_videos(root: Path) -> list[Path]:
-    """Video files (VIDEO_SUFFIXES) and folders of frames under `root`, recursively, sorted."""
+    """Video files (VIDEO_SUFFIXES) and folders of frames under `root`, recursively, sorted.
+
+    Anything that is not a regular file (a FIFO would block the first read) is skipped with a warning.
+    """
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(folder)
-        if here != root and any(Path(f).suffix.lower() in IMAGE_SUFFIXES for f in files):
+        if here != root and any(Path(f).suffix.lower() in IMAGE_SUFFIXES and (here / f).is_file() for f in files):
             found.append(here)  # a folder of frames
-        found += [here / f for f in files if Path(f).suffix.lower() in VIDEO_SUFFIXES and not f.startswith(".")]
+        for f in files:
+            if Path(f).suffix.lower() not in VIDEO_SUFFIXES or f.startswith("."):
+                continue
+            kind = special_file(here / f)
+            if kind is None:
+                found.append(here / f)
+            else:
+                warnings.warn(f"skipping {here / f}: {kind}, not a regular file", stacklevel=2)
     return sorted(found)
+
+
+def read_text(path: Path) -> str:
+    """The text of a UTF-8 file (a BOM is allowed); a ValueError naming file:line when it is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 (byte {data[err.start]:#04x} at offset {err.start}); "
+                         f"save it as UTF-8") from None
+
+
+def _numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """(1-based line number, line) of a UTF-8 text file, split at "\n" only (a caption may hold U+2028)."""
+    return list(enumerate(read_text(path).split("\n"), start=1))
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """`text` quoted, cut to `limit` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def _warn_skipped_lines(path: Path, problems: dict[str, str]) -> None:
+    """Warn about the skipped lines of `path` ({"file:line": why}): the first MAX_LISTED by name, then a count."""
+    for where, why in list(problems.items())[:MAX_LISTED]:
+        warnings.warn(f"{where}: skipping this line: {why}", stacklevel=3)
+    if len(problems) > MAX_LISTED:
+        warnings.warn(f"{path}: skipped {len(problems)} lines in all ({len(problems) - MAX_LISTED} more than "
+                      f"named above)", stacklevel=3)
+
+
+def _jsonl_captions(path: Path) -> dict[str, str]:
+    """{path: caption} from a captions.jsonl; broken lines are skipped with a warning naming file:line."""
+    captions: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for n, line in _numbered_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            problems[f"{path}:{n}"] = f"not JSON ({err.msg} at column {err.colno}): {_short(line)}"
+            continue
+        if not (isinstance(row, dict) and isinstance(row.get("path"), str) and isinstance(row.get("caption"), str)):
+            problems[f"{path}:{n}"] = f"want an object with string 'path' and 'caption', got {_short(line)}"
+            continue
+        captions[str(PurePosixPath(row["path"]))] = row["caption"]
+    _warn_skipped_lines(path, problems)
+    return captions
+
+
+def _csv_rows(path: Path, need: set[str]) -> list[tuple[int, dict]]:
+    """(line, row) of a UTF-8 CSV whose header names every column in `need`; a ValueError naming file:line."""
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    try:
+        if not need <= set(reader.fieldnames or ()):
+            raise ValueError(f"{path}: columns {sorted(need)} are required, got {reader.fieldnames}")
+        return [(reader.line_num, row) for row in reader]  # line_num: the last line of the row
+    except csv.Error as err:  # line_num counts the lines parsed before the one that failed
+        raise ValueError(f"{path}:{reader.line_num + 1}: {err}") from None
+
+
+def _csv_captions(path: Path) -> dict[str, str]:
+    """{path: caption} from a captions.csv; short or long rows are skipped with a warning naming file:line."""
+    captions: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for n, row in _csv_rows(path, {"path", "caption"}):
+        if row["path"] is None or row["caption"] is None:
+            problems[f"{path}:{n}"] = "fewer fields than the header"
+        elif None in row:  # DictReader's key for the extra fields
+            problems[f"{path}:{n}"] = "more fields than the header (quote a caption that holds a comma)"
+        else:
+            captions[str(PurePosixPath(row["path"]))] = row["caption"]
+    _warn_skipped_lines(path, problems)
+    return captions
 
 
 def read_caption_index(root: Path) -> dict[str, str]:
     """{relative posix path: caption} from captions.jsonl ({"path", "caption"} per line) and captions.csv."""
-    captions: dict[str, str] = {}
     jsonl, table = root / CAPTION_INDEXES[0], root / CAPTION_INDEXES[1]
-    if jsonl.is_file():
-        for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if not isinstance(row, dict) or not {"path", "caption"} <= set(row):
-                raise ValueError(f"{jsonl}:{n}: each line must be an object with 'path' and 'caption', got {line!r}")
-            captions[str(PurePosixPath(row["path"]))] = str(row["caption"])
+    captions = _jsonl_captions(jsonl) if jsonl.is_file() else {}
     if table.is_file():
-        with open(table, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not {"path", "caption"} <= set(reader.fieldnames or ()):
-                raise ValueError(f"{table}: the header must name 'path' and 'caption', got {reader.fieldnames}")
-            for row in reader:
-                captions[str(PurePosixPath(row["path"]))] = row["caption"]
+        captions.update(_csv_captions(table))
     return captions
 
 
 def sidecar_caption(path: Path) -> Optional[str]:
     """The text of `name.txt` beside `name.mp4` (or beside a frame folder `name/`), if there is one."""
     side = path.parent / (path.name + ".txt") if path.is_dir() else path.with_suffix(".txt")
-    return side.read_text(encoding="utf-8").strip() if side.is_file() else None
+    return read_text(side).strip() if side.is_file() else None
 
 
 def class_caption(name: str) -> str:
@@ -101,11 +202,23 @@ def class_caption(name: str) -> str:
     return " ".join(w.lower() for w in words)
 
 
+def _as_int(text: Optional[str], parse=int) -> Optional[int]:
+    """`parse(text)` as an int, or None when `text` is not a number (or is missing)."""
+    try:
+        return int(parse(text))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def _resolve(root: Path, name: str | Path, what: str) -> Path:
-    """`name` as given, else under `root`; a clear error when neither exists."""
-    for candidate in (Path(name), root / name):
+    """`name` as given, else under `root`; a clear error when neither is a file."""
+    candidates = (Path(name), root / name)
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
+    for candidate in candidates:
+        if candidate.exists():
+            raise ValueError(f"{what} {candidate} is {special_file(candidate) or 'a directory'}, not a file")
     raise FileNotFoundError(f"{what} {name} not found (looked as given and under {root})")
 
 
@@ -125,6 +238,10 @@ class VideoClips(torch.utils.data.Dataset):
         self.entries: list[VideoEntry] = []
         self.infos: list[VideoInfo] = []
         for entry in entries:
+            kind = special_file(entry.path)
+            if kind is not None:
+                self.mark_bad(entry.path, f"{kind}, not a regular file (not opened)")
+                continue
             try:
                 info = probe_video(entry.path)
             except DECODE_ERRORS as err:
@@ -137,17 +254,22 @@ class VideoClips(torch.utils.data.Dataset):
             self.entries.append(entry)
             self.infos.append(info)
         if not self.entries:
-            raise ValueError(f"{name}: no readable video among {len(entries)} candidates; "
-                             f"skipped: {self.bad_files or 'none found'}")
+            skipped = f"; skipped {len(self.bad_files)}: {listing(self.bad_files)}" if self.bad_files else ""
+            raise ValueError(f"{name}: no readable video among {len(entries)} candidates{skipped}")
         if self.bad_files:
             warnings.warn(f"{name}: skipped {len(self.bad_files)} of {len(entries)} videos (see .bad_files)",
                           stacklevel=2)
 
     def mark_bad(self, path: Path, reason: str) -> None:
-        """Record a bad video and warn once naming it."""
-        if str(path) not in self.bad_files:
-            self.bad_files[str(path)] = reason
+        """Record a bad video and warn once naming it (the first MAX_WARNED bad videos; then only record)."""
+        if str(path) in self.bad_files:
+            return
+        self.bad_files[str(path)] = reason
+        if len(self.bad_files) <= MAX_WARNED:
             warnings.warn(f"{self.name}: skipping {path}: {reason}", stacklevel=3)
+        elif len(self.bad_files) == MAX_WARNED + 1:
+            warnings.warn(f"{self.name}: more than {MAX_WARNED} bad videos; the rest are skipped without a "
+                          f"warning each (all are listed in bad_files)", stacklevel=3)
 
     def __len__(self) -> int:
         return len(self.entries) * self.clip.clips_per_video
@@ -197,7 +319,8 @@ class VideoClips(torch.utils.data.Dataset):
                 return self.sample(i, *self.clip_frames(i))
             except DECODE_ERRORS as err:
                 self.mark_bad(path, f"cannot decode: {err}")
-        raise ValueError(f"{self.name}: every video failed to decode; skipped: {self.bad_files}")
+        raise ValueError(f"{self.name}: every video failed to decode; skipped {len(self.bad_files)}: "
+                         f"{listing(self.bad_files)}")
 
 
 # ---- the data sets ----
@@ -248,25 +371,26 @@ class UCF101(VideoClips):
         if not class_file.is_file():
             raise FileNotFoundError(f"UCF101: classInd.txt not found beside {split_path}")
         self.classes: list[str] = []
-        for line in class_file.read_text().splitlines():
-            if line.strip():
-                number, name = line.split()
-                if int(number) != len(self.classes) + 1:
-                    raise ValueError(f"{class_file}: expected class number {len(self.classes) + 1}, got {line!r}")
-                self.classes.append(name)
+        for n, line in _numbered_lines(class_file):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or _as_int(parts[0]) != len(self.classes) + 1:
+                raise ValueError(f"{class_file}:{n}: expected '{len(self.classes) + 1} ClassName', got {line!r}")
+            self.classes.append(parts[1])
         label_of = {name: i for i, name in enumerate(self.classes)}
         entries, self.missing = [], []
-        for line in split_path.read_text().splitlines():
+        for n, line in _numbered_lines(split_path):
             parts = line.split()
             if not parts:
                 continue
             rel = parts[0]
             name = rel.split("/")[0]
             if name not in label_of:
-                raise ValueError(f"{split_path}: class {name!r} of {rel!r} is not in {class_file}")
+                raise ValueError(f"{split_path}:{n}: class {name!r} of {rel!r} is not in {class_file}")
             label = label_of[name]
-            if len(parts) > 1 and int(parts[1]) - 1 != label:
-                raise ValueError(f"{split_path}: {rel!r} has label {parts[1]}, but {class_file} numbers "
+            if len(parts) > 1 and _as_int(parts[1]) != label + 1:
+                raise ValueError(f"{split_path}:{n}: {rel!r} has label {parts[1]}, but {class_file} numbers "
                                  f"{name!r} as {label + 1}")
             path = self.root / rel
             if not path.is_file():
@@ -277,7 +401,7 @@ class UCF101(VideoClips):
             warnings.warn(f"UCF101: {len(self.missing)} of {len(self.missing) + len(entries)} clips listed in "
                           f"{split_path.name} are missing under {self.root} (first: {self.missing[0]})", stacklevel=2)
         super().__init__(entries, clip, audio=audio, audio_rate=audio_rate,
-                         name=f"UCF101({split_path.name})")
+                         name=f"UCF101({split_path})")
 
 
 class Kinetics400(VideoClips):
@@ -296,20 +420,19 @@ class Kinetics400(VideoClips):
         if not self.root.is_dir():
             raise FileNotFoundError(f"Kinetics400: no such directory: {self.root}")
         table = _resolve(self.root, annotations, "Kinetics400 annotations")
-        with open(table, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            need = {"youtube_id", "time_start", "time_end"}
-            if not need <= set(reader.fieldnames or ()):
-                raise ValueError(f"{table}: columns {sorted(need)} are required, got {reader.fieldnames}")
-            rows = list(reader)
-        self.classes = sorted({r["label"] for r in rows if r.get("label")})
+        rows = _csv_rows(table, {"youtube_id", "time_start", "time_end"})  # (line, row)
+        self.classes = sorted({r["label"] for _, r in rows if r.get("label")})
         label_of = {name: i for i, name in enumerate(self.classes)}
         files = {p.stem: p for p in self.root.rglob("*") if p.suffix.lower() in AV_SUFFIXES}
         entries, self.missing = [], []
-        for row in rows:
+        for n, row in rows:
             if split is not None and row.get("split") != split:
                 continue
-            stem = f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_{int(float(row['time_end'])):06d}"
+            start, end = _as_int(row["time_start"], float), _as_int(row["time_end"], float)
+            if not row["youtube_id"] or start is None or end is None:
+                raise ValueError(f"{table}:{n}: want a youtube_id and time_start, time_end in seconds, got "
+                                 f"{row['youtube_id']!r}, {row['time_start']!r}, {row['time_end']!r}")
+            stem = f"{row['youtube_id']}_{start:06d}_{end:06d}"
             if stem not in files:
                 self.missing.append(stem)
                 continue
@@ -319,7 +442,7 @@ class Kinetics400(VideoClips):
             warnings.warn(f"Kinetics400: {len(self.missing)} of {len(self.missing) + len(entries)} clips in "
                           f"{table.name} are missing under {self.root} (first: {self.missing[0]})", stacklevel=2)
         super().__init__(entries, clip, audio=audio, audio_rate=audio_rate,
-                         name=f"Kinetics400({table.name})")
+                         name=f"Kinetics400({table})")
 
 
 # ---- inspection ----

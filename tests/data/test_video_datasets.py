@@ -144,11 +144,12 @@ def test_no_readable_file_is_a_clear_error(tmp_path):
         VideoFolder(tmp_path / "missing")
 
 
-def test_bad_caption_index_names_the_file(tmp_path):
+def test_bad_caption_line_is_skipped_naming_the_file(tmp_path):
     write_av(tmp_path / "a.mp4", gradient_frames())
     (tmp_path / "captions.jsonl").write_text('{"file": "a.mp4"}\n')
-    with pytest.raises(ValueError, match="captions.jsonl:1"):
-        VideoFolder(tmp_path, SMALL)
+    with pytest.warns(UserWarning, match="captions.jsonl:1"):
+        ds = VideoFolder(tmp_path, SMALL)
+    assert [e.caption for e in ds.entries] == [""]
 
 
 # ---- UCF-101 and Kinetics-400 layouts ----
