@@ -4,20 +4,44 @@
 
 Prompt, negative prompt, an optional image / audio / context video, the task, sampler, steps,
 guidance scales, seed, frame count and feature caching; a progress bar while sampling; the clip
-plays in the page and downloads as MP4. Requests wait in one queue: one clip is sampled at a time, nobody is turned away.
+plays in the page and downloads as MP4. Requests wait in one queue: one clip is sampled at a time,
+nobody is turned away.
+
+What one request may cost is bounded before any work starts: uploads (MAX_UPLOAD, refused by gradio
+itself), prompt length, frames × steps × size² (`max_cost`), and every number must be finite and in
+range. Uploads are decoded at the model's size, only the frames a task needs. A job whose client went
+away stops at its next network call, so it does not hold the queue. Each clip is written to a
+temporary directory of its own, removed once gradio has its copy; gradio deletes its copies
+(uploads and clips) after an hour and when the server stops (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
+
+import torch
 
 from .data import read_video
 from .diffusion import SAMPLERS
 from .pipeline import VideoPipeline
 
 TASKS = ("generate", "predict", "interpolate", "animate")
+MAX_PROMPT_CHARS = 500  # per prompt; the text encoders keep far fewer tokens than this
+MAX_UPLOAD = "50mb"  # gradio stops reading a larger upload at this size (HTTP 413) and deletes the part it had
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 0..2**63-1
+BUDGET_WINDOWS, BUDGET_STEPS = 8, 100  # default max_cost: 8 of the model's windows at 100 steps (the form's maxima)
+CACHE_SECONDS = 3600  # gradio deletes the uploads and clips of this page older than this, and all at shutdown
+
+
+class Cancelled(Exception):
+    """The request's client went away, so sampling stopped."""
 
 
 def _require_gradio():
@@ -28,23 +52,78 @@ def _require_gradio():
     return gr
 
 
-def generate_clip(pipe: VideoPipeline, *, task: str, prompt: str = "", negative_prompt: str = "",
+# ---- limits ----
+
+
+def default_max_cost(pipe: VideoPipeline) -> int:
+    """The default budget of one request in frames × steps × size²: 8 of the model's windows at 100 steps."""
+    return BUDGET_WINDOWS * pipe.num_frames * BUDGET_STEPS * pipe.size ** 2
+
+
+def _whole(name: str, value, lo: int, hi: Optional[int] = None) -> int:
+    """`value` as an int in [lo, hi]; a ValueError naming the field otherwise (NaN, ±inf and 2.5 included)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        allowed = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be a whole number {allowed}, got {value!r}")
+    return value
+
+
+def _finite(name: str, value) -> float:
+    """`value` as a float; a ValueError naming the field when it is NaN, ±inf or not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_request(pipe: VideoPipeline, *, prompt: str, negative_prompt: str, steps, frames, seed, guidance,
+                  audio_guidance, cache_interval, context_frames=None, max_cost: Optional[int] = None) -> dict:
+    """The request's numbers as ints and finite floats, checked before any work; ValueError naming the field."""
+    for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
+        if len(text) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the {name} has {len(text):,} characters; at most {MAX_PROMPT_CHARS} are allowed")
+    n = {"steps": _whole("steps", steps, 1, pipe.diffusion.num_steps), "frames": _whole("frames", frames, 2),
+         "seed": _whole("seed", seed, 0, MAX_SEED), "guidance": _finite("guidance", guidance),
+         "audio_guidance": _finite("audio guidance", audio_guidance),
+         "cache_interval": _whole("cache interval", cache_interval, 1)}
+    if context_frames is not None:
+        n["context_frames"] = _whole("context frames", context_frames, 1, n["frames"] - 1)
+    max_cost = default_max_cost(pipe) if max_cost is None else max_cost
+    cost = n["frames"] * n["steps"] * pipe.size ** 2
+    if cost > max_cost:
+        most = max_cost // (n["steps"] * pipe.size ** 2)
+        raise ValueError(f"frames × steps × size² = {n['frames']} × {n['steps']} × {pipe.size}² = {cost:,} is above "
+                         f"this server's limit of {max_cost:,}: at most {most} frames at {n['steps']} steps")
+    return n
+
+
+# ---- one request ----
+
+
+def generate_clip(pipe: VideoPipeline, *, task: str, out_dir: str | Path, prompt: str = "", negative_prompt: str = "",
                   image: Optional[str] = None, audio: Optional[str] = None, video: Optional[str] = None,
                   sampler: str = "dpmpp_2m", steps: int = 20, guidance: float = 3.0, audio_guidance: float = 2.0,
-                  seed: int = 0, frames: int = 16, context_frames: int = 4, cache_interval: int = 1,
-                  out_dir: Optional[str] = None) -> Path:
-    """One request of the page: turn the form's values into a pipeline call, write the clip as MP4, return its path."""
+                  seed: int = 0, frames: int = 16, context_frames: Optional[int] = None, cache_interval: int = 1,
+                  max_cost: Optional[int] = None, cancelled: Optional[Callable[[], bool]] = None) -> Path:
+    """One request of the page: check the form's values, call the pipeline, write the clip as MP4 into out_dir.
+
+    `cancelled()` is asked before every network call; once it says True sampling stops with `Cancelled`.
+    """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    n = check_request(pipe, prompt=prompt, negative_prompt=negative_prompt, steps=steps, frames=frames, seed=seed,
+                      guidance=guidance, audio_guidance=audio_guidance, cache_interval=cache_interval,
+                      context_frames=context_frames, max_cost=max_cost)
     cond = pipe.conditioner.config if pipe.conditioner is not None else None
-    kwargs: dict = {"num_frames": int(frames), "steps": int(steps), "sampler": sampler, "seed": int(seed),
-                    "cache_interval": int(cache_interval)}
+    kwargs: dict = {"num_frames": n["frames"], "steps": n["steps"], "sampler": sampler, "seed": n["seed"],
+                    "cache_interval": n["cache_interval"]}
     if prompt.strip() and cond is not None and cond.text != "none":
-        kwargs.update(prompt=prompt.strip(), guidance=float(guidance))
+        kwargs.update(prompt=prompt.strip(), guidance=n["guidance"])
         if negative_prompt.strip():
             kwargs["negative_prompt"] = negative_prompt.strip()
     if audio and cond is not None and cond.audio:
-        kwargs.update(audio=audio, audio_guidance=float(audio_guidance))
+        kwargs.update(audio=audio, audio_guidance=n["audio_guidance"])
     if image and cond is not None and cond.image and task == "generate":
         kwargs["image"] = image  # a reference image (global embedding) for plain generation
     frame_tasks = pipe.model.config.frame_conditioning
@@ -53,7 +132,7 @@ def generate_clip(pipe: VideoPipeline, *, task: str, prompt: str = "", negative_
     if task == "predict":
         if not video:
             raise ValueError("prediction needs a context video")
-        kwargs.update(context=video, context_frames=int(context_frames))
+        kwargs.update(context=video, context_frames=n.get("context_frames"))  # the pipeline decodes only those
     elif task == "animate":
         if not image:
             raise ValueError("animation needs an image")
@@ -61,36 +140,78 @@ def generate_clip(pipe: VideoPipeline, *, task: str, prompt: str = "", negative_
     elif task == "interpolate":
         if not image or not video:
             raise ValueError("interpolation needs an image (first frame) and a video whose last frame ends the clip")
-        kwargs.update(first_frame=image, last_frame=_last_frame(video))
-    clip = pipe(**kwargs)
-    out = Path(out_dir or tempfile.mkdtemp(prefix="kinema-serve-"))
-    out.mkdir(parents=True, exist_ok=True)
-    return clip.save(out / f"{task}-{int(seed)}.mp4")
+        kwargs.update(first_frame=image, last_frame=_last_frame(pipe, video))
+    with _stop_when(pipe.model, cancelled):
+        clip = pipe(**kwargs)
+    return clip.save(Path(out_dir) / f"{task}-{n['seed']}.mp4")
 
 
-def _last_frame(video: str):
-    """The last frame of a video file, uint8 (H, W, C)."""
-    return read_video(video)[-1]
+def _last_frame(pipe: VideoPipeline, video: str):
+    """The last frame of a video file at the model's size, uint8 (H, W, C); only that frame is kept while decoding."""
+    return read_video(video, last=1, shorter_side=pipe.size)[-1]
 
 
-def build_app(pipe: VideoPipeline, title: str = "kinema"):
-    """The gradio Blocks app around one loaded pipeline."""
+@contextmanager
+def _stop_when(model: torch.nn.Module, cancelled: Optional[Callable[[], bool]]):
+    """Inside: every call of `model` first asks `cancelled()`, and raises Cancelled once it says True."""
+    def check(module, args):
+        if cancelled():
+            raise Cancelled("the request was cancelled (its client went away); sampling stopped")
+
+    handle = model.register_forward_pre_hook(check) if cancelled is not None else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _client_gone() -> Callable[[], bool]:
+    """For the gradio event running in this thread: True once gradio has given it up.
+
+    A client that closes the page's event stream has its events marked dead (`Event.alive`, set by
+    gradio's queue); a cancelled event leaves the queue's active jobs. Gradio itself only stops
+    waiting for the function, which runs on in its thread; this check lets the sampler stop.
+    """
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if event_id is None or queue is None:
+        return lambda: False
+
+    def gone() -> bool:
+        running = [event for job in queue.active_jobs if job for event in job]
+        return not any(event._id == event_id and event.alive for event in running)
+
+    return gone
+
+
+# ---- the page ----
+
+
+def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int] = None):
+    """The gradio Blocks app around one loaded pipeline; `max_cost` bounds frames × steps × size² per request."""
     gr = _require_gradio()
     cond = pipe.conditioner.config if pipe.conditioner is not None else None
     tasks = list(TASKS) if pipe.model.config.frame_conditioning else ["generate"]
+    # a refused request is the user's mistake, not the server's: no traceback in the log (gradio >= 5.9)
+    quiet = {"print_exception": False} if "print_exception" in inspect.signature(gr.Error).parameters else {}
 
     def run(task, prompt, negative, image, audio, video, sampler, steps, guidance, audio_guidance, seed, frames,
             cache_interval, progress=gr.Progress(track_tqdm=True)):
-        try:
-            path = generate_clip(pipe, task=task, prompt=prompt or "", negative_prompt=negative or "", image=image,
-                                 audio=audio, video=video, sampler=sampler, steps=steps, guidance=guidance,
-                                 audio_guidance=audio_guidance, seed=seed, frames=frames,
-                                 cache_interval=cache_interval)
-        except (ValueError, FileNotFoundError) as err:
-            raise gr.Error(str(err))
-        return str(path), str(path)
+        with tempfile.TemporaryDirectory(prefix="kinema-serve-") as tmp:
+            try:
+                path = generate_clip(pipe, task=task, out_dir=tmp, prompt=prompt or "", negative_prompt=negative or "",
+                                     image=image, audio=audio, video=video, sampler=sampler, steps=steps,
+                                     guidance=guidance, audio_guidance=audio_guidance, seed=seed, frames=frames,
+                                     cache_interval=cache_interval, max_cost=max_cost, cancelled=_client_gone())
+            except (ValueError, FileNotFoundError, Cancelled) as err:
+                raise gr.Error(str(err), **quiet) from None
+            clip = result.move_resource_to_block_cache(path)  # gradio's copy, served and later deleted by gradio
+        return clip, clip
 
-    with gr.Blocks(title=title) as app:
+    with gr.Blocks(title=title, delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as app:
         gr.Markdown(f"# {title}\nA {pipe.size}×{pipe.size} model with a {pipe.num_frames}-frame window"
                     + (f"; conditions: {', '.join(n for n in ('text', 'image', 'audio') if _has(cond, n))}."
                        if cond is not None else "."))
@@ -98,9 +219,10 @@ def build_app(pipe: VideoPipeline, title: str = "kinema"):
             with gr.Column():
                 task = gr.Dropdown(tasks, value="generate", label="Task")
                 prompt = gr.Textbox(label="Prompt", placeholder="digit 7 moving left", elem_id="prompt",
-                                    visible=_has(cond, "text"))
-                negative = gr.Textbox(label="Negative prompt", visible=_has(cond, "text"))
-                image = gr.Image(type="filepath", label="Image (first frame / reference)")
+                                    visible=_has(cond, "text"), max_length=MAX_PROMPT_CHARS)
+                negative = gr.Textbox(label="Negative prompt", visible=_has(cond, "text"), max_length=MAX_PROMPT_CHARS)
+                # image_mode=None: gradio hands over the path without decoding; the pipeline decodes at its size
+                image = gr.Image(type="filepath", image_mode=None, label="Image (first frame / reference)")
                 audio = gr.Audio(type="filepath", label="Audio", visible=_has(cond, "audio"))
                 video = gr.Video(label="Context video (prediction) / end clip (interpolation)")
                 with gr.Accordion("Sampling", open=False):
@@ -108,7 +230,7 @@ def build_app(pipe: VideoPipeline, title: str = "kinema"):
                     steps = gr.Slider(2, 100, value=20, step=1, label="Steps")
                     guidance = gr.Slider(1, 10, value=3, step=0.5, label="Text guidance")
                     audio_guidance = gr.Slider(1, 10, value=2, step=0.5, label="Audio guidance")
-                    seed = gr.Number(value=0, precision=0, label="Seed")
+                    seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     frames = gr.Slider(2, 8 * pipe.num_frames, value=pipe.num_frames, step=1, label="Frames")
                     cache_interval = gr.Slider(1, 4, value=1, step=1, label="Full network every n-th step (faster "
                                                "above 1: deep features reused in between)")
@@ -117,7 +239,7 @@ def build_app(pipe: VideoPipeline, title: str = "kinema"):
                 result = gr.Video(label="Result", elem_id="result", autoplay=True, loop=True)
                 download = gr.File(label="Download")
         button.click(run, [task, prompt, negative, image, audio, video, sampler, steps, guidance, audio_guidance,
-                           seed, frames, cache_interval], [result, download])
+                           seed, frames, cache_interval], [result, download], api_name="generate")
     return app.queue(default_concurrency_limit=1, max_size=64)  # one clip at a time; others wait their turn
 
 
@@ -128,9 +250,16 @@ def _has(cond, name: str) -> bool:
 
 
 def serve(model: str = "moving-digits", *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-          block: bool = True):
-    """Load `model` and serve the page on host:port; with block=False return the running app."""
+          block: bool = True, max_cost: Optional[int] = None, max_file_size: str | int = MAX_UPLOAD):
+    """Load `model` and serve the page on host:port; with block=False return the running app (stop it: app.close())."""
     pipe = VideoPipeline.from_pretrained(model)
-    app = build_app(pipe, title=f"kinema · {Path(str(model)).name}")
-    app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True)
+    app = build_app(pipe, title=f"kinema · {Path(str(model)).name}", max_cost=max_cost)
+    if block and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C, so gradio deletes its files of this run
+    app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True,
+               max_file_size=max_file_size)
     return app
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
