@@ -94,6 +94,7 @@ def build_inputs(root: Path) -> dict[str, Path]:
     (odd / "config.json").write_text(json.dumps(raw))
     save_file({"x": torch.zeros(1)}, str(root / "weights.safetensors"))
 
+    _guard_inputs(root, plain_meta, net)
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     (root / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
     (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 garbage")
@@ -106,6 +107,56 @@ def build_inputs(root: Path) -> dict[str, Path]:
     save_checkpoint(root / "old-run", 2, {"w": torch.zeros(1)})
     return {"root": root, "model": good, "pickled": pickled, "evil": evil, "future": future, "foreign": foreign,
             "misfit": misfit, "truncated": cut, "odd": odd}
+
+
+def _guard_inputs(root: Path, meta: dict, net) -> None:
+    """Inputs of the guards against data loss, exhaustion and silent garbage (issue 32)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from kinema.data import write_video
+    from kinema.models.model_dir import save_model_dir
+
+    thesis = root / "thesis"
+    thesis.mkdir(exist_ok=True)
+    (thesis / "thesis.tex").write_text("\\documentclass{article} years of work\n")
+    clips = root / "clips"
+    clips.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    write_video(clips / "a.mp4", rng.integers(0, 255, (20, 24, 24, 3), dtype=np.uint8), fps=8)
+    (clips / "captions.jsonl").write_text('{"path": "a.mp4", "caption": "noise"}\n{"path": "b.mp4", caption}\n')
+    os.mkfifo(clips / "pipe.mp4")  # reading it would block for ever
+    cache = root / "old-cache"  # a cache folder as `kinema data cache` writes it
+    cache.mkdir(exist_ok=True)
+    (cache / "clips.u8").write_bytes(bytes(4 * 16 * 16 * 3))
+    (cache / "index.json").write_text(json.dumps({"version": 1, "count": 1, "clip_shape": [4, 16, 16, 3],
+                                                  "items": [{"caption": None, "label": -1, "source": "a.mp4"}]}))
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    first = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    for name, change in (("nan-weights", lambda t: t.fill_(float("nan"))), ("int8-weights", None)):
+        weights = dict(state)
+        if change is None:
+            weights = {k: (v * 100).to(torch.int8) if v.is_floating_point() else v for k, v in weights.items()}
+        else:
+            weights[first] = change(weights[first].clone())
+        net.load_state_dict(state)
+        out = save_model_dir(root / name, net, meta)
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"))
+    for name, key, value in (("fps-zero", "fps", 0), ("fps-word", "fps", "fast"), ("frames-negative", "num_frames", -4),
+                             ("frames-text", "num_frames", "16")):
+        out = save_model_dir(root / name, net, meta)
+        raw = json.loads((out / "config.json").read_text())
+        raw["data"][key] = value
+        (out / "config.json").write_text(json.dumps(raw))
+    (root / "latin1.txt").write_bytes("digit 1 moving left caf\xe9\n".encode("latin-1"))
+    (root / "prompts-dir").mkdir(exist_ok=True)
+    (root / "prompts.txt").write_text("digit 1 moving left\n")
+    (root / "taken.mp4").mkdir(exist_ok=True)  # a folder where the output file belongs
+    (root / "a-file").write_text("not a folder\n")
+    Image.new("L", (12_500, 12_500)).save(root / "huge.png")  # 156 megapixels in ~150 kB
 
 
 def _nested(flat: dict) -> dict:
@@ -160,7 +211,7 @@ CASES = [
     ("truncated weights file", SAMPLE + ["--model", "{truncated}"], 2, "cannot read"),
     ("model size not divisible by the UNet's factor", SAMPLE + ["--model", "{odd}"], 2, "not a positive multiple"),
     ("unknown sampler", SAMPLE + ["--model", "{model}", "--sampler", "euler_magic"], 2, "euler_magic"),
-    ("zero clips", ["sample", "--model", "{model}", "--out", "{root}/out", "--num", "0"], 2, "num_videos"),
+    ("zero clips", ["sample", "--model", "{model}", "--out", "{root}/out", "--num", "0"], 2, "--num must be >= 1"),
     ("non-integer --steps", ["sample", "--model", "{model}", "--out", "{root}/out", "--steps", "ten"], 2,
      "invalid int value"),
     ("unknown command", ["trian", "--out", "x"], 2, "invalid choice"),
@@ -176,6 +227,73 @@ CASES = [
     ("guidance without its condition", SAMPLE + ["--model", "{model}", "--guidance", "4"], 2, "no text was given"),
     ("prompt longer than the encoder takes", SAMPLE + ["--model", "{model}", "--prompt", LONG_PROMPT], 0,
      "only the first 8 are used"),
+    # ---- never lose a user's files ----
+    ("data cache into a folder holding a user's file", ["data", "cache", "{root}/clips", "--out", "{root}/thesis"], 2,
+     "not a kinema cache"),
+    ("data cache into its own source folder", ["data", "cache", "{root}/clips", "--out", "{root}/clips"], 2,
+     "not a kinema cache"),
+    ("data cache into the parent of the source", ["data", "cache", "{root}/clips", "--out", "{root}"], 2,
+     "not a kinema cache"),
+    ("data cache over a cache without --overwrite", ["data", "cache", "{root}/clips", "--out", "{root}/old-cache"], 2,
+     "pass --overwrite"),
+    ("data cache --overwrite of a user's folder", ["data", "cache", "{root}/clips", "--out", "{root}/thesis",
+                                                   "--overwrite"], 2, "not a kinema cache"),
+    ("data cache --out that is a file", ["data", "cache", "{root}/clips", "--out", "{root}/a-file"], 2, "a file"),
+    # ---- one input must not exhaust the machine ----
+    ("a 12,500 x 12,500 PNG to animate", ["animate", "--model", "{model}", "--image", "{root}/huge.png", "--out",
+                                          "{root}/a.mp4", "--steps", "2"], 2, "156 megapixels"),
+    ("100,000 clips in one sampler call", SAMPLE[:3] + ["--num", "100000", "--batch", "100000", "--steps", "2",
+                                                        "--model", "{model}"], 2, "GiB of activations"),
+    ("10^8 frames", SAMPLE + ["--model", "{model}", "--frames", "100000000"], 2, "GiB for the result"),
+    ("training batch of 100,000", ["train", "--config", "{root}/tiny.yaml", "--out", "{root}/big-batch", "--set",
+                                   "train.batch_size=100000"], 2, "train.batch_size=100000"),
+    ("training at 8192 x 8192", ["train", "--config", "{root}/tiny.yaml", "--out", "{root}/big-size", "--set",
+                                 "data.size=8192"], 2, "at 8192x8192 needs"),
+    ("--draws 0", ["animate", "--model", "{model}", "--image", "{root}/huge.png", "--out", "{root}/a.mp4",
+                   "--draws", "0"], 2, "--draws must be >= 1"),
+    ("--steps 0", SAMPLE[:3] + ["--steps", "0", "--model", "{model}"], 2, "--steps must be >= 1"),
+    ("--per-prompt 0", ["augment", "--model", "{model}", "--prompts", "{root}/prompts.txt", "--out", "{root}/aug",
+                        "--per-prompt", "0"], 2, "--per-prompt must be >= 1"),
+    # ---- no silent garbage ----
+    ("guidance NaN", SAMPLE + ["--model", "{model}", "--prompt", "digit 1 moving left", "--guidance", "nan"], 2,
+     "--guidance must be a finite number"),
+    ("guidance -inf", SAMPLE + ["--model", "{model}", "--prompt", "digit 1 moving left", "--guidance=-inf"], 2,
+     "--guidance must be a finite number"),
+    ("audio guidance inf", SAMPLE + ["--model", "{model}", "--audio-guidance", "inf"], 2,
+     "--audio-guidance must be a finite number"),
+    ("NaN weights", SAMPLE + ["--model", "{root}/nan-weights"], 2, "NaN or infinite values"),
+    ("int8 weights", SAMPLE + ["--model", "{root}/int8-weights"], 2, "torch.int8 tensors where floats belong"),
+    ("a prompt of only unknown words", SAMPLE + ["--model", "{model}", "--prompt", "a cat on a skateboard"], 2,
+     "no word this model knows"),
+    ("a prompt with one unknown word", SAMPLE + ["--model", "{model}", "--prompt", "digit 1 moving sideways"], 0,
+     "never saw 'sideways'"),
+    ("--context 0", ["predict", "--model", "{model}", "--video", "{root}/clips/a.mp4", "--context", "0", "--out",
+                     "{root}/p.mp4"], 2, "--context must be >= 1"),
+    ("fps 0 in config.json", SAMPLE + ["--model", "{root}/fps-zero"], 2, "data.fps = 0"),
+    ("fps 'fast' in config.json", SAMPLE + ["--model", "{root}/fps-word"], 2, "data.fps = 'fast'"),
+    # ---- outputs checked before any work ----
+    ("--out of sample is a file", ["sample", "--model", "{model}", "--out", "{root}/a-file", "--num", "1"], 2,
+     "exists and is not a directory"),
+    ("--out of predict is a folder", ["predict", "--model", "{model}", "--video", "{root}/clips/a.mp4", "--context",
+                                      "2", "--out", "{root}/taken.mp4"], 2, "is a directory"),
+    ("--out of predict in a folder that is a file", ["animate", "--model", "{model}", "--image", "{root}/huge.png",
+                                                     "--out", "{root}/a-file/x.mp4"], 2, "a-file exists and is not a directory"),
+    # ---- messages that name what is wrong ----
+    ("--prompts is a directory", ["augment", "--model", "{model}", "--prompts", "{root}/prompts-dir", "--out",
+                                  "{root}/aug"], 2, "prompts-dir is a directory"),
+    ("--prompts not UTF-8", ["augment", "--model", "{model}", "--prompts", "{root}/latin1.txt", "--out", "{root}/aug"],
+     2, "latin1.txt is not UTF-8"),
+    ("--seed 2**70", SAMPLE + ["--model", "{model}", "--seed", str(2**70)], 2, "--seed must be in"),
+    ("--host that is not this machine's", ["serve", "--model", "{model}", "--host", "1.2.3.4"], 2,
+     "--host 1.2.3.4"),
+    ("num_frames -4 in config.json", SAMPLE + ["--model", "{root}/frames-negative"], 2, "data.num_frames = -4"),
+    ("num_frames '16' in config.json", SAMPLE + ["--model", "{root}/frames-text"], 2, "data.num_frames = '16'"),
+    ("a path with two spaces", ["animate", "--model", "{model}", "--image", "{root}/two  spaces.png", "--out",
+                                "{root}/a.mp4"], 2, "two  spaces.png does not exist"),
+    ("a FIFO named pipe.mp4 in a data folder", ["data", "inspect", "{root}/clips", "--preview", "{root}/p.png"], 0,
+     "a FIFO, not a regular file"),
+    ("a broken line in captions.jsonl", ["data", "inspect", "{root}/clips", "--preview", "{root}/p.png"], 0,
+     "captions.jsonl:2"),
 ]
 
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -79,6 +81,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run every task of a model once; write GIF / MP4 clips and an index.html contact sheet."""
     from .demo import run_demo
 
+    _check_seed(args.seed)
+
     summary = run_demo(args.model, args.out, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                        seed=args.seed)
     print(f"{len(summary['clips'])} clips in {summary['seconds']} s; open {Path(args.out) / 'index.html'}")
@@ -87,41 +91,84 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a model in a web page (gradio): prompt, image / audio / video inputs, task, sampler, guidance."""
+    import socket
+
     from .serve import serve
 
+    if not 0 <= args.port < 65536:
+        raise ValueError(f"--port must be in [0, 65535], got {args.port}")
+    try:  # a bad address or a taken port, named before the model loads
+        info = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(info[0], socket.SOCK_STREAM) as probe:
+            probe.bind(info[4])
+    except OSError as err:
+        raise ValueError(f"--host {args.host} --port {args.port}: cannot listen there: "
+                         f"{err.strerror or err}") from err
     serve(args.model, host=args.host, port=args.port, share=False)
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    """Sample clips from a model directory; write one mp4 + gif per clip and a grid."""
-    from .pipeline import VideoPipeline
+    """Sample clips from a model directory; write one mp4 + gif per clip as each batch finishes, and a grid."""
+    from .files import check_writable_dir
+    from .pipeline import Video, VideoPipeline
 
+    out = check_writable_dir(args.out)  # before any work
+    _check_count(args.num, "--num")
+    _check_count(args.batch, "--batch")
     sampling = _sampling(args)
+    seed = sampling.pop("seed")
     pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
                                          trust_pickle=args.trust_pickle)
-    video = pipe(args.num, num_frames=args.frames, **sampling)
-    out = Path(args.out)
-    for i in range(len(video)):
-        for ext in ("mp4", "gif"):
-            video[i].save(out / f"sample_{i:03d}.{ext}")
-    video.save(out / "grid.mp4")
-    video.save(out / "grid.gif")
-    print(f"wrote {len(video)} samples (mp4 + gif) and grid.mp4 / grid.gif to {out}")
+    shown, done = [], 0  # the grid shows the first GRID_CLIPS clips; the rest stream to disk only
+    for k, start in enumerate(range(0, args.num, args.batch)):
+        n = min(args.batch, args.num - start)
+        if args.num > args.batch:
+            print(f"batch {k + 1} of {-(-args.num // args.batch)}: clips {start}-{start + n - 1}", file=sys.stderr)
+        video = pipe(n, num_frames=args.frames, seed=seed + k, **sampling)  # batch k draws with seed + k
+        for i in range(n):
+            for ext in ("mp4", "gif"):
+                video[i].save(out / f"sample_{start + i:03d}.{ext}")
+        shown += [video.numpy()[: max(0, GRID_CLIPS - len(shown))]]
+        done += n
+    grid = Video(_concat(shown), fps=video.fps)
+    grid.save(out / "grid.mp4")
+    grid.save(out / "grid.gif")
+    print(f"wrote {done} samples (mp4 + gif) and grid.mp4 / grid.gif "
+          f"({'all' if done <= GRID_CLIPS else f'the first {GRID_CLIPS}'}) to {out}")
     return 0
+
+
+GRID_CLIPS = 64  # clips tiled into grid.mp4 / grid.gif
+
+
+def _concat(parts):
+    """The non-empty uint8 (B, T, H, W, C) parts as one array."""
+    import numpy as np
+
+    return np.concatenate([p for p in parts if len(p)])
+
+
+def _check_count(value: int, flag: str, low: int = 1) -> None:
+    """A count flag must be >= low."""
+    if value < low:
+        raise ValueError(f"{flag} must be >= {low}, got {value}")
 
 
 def cmd_frames(args: argparse.Namespace) -> int:
     """predict / interpolate / animate: continue a video, fill between two images, or animate one image."""
     from .pipeline import VideoPipeline
 
-    out = Path(args.out)
-    if out.suffix not in (".mp4", ".gif"):
-        raise ValueError(f"--out must end in .mp4 or .gif, got {args.out!r}")
+    from .files import check_output_file
+
+    out = check_output_file(args.out, (".mp4", ".gif"))  # before any work
     for name in ("video", "first", "last", "image"):
         path = getattr(args, name, None)
-        if path is not None and not Path(path).exists():
-            raise FileNotFoundError(f"--{name}: {path} does not exist")
+        if path is not None:
+            _check_input(path, f"--{name}", folder_ok=name == "video")  # a video may be a folder of frames
+    _check_count(args.draws, "--draws")
+    if getattr(args, "context", None) is not None:
+        _check_count(args.context, "--context")
     sampling = _sampling(args)
     pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
                                          trust_pickle=args.trust_pickle)
@@ -138,11 +185,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     """Re-generate a video under a new prompt / image / audio, keeping its layout (SDEdit)."""
     from .pipeline import VideoPipeline
 
-    out = Path(args.out)
-    if out.suffix not in (".mp4", ".gif"):
-        raise ValueError(f"--out must end in .mp4 or .gif, got {args.out!r}")
-    if not Path(args.video).is_file():
-        raise FileNotFoundError(f"--video: {args.video} does not exist")
+    from .files import check_output_file
+
+    out = check_output_file(args.out, (".mp4", ".gif"))  # before any work
+    _check_input(args.video, "--video", folder_ok=True)
     sampling = _sampling(args)
     for key in ("overlap", "long_mode"):
         sampling.pop(key)
@@ -156,37 +202,54 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_augment(args: argparse.Namespace) -> int:
     """Generate a captioned data set (one mp4 + sidecar .txt per clip, and captions.jsonl) from a prompt list."""
-    import json
-
+    from .files import atomic_write, check_writable_dir
     from .pipeline import VideoPipeline
 
-    prompts_file = Path(args.prompts)
-    if not prompts_file.is_file():
-        raise FileNotFoundError(f"--prompts: {prompts_file} does not exist")
-    prompts = [line.strip() for line in prompts_file.read_text().splitlines() if line.strip()]
+    prompts_file = _check_input(args.prompts, "--prompts")
+    try:
+        text = prompts_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--prompts: {prompts_file} is not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                         f"offset {err.start}); save it as UTF-8") from err
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise ValueError(f"--prompts: {prompts_file} has no prompt (one per line)")
-    if args.per_prompt < 1:
-        raise ValueError(f"--per-prompt must be >= 1, got {args.per_prompt}")
+    _check_count(args.per_prompt, "--per-prompt")
+    _check_count(args.batch, "--batch")
+    out = check_writable_dir(args.out)  # before any work
     sampling = _sampling(args)
     if sampling.pop("prompt", None) is not None:
         raise ValueError("augment reads its prompts from --prompts; drop --prompt")
     seed = sampling.pop("seed")
     pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
                                          trust_pickle=args.trust_pickle)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for p_index, prompt in enumerate(prompts):
-        video = pipe(args.per_prompt, num_frames=args.frames, prompt=prompt, seed=seed + p_index, **sampling)
-        for i in range(len(video)):
-            name = f"clip_{p_index:04d}_{i:03d}"
-            video[i].save(out / f"{name}.mp4")
-            (out / f"{name}.txt").write_text(prompt + "\n")
-            rows.append({"path": f"{name}.mp4", "caption": prompt})
-    (out / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        for k, start in enumerate(range(0, args.per_prompt, args.batch)):  # batch k of prompt p: seed + p, + k
+            n = min(args.batch, args.per_prompt - start)
+            video = pipe(n, num_frames=args.frames, prompt=prompt, seed=seed + p_index + k * len(prompts),
+                         **sampling)
+            for i in range(n):
+                name = f"clip_{p_index:04d}_{start + i:03d}"
+                video[i].save(out / f"{name}.mp4")
+                atomic_write(out / f"{name}.txt", lambda tmp: tmp.write_text(prompt + "\n"), durable=False)
+                rows.append({"path": f"{name}.mp4", "caption": prompt})
+    index = "".join(json.dumps(r) + "\n" for r in rows)
+    atomic_write(out / "captions.jsonl", lambda tmp: tmp.write_text(index))
     print(f"wrote {len(rows)} captioned clips for {len(prompts)} prompts to {out}")
     return 0
+
+
+def _check_input(path: str, flag: str, folder_ok: bool = False) -> Path:
+    """An input path must exist and be a regular file (or, with `folder_ok`, a folder): the message says which."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{flag}: {path} does not exist")
+    if path.is_dir() and not folder_ok:
+        raise ValueError(f"{flag}: {path} is a directory; give a file")
+    if not path.is_dir() and not path.is_file():
+        raise ValueError(f"{flag}: {path} is not a regular file (a pipe or device?)")
+    return path
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -325,8 +388,15 @@ def _sampling(args: argparse.Namespace) -> dict:
         raise ValueError(f"--sampler {args.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
     for name in ("ref_image", "audio"):
         path = getattr(args, name, None)
-        if path is not None and not Path(path).is_file():
-            raise FileNotFoundError(f"--{name.replace('_', '-')}: {path} does not exist")
+        if path is not None:
+            _check_input(path, f"--{name.replace('_', '-')}")
+    _check_seed(args.seed)
+    for flag in ("guidance", "image_guidance", "audio_guidance", "eta"):
+        value = getattr(args, flag)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{flag.replace('_', '-')} must be a finite number, got {value}")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
     options = {"eta": args.eta} if args.eta is not None else {}
     if options and args.sampler not in ("ddim", "dpmpp_2m_sde"):
         raise ValueError(f"--eta applies to ddim and dpmpp_2m_sde, not {args.sampler!r}")
@@ -334,6 +404,12 @@ def _sampling(args: argparse.Namespace) -> dict:
                  guidance=args.guidance, image_guidance=args.image_guidance, audio_guidance=args.audio_guidance)
     return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, spacing=args.spacing,
                 overlap=args.overlap, long_mode=args.long_mode, cache_interval=args.cache_interval, **conds, **options)
+
+
+def _check_seed(seed: int) -> None:
+    """--seed must fit a random generator's seed: 0 .. 2**64 - 1."""
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"--seed must be in [0, 2**64 - 1], got {seed}")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] = ("--image", "--ref-image")) -> None:
@@ -431,7 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate clips from a trained model")
     _add_sampling_args(p)
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--num", type=int, default=4, help="clips to generate (default 4)")
+    p.add_argument("--num", type=int, default=4, help="clips to generate (default 4), made --batch at a time")
+    p.add_argument("--batch", type=int, default=8,
+                   help="clips per sampler call (default 8); any --num streams to disk in batches of this size")
     p.add_argument("--frames", type=int, help="frames per clip, any length (default: the training window)")
     p.set_defaults(func=cmd_sample)
 
@@ -446,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p)
     p.add_argument("--prompts", required=True, help="text file, one prompt per line")
     p.add_argument("--per-prompt", type=int, default=4, help="clips per prompt (default 4)")
+    p.add_argument("--batch", type=int, default=8, help="clips per sampler call (default 8)")
     p.add_argument("--frames", type=int, help="frames per clip (default: the training window)")
     p.add_argument("--out", required=True, help="output folder (mp4 + .txt captions + captions.jsonl)")
     p.set_defaults(func=cmd_augment)
@@ -534,9 +613,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message) -> str:
+    """A message on one line: line breaks (and the indentation after them) become one space, other spaces stay,
+    so a path with two spaces in it is printed as it is."""
+    return re.sub(r"\s*\n\s*", " ", str(message)).strip()
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     """A warning as one line, without the source line Python adds."""
-    return f"kinema: warning: {' '.join(str(message).split())}\n"
+    return f"kinema: warning: {_one_line(message)}\n"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -555,7 +640,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as err:  # bad input
-        print(f"kinema {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"kinema {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kinema: interrupted", file=sys.stderr)
@@ -563,7 +648,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except Exception as err:  # a runtime failure (diverged training, out of memory, I/O)
         if os.environ.get("KINEMA_TRACEBACK") == "1":
             raise
-        print(f"kinema {args.command}: error: {type(err).__name__}: {' '.join(str(err).split())} "
+        print(f"kinema {args.command}: error: {type(err).__name__}: {_one_line(err)} "
               "(KINEMA_TRACEBACK=1 shows the traceback)", file=sys.stderr)
         return 1
     finally:

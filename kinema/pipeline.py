@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +27,8 @@ from .diffusion import Denoiser, bind, clip_x0, edit, generate, guided, keep_kno
 from .models import SpaceTimeUNet, StepCache
 from .models.encoders import Conditioner, Tokenizer
 from .models.model_dir import load_model_weights, read_model_config, read_vocab, resolve_model_dir
+from .models.unet import check_activation_memory
+from .runtime import available_memory
 from .types import Cond, FrameMask
 
 # ---- loading ----
@@ -32,12 +37,28 @@ from .types import Cond, FrameMask
 def _load_weights(module: torch.nn.Module, path: Path, name: str, trust_pickle: bool) -> None:
     """Load model_dir/<name> weights into `module`; weights that do not fit are a ValueError."""
     weights = load_model_weights(path, name, trust_pickle=trust_pickle)
+    expected = module.state_dict()
+    cast = [k for k, t in weights.items() if k in expected and expected[k].is_floating_point()
+            and not t.is_floating_point()]
+    if cast:
+        raise ValueError(f"{path}: the {name} weights hold {weights[cast[0]].dtype} tensors where floats belong "
+                         f"({len(cast)}, e.g. {cast[0]!r}); kinema loads float weights only (quantised weights "
+                         "are not supported)")
+    broken = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise ValueError(f"{path}: the {name} weights hold NaN or infinite values in {len(broken)} tensors "
+                         f"(e.g. {broken[0]!r}); they would make black clips. Were they saved from a diverged run?")
     try:
         module.load_state_dict(weights)
     except RuntimeError as err:  # missing / unexpected keys, size mismatches: one line, cut short
         text = " ".join(str(err).split())
         raise ValueError(f"{path}: the {name} weights do not fit its config.json: "
                          f"{text[:300]}{'...' if len(text) > 300 else ''}") from err
+
+
+def _is_int(value) -> bool:
+    """A real int (not a bool, not a string of digits)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # ---- the result ----
@@ -144,21 +165,30 @@ class VideoPipeline:
             cond = from_dict(CondConfig, config["cond"], prefix="cond.") if "cond" in config else None
         except ValueError as err:
             raise ValueError(f"{path / 'config.json'}: {err}") from err
-        size, f = config["data"].get("size"), model_config.downsample_factor
-        if not isinstance(size, int) or size < 1 or size % f:
+        data, f = config["data"], model_config.downsample_factor
+        size, num_frames, fps = data.get("size"), data.get("num_frames"), data.get("fps", 8.0)
+        if not _is_int(size) or size < 1 or size % f:
             raise ValueError(f"{path / 'config.json'}: data.size = {size!r} is not a positive multiple of {f}, "
                              f"the UNet's downsampling factor")
+        if not _is_int(num_frames) or num_frames < 2:
+            raise ValueError(f"{path / 'config.json'}: data.num_frames = {num_frames!r} must be an integer >= 2 "
+                             "(the frames the model was trained on)")
+        if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"{path / 'config.json'}: data.fps = {fps!r} must be a positive number of frames "
+                             "per second")
+        audio_rate = data.get("audio_rate", 16000)
+        if not _is_int(audio_rate) or audio_rate < 1:
+            raise ValueError(f"{path / 'config.json'}: data.audio_rate = {audio_rate!r} must be a positive integer")
         model = SpaceTimeUNet(model_config)
         _load_weights(model, path, "model", trust_pickle)
-        conditioner, data = None, config["data"]
+        conditioner = None
         if cond is not None:
             tokenizer = Tokenizer(read_vocab(path)) if cond.text == "gru" else None
             conditioner = Conditioner(cond, model.config.cond_dim, in_channels=model.config.in_channels,
                                       tokenizer=tokenizer)
             _load_weights(conditioner, path, "conditioner", trust_pickle)
-        return cls(model, diffusion, size=data["size"], num_frames=data["num_frames"], conditioner=conditioner,
-                   fps=data.get("fps") or 8.0, audio_rate=data.get("audio_rate", 16000), device=device,
-                   precision=precision)
+        return cls(model, diffusion, size=size, num_frames=num_frames, conditioner=conditioner, fps=float(fps),
+                   audio_rate=audio_rate, device=device, precision=precision)
 
     @torch.no_grad()
     def __call__(self, num_videos: int = 1, *, num_frames: Optional[int] = None, context=None,
@@ -208,8 +238,10 @@ class VideoPipeline:
             a `Video` of uint8 (B, num_frames, H, W, C); given frames appear in it exactly.
         """
         spacing = spacing or default_spacing(sampler)
-        if not isinstance(draws, int) or draws < 1:
+        if not _is_int(draws) or draws < 1:
             raise ValueError(f"draws must be a positive integer, got {draws!r}")
+        if num_frames is not None and (not _is_int(num_frames) or num_frames < 1):
+            raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
         if long_mode not in ("sliding", "keyframes"):
             raise ValueError(f"long_mode must be 'sliding' or 'keyframes', got {long_mode!r}")
         known, batch = self._known_frames(num_videos, context, context_frames, first_frame, last_frame)
@@ -218,6 +250,11 @@ class VideoPipeline:
         known = {(p if p >= 0 else total + p): f for p, f in known.items()}  # -1 = the last frame
         if min(known, default=0) < 0 or max(known, default=0) >= total or len(known) >= total:
             raise ValueError(f"num_frames={total} leaves no frame to generate beside the {len(known)} given")
+        result = batch * total * self.model.config.in_channels * self.size**2 * 9  # float sum, stack, uint8
+        free = available_memory()
+        if free is not None and result > free:
+            raise ValueError(f"num_frames={total} x num_videos={batch} at {self.size}x{self.size} needs about "
+                             f"{result / 2**30:.1f} GiB for the result, more than the {free / 2**30:.1f} GiB free")
         window = min(self.num_frames, total)
         overlap = max(1, window // 4) if overlap is None else overlap
         if total > window and not 1 <= overlap < window:
@@ -226,7 +263,8 @@ class VideoPipeline:
         conds = self.conditions(batch, total, prompt=prompt, negative_prompt=negative_prompt, image=image,
                                 audio=audio, scales={"text": guidance, "image": image_guidance,
                                                      "audio": audio_guidance})
-        generator = torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
+        self._check_memory(batch, window, len(conds[0]) if conds[1] else 1, what=f"num_videos={batch}")
+        generator = self._generator(seed)
         bar = tqdm(total=draws * len(plan) * steps, desc=f"sample ({sampler})", unit="step", disable=not progress)
         video = 0.0
         for _ in range(draws):
@@ -265,12 +303,13 @@ class VideoPipeline:
         chain, scales = self.conditions(b, t, prompt=prompt, negative_prompt=negative_prompt, image=image,
                                         audio=audio, scales={"text": guidance, "image": image_guidance,
                                                              "audio": audio_guidance})
+        self._check_memory(b, t, len(chain) if scales else 1, what=f"editing {b} clip(s)")
         denoise = Denoiser(self._network(cache_interval), self.schedule, prediction=self.diffusion.prediction,
                            learned_variance=self.model.config.learned_variance)
         merge = _batch_branches if self.batch_guidance else None
         denoise = (guided(denoise, [{"cond": c} for c in chain], scales, merge) if scales
                    else bind(denoise, cond=chain[-1]))
-        generator = torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
+        generator = self._generator(seed)
         bar = tqdm(desc=f"edit ({sampler})", unit="step", disable=not progress)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with autocast:
@@ -279,6 +318,18 @@ class VideoPipeline:
                        callback=lambda info: bar.update(1), **sampler_options)
         bar.close()
         return Video(to_uint8(out.float().cpu()), fps=round(self.fps))
+
+    def _generator(self, seed: Optional[int]) -> torch.Generator:
+        """A generator on the device seeded with `seed` (0 .. 2**64 - 1), or a fresh seed when None."""
+        if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**64):
+            raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
+        return torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
+
+    def _check_memory(self, batch: int, frames: int, branches: int, what: str) -> None:
+        """Refuse, before sampling, a network call on batch x branches clips of `frames` frames that cannot fit."""
+        shown = f"{what}{f' x {branches} guidance branches' if branches > 1 else ''} x {frames} frames"
+        check_activation_memory(self.model.config, batch * branches, frames, self.size, self.size, grad=False,
+                                device=str(self.device), what=shown)
 
     def _network(self, cache_interval: int):
         """The network one sampling run calls: the model, or a fresh StepCache around it (the cache is per run)."""
@@ -344,6 +395,8 @@ class VideoPipeline:
         if given and self.conditioner is None:
             raise ValueError(f"this model takes no conditions, got {sorted(given)}; it was trained unconditioned")
         for name, scale in scales.items():
+            if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+                raise ValueError(f"the {name} guidance scale must be a finite number, got {scale!r}")
             if name not in given and scale != 1:
                 raise ValueError(f"a guidance scale for {name} ({scale}) but no {name} was given")
         parts = {name: self.conditioner.encode(name, self._cond_input(name, value, batch, num_frames))[0]
@@ -368,6 +421,7 @@ class VideoPipeline:
                 texts = texts * batch
             if len(texts) != batch:
                 raise ValueError(f"{len(texts)} prompts for {batch} clips")
+            self._check_words(texts)
             return texts
         if name == "image":
             img = self._as_video(value, image=True)[:, :, 0]  # (B', C, H, W)
@@ -383,6 +437,23 @@ class VideoPipeline:
         mel = log_mel(wave, rate=self.audio_rate, fps=self.fps, num_frames=num_frames, n_mels=cfg.n_mels,
                       steps_per_frame=cfg.audio_steps_per_frame)
         return mel.expand(batch, *mel.shape[1:]) if mel.shape[0] == 1 else mel
+
+    def _check_words(self, texts: list[str]) -> None:
+        """A word-level text encoder reads unknown words as one unknown token: refuse a prompt of only those, warn
+        about the rest."""
+        tokenizer = getattr(self.conditioner.text, "tokenizer", None)
+        if not isinstance(tokenizer, Tokenizer):
+            return  # a subword encoder (MiniLM) reads any text
+        for text in dict.fromkeys(texts):
+            unknown, words = tokenizer.unknown_words(text), Tokenizer.split(text)
+            if words and len(unknown) < len(words):
+                if unknown:
+                    warnings.warn(f"prompt {text!r}: this model never saw {', '.join(map(repr, unknown))}; "
+                                  "they are read as one unknown word", stacklevel=4)
+                continue
+            known = [w for w in tokenizer.words[2:] if not w.isdigit()][:12]
+            raise ValueError(f"prompt {text!r} has no word this model knows, so it would sample as if "
+                             f"unconditioned; its {len(tokenizer) - 2} words include {', '.join(known)}")
 
     # ---- user inputs -> known frames ----
 

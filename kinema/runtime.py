@@ -15,6 +15,8 @@ from __future__ import annotations
 import ctypes
 import platform
 import resource
+from pathlib import Path
+from typing import Optional
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1  # bytes free at the heap top before malloc gives them back
@@ -38,3 +40,25 @@ def keep_freed_memory() -> bool:
 def minor_page_faults() -> int:
     """Minor page faults of this process so far (pages the kernel mapped in on first touch)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def available_memory(device: str = "cpu") -> Optional[int]:
+    """Bytes a new allocation can take on `device` now (Linux MemAvailable within any cgroup limit; CUDA free
+    memory); None where it cannot be told."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        free = int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:  # a container's own limit (cgroup v2)
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            free = min(free, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return free

@@ -24,9 +24,9 @@ ALLOWED = {
     "cli": {"pipeline", "training", "evaluation", "demo", "serve", "diffusion", "models", "data", "types", "config",
             "runtime"},
 }
-for _name, _deps in ALLOWED.items():  # files (atomic writes, output checks) sits below every layer but the base
+for _name, _deps in ALLOWED.items():  # files (atomic writes) and runtime (host facts) sit below every layer
     if _name not in ("types", "config", "runtime", "files"):
-        _deps.add("files")
+        _deps.update(("files", "runtime"))
 ROOT = "kinema"  # kinema/__init__.py: the re-exports, which may import any layer but cli
 
 

@@ -46,6 +46,10 @@ class Tokenizer:
     def __len__(self) -> int:
         return len(self.words)
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of `text` outside the vocabulary (they all read as one unknown token)."""
+        return [w for w in self.split(text) if w not in self.index]
+
     def encode(self, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids (B, L) long, mask (B, L) bool) with L = the longest kept prompt; longer prompts are truncated."""
         rows = [[self.index.get(w, 1) for w in self.split(t)] for t in texts]

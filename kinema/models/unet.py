@@ -16,6 +16,7 @@ from einops import rearrange, repeat
 from torch import nn
 
 from ..config import UNetConfig
+from ..runtime import available_memory
 from ..types import Cond, FrameMask
 from .cache import FeatureCache
 from .layers import (
@@ -228,3 +229,44 @@ class SpaceTimeUNet(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def activation_bytes(config: UNetConfig, batch: int, frames: int, height: int, width: int, *,
+                     grad: bool = False) -> int:
+    """Estimated peak bytes of the activations of one float32 call on (batch, C, frames, height, width).
+
+    Without grad the skip connections stay alive and a few tensors of the widest level are in flight;
+    with grad every block keeps about a dozen tensors of its width for backward. Attention adds its
+    score matrices where they are formed in full (temporal attention: its relative bias takes PyTorch's math
+    path; spatial attention runs the flash kernel, O(pixels)).
+    Calibrated against the peak RSS of real calls (benchmarks/bad_inputs.py --memory); an estimate to
+    refuse what cannot fit before allocating, not an accounting.
+    """
+    p = config.patch_size
+    heads_of = [config.channels * m // config.head_dim for m in config.channel_mult]
+    kept, widest, scores = 0, 0, 0
+    for level, mult in enumerate(config.channel_mult):
+        c = config.channels * mult
+        pixels = max(1, height // p // 2**level) * max(1, width // p // 2**level)
+        blocks = 2 * config.num_res_blocks + 1 + (2 if level == len(config.channel_mult) - 1 else 0)  # down, up, mid
+        per_block = 22 if grad else 0
+        kept += frames * pixels * c * ((config.num_res_blocks + 1) + blocks * per_block)
+        widest = max(widest, frames * pixels * 3 * c)  # an up block's concatenated input, its norm and output
+        temporal = pixels * heads_of[level] * frames**2 if config.temporal_attention else 0
+        scores = max(scores, 3 * temporal * (blocks if grad else 1))
+    return 4 * batch * (kept + 4 * widest + scores)
+
+
+def check_activation_memory(config: UNetConfig, batch: int, frames: int, height: int, width: int, *, grad: bool,
+                            device: str, what: str) -> int:
+    """Refuse, before allocating, a call whose estimated activations exceed the memory free on `device`.
+
+    `what` names the user's options behind the call (e.g. "num_videos=1000 x 16 frames"); returns the estimate.
+    """
+    need = activation_bytes(config, batch, frames, height, width, grad=grad)
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise ValueError(f"{what} at {height}x{width} needs about {need / 2**30:.1f} GiB of activations in one "
+                         f"network call{' with gradients' if grad else ''}, more than the {free / 2**30:.1f} GiB "
+                         f"free on {device}; ask for fewer clips, frames or pixels at a time")
+    return need

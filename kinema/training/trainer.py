@@ -33,6 +33,7 @@ from ..models import SpaceTimeUNet, count_parameters
 from ..models.encoders import Conditioner, Tokenizer
 from ..models.flow import load_flow_net
 from ..models.model_dir import save_model_dir
+from ..models.unet import check_activation_memory
 from ..types import FrameMask
 from .checkpoint import (flatten_state, list_checkpoints, load_checkpoint, nonfinite_tensors, remove_stale,
                          rng_state, save_checkpoint, set_rng_state)
@@ -154,6 +155,7 @@ class Trainer:
         self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps,
                                       config.diffusion.shift)
         self.step_count, self.bad_in_row, self.skipped = 0, 0, 0
+        self.check_memory()
         self.build_dataset()
         self.build_model()
         self.build_optimizer()
@@ -170,6 +172,13 @@ class Trainer:
         self.build_data()
 
     # ---- setup helpers ----
+
+    def check_memory(self) -> None:
+        """Refuse, before building anything, a batch whose training activations cannot fit in memory."""
+        cfg, tc = self.config, self.config.train
+        check_activation_memory(cfg.model, tc.batch_size, cfg.data.num_frames, cfg.data.size, cfg.data.size,
+                                grad=not tc.gradient_checkpointing, device=str(self.accelerator.device),
+                                what=f"train.batch_size={tc.batch_size} x data.num_frames={cfg.data.num_frames}")
 
     def build_dataset(self) -> None:
         """The training clips (split "train")."""
