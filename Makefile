@@ -43,7 +43,7 @@ $(VENV)/.browser: $(VENV)/.test
 
 # kinema serve driven by headless Chromium; screenshots land in outputs/browser/
 test-browser: $(VENV)/.browser
-	$(PY) -m pytest -q -m browser tests/browser
+	$(PY) -m pytest -q -m browser tests/browser tests/test_serve_loopback.py
 
 # the peers of benchmarks/peers.py live in their own environment, never in kinema's dependencies:
 # lucidrains' Unet3D and torchvision without their pins (torchvision's operators are declared by the script)

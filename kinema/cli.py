@@ -110,6 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """Sample clips from a model directory; write one mp4 + gif per clip as each batch finishes, and a grid."""
+    import numpy as np
+
     from .files import check_writable_dir
     from .pipeline import Video, VideoPipeline
 
@@ -120,18 +122,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     seed = sampling.pop("seed")
     pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
                                          trust_pickle=args.trust_pickle)
-    shown, done = [], 0  # the grid shows the first GRID_CLIPS clips; the rest stream to disk only
+    tiles, done = [], 0  # the grid shows the first GRID_CLIPS clips; the rest stream to disk only
     for k, start in enumerate(range(0, args.num, args.batch)):
         n = min(args.batch, args.num - start)
         if args.num > args.batch:
             print(f"batch {k + 1} of {-(-args.num // args.batch)}: clips {start}-{start + n - 1}", file=sys.stderr)
-        video = pipe(n, num_frames=args.frames, seed=seed + k, **sampling)  # batch k draws with seed + k
+        video = pipe(n, num_frames=args.frames, seed=(seed + k) % 2**64, **sampling)  # batch k: seed + k
         for i in range(n):
             for ext in ("mp4", "gif"):
                 video[i].save(out / f"sample_{start + i:03d}.{ext}")
-        shown += [video.numpy()[: max(0, GRID_CLIPS - len(shown))]]
+        room = GRID_CLIPS - sum(len(t) for t in tiles)
+        if room > 0:
+            tiles.append(video.numpy()[:room])
         done += n
-    grid = Video(_concat(shown), fps=video.fps)
+    grid = Video(np.concatenate(tiles), fps=video.fps)
     grid.save(out / "grid.mp4")
     grid.save(out / "grid.gif")
     print(f"wrote {done} samples (mp4 + gif) and grid.mp4 / grid.gif "
@@ -140,13 +144,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 GRID_CLIPS = 64  # clips tiled into grid.mp4 / grid.gif
-
-
-def _concat(parts):
-    """The non-empty uint8 (B, T, H, W, C) parts as one array."""
-    import numpy as np
-
-    return np.concatenate([p for p in parts if len(p)])
 
 
 def _check_count(value: int, flag: str, low: int = 1) -> None:
@@ -227,7 +224,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     for p_index, prompt in enumerate(prompts):
         for k, start in enumerate(range(0, args.per_prompt, args.batch)):  # batch k of prompt p: seed + p, + k
             n = min(args.batch, args.per_prompt - start)
-            video = pipe(n, num_frames=args.frames, prompt=prompt, seed=seed + p_index + k * len(prompts),
+            video = pipe(n, num_frames=args.frames, prompt=prompt, seed=(seed + p_index + k * len(prompts)) % 2**64,
                          **sampling)
             for i in range(n):
                 name = f"clip_{p_index:04d}_{start + i:03d}"
@@ -349,6 +346,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     """inspect: report a video collection and write a preview sheet; cache: decode every clip once to a shard."""
     from .data import build_cache, build_dataset, dataset_options, preview_grid, summarize, write_image
     from .data.cache import check_cache_target
+    from .data.video_datasets import MAX_WARNED
 
     dc = _data_config(args)
     if dc.kind not in ("folder", "ucf101", "kinetics400"):
@@ -374,8 +372,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(f"resolutions: {report['resolutions']}")
     print(f"fps: {report['fps']}")
     print(f"captions: {report['captions']} of {report['videos']}; labels: {report['labels']} classes")
-    for path, reason in report["bad_files"].items():
+    bad, shown = list(report["bad_files"].items()), MAX_WARNED  # as many as were warned about one by one
+    for path, reason in bad[:shown]:
         print(f"bad: {path}: {reason}")
+    if len(bad) > shown:
+        print(f"bad: ... and {len(bad) - shown} more" + (f" (all listed in {args.json})" if args.json else
+                                                              " (--json FILE lists them all)"))
     print(f"preview: {args.preview}")
     return 0
 

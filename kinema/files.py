@@ -75,10 +75,10 @@ def check_writable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
 def check_output_file(path: str | os.PathLike, suffixes: Iterable[str], what: str = "--out") -> Path:
     """Check, before any work, that a file with one of `suffixes` (any case) can be written at `path`."""
     path, suffixes = Path(path), tuple(suffixes)
-    if path.suffix.lower() not in suffixes:
-        raise ValueError(f"{what} must end in {' or '.join(suffixes)} (any case), got {str(path)!r}")
     if path.is_dir():
         raise ValueError(f"{what}: {path} is a directory; give a file name ending in {' or '.join(suffixes)}")
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"{what} must end in {' or '.join(suffixes)} (any case), got {str(path)!r}")
     check_writable_dir(path.parent, f"{what} {path}: its folder")
     return path
 

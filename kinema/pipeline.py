@@ -67,7 +67,7 @@ def _is_int(value) -> bool:
 class Video:
     """A batch of generated clips, uint8 (B, T, H, W, C), that saves to mp4 / gif and converts to numpy / torch."""
 
-    def __init__(self, frames: np.ndarray, fps: int = 8):
+    def __init__(self, frames: np.ndarray, fps: float = 8.0):
         if frames.ndim != 5 or frames.dtype != np.uint8:
             raise ValueError(f"Video needs uint8 (B, T, H, W, C) frames, got {frames.dtype} {frames.shape}")
         self.frames, self.fps = frames, fps
@@ -166,7 +166,8 @@ class VideoPipeline:
         except ValueError as err:
             raise ValueError(f"{path / 'config.json'}: {err}") from err
         data, f = config["data"], model_config.downsample_factor
-        size, num_frames, fps = data.get("size"), data.get("num_frames"), data.get("fps", 8.0)
+        size, num_frames = data.get("size"), data.get("num_frames")
+        fps = 8.0 if data.get("fps") is None else data["fps"]  # unconditioned models record none
         if not _is_int(size) or size < 1 or size % f:
             raise ValueError(f"{path / 'config.json'}: data.size = {size!r} is not a positive multiple of {f}, "
                              f"the UNet's downsampling factor")
@@ -279,7 +280,7 @@ class VideoPipeline:
         bar.close()
         for p, f in known.items():  # given frames exact, not a float mean of copies
             video[:, :, p] = f.float()
-        return Video(to_uint8(video.cpu()))
+        return Video(to_uint8(video.cpu()), fps=self.fps)
 
     @torch.no_grad()
     def edit(self, video, *, strength: float = 0.6, prompt=None, negative_prompt=None, image=None, audio=None,
@@ -317,7 +318,7 @@ class VideoPipeline:
                        sampler=sampler, num_steps=steps, spacing=spacing, generator=generator,
                        callback=lambda info: bar.update(1), **sampler_options)
         bar.close()
-        return Video(to_uint8(out.float().cpu()), fps=round(self.fps))
+        return Video(to_uint8(out.float().cpu()), fps=self.fps)
 
     def _generator(self, seed: Optional[int]) -> torch.Generator:
         """A generator on the device seeded with `seed` (0 .. 2**64 - 1), or a fresh seed when None."""

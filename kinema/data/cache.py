@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..files import replace_dir, temp_dir_beside
 from .transforms import random_flip
-from .video_datasets import VideoClips
+from .video_datasets import VideoClips, listing
 from .video_io import DECODE_ERRORS, to_tensor
 
 CACHE_VERSION = 1
@@ -107,7 +107,8 @@ def _write_cache(dataset: VideoClips, tmp: Path, progress: bool) -> dict:
         rows.append({"caption": entry.caption, "label": entry.label, "source": str(entry.path)})
         kept += 1
     if kept == 0:
-        raise ValueError(f"cache: no clip of {dataset.name} could be decoded; skipped: {dataset.bad_files}")
+        raise ValueError(f"cache: no clip of {dataset.name} could be decoded; skipped {len(dataset.bad_files)}: "
+                         f"{listing(dataset.bad_files)}")
     del clips  # flush, then cut the unused tail (items are the leading axis, so a prefix is a valid shard)
     os.truncate(tmp / CLIPS_FILE, kept * int(np.prod(shape)))
     index = {"version": CACHE_VERSION, "count": kept, "clip_shape": list(shape),
