@@ -123,10 +123,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
                                          trust_pickle=args.trust_pickle)
     tiles, done = [], 0  # the grid shows the first GRID_CLIPS clips; the rest stream to disk only
-    for k, start in enumerate(range(0, args.num, args.batch)):
-        n = min(args.batch, args.num - start)
-        if args.num > args.batch:
-            print(f"batch {k + 1} of {-(-args.num // args.batch)}: clips {start}-{start + n - 1}", file=sys.stderr)
+    for k, (_, start, n) in enumerate(_batches(args.num, args.batch)):
         video = pipe(n, num_frames=args.frames, seed=(seed + k) % 2**64, **sampling)  # batch k: seed + k
         for i in range(n):
             for ext in ("mp4", "gif"):
@@ -144,6 +141,25 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 GRID_CLIPS = 64  # clips tiled into grid.mp4 / grid.gif
+
+
+def _batches(total: int, size: int, per: Optional[int] = None):
+    """(group, start in the group, n) of each batch of `size` clips out of `total` (in groups of `per`, e.g. per prompt), saying on
+    stderr which batch runs and, from the time the earlier ones took, about how long the rest will take."""
+    import time
+
+    per = per or total
+    spans = [(g + s, min(size, per - s)) for g in range(0, total, per) for s in range(0, per, size)]
+    begun = time.perf_counter()
+    for k, (start, n) in enumerate(spans):
+        if len(spans) > 1:
+            left = ""
+            if k:
+                rest = (time.perf_counter() - begun) / start * (total - start)
+                left = f", about {rest / 60:.1f} min left" if rest >= 60 else f", about {rest:.0f} s left"
+            which = f"clips {start}-{start + n - 1}" if n > 1 else f"clip {start}"
+            print(f"batch {k + 1} of {len(spans)}: {which}{left}", file=sys.stderr)
+        yield start // per, start % per, n
 
 
 def _check_count(value: int, flag: str, low: int = 1) -> None:
@@ -221,16 +237,15 @@ def cmd_augment(args: argparse.Namespace) -> int:
     pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
                                          trust_pickle=args.trust_pickle)
     rows = []
-    for p_index, prompt in enumerate(prompts):
-        for k, start in enumerate(range(0, args.per_prompt, args.batch)):  # batch k of prompt p: seed + p, + k
-            n = min(args.batch, args.per_prompt - start)
-            video = pipe(n, num_frames=args.frames, prompt=prompt, seed=(seed + p_index + k * len(prompts)) % 2**64,
-                         **sampling)
-            for i in range(n):
-                name = f"clip_{p_index:04d}_{start + i:03d}"
-                video[i].save(out / f"{name}.mp4")
-                atomic_write(out / f"{name}.txt", lambda tmp: tmp.write_text(prompt + "\n"), durable=False)
-                rows.append({"path": f"{name}.mp4", "caption": prompt})
+    for p_index, start, n in _batches(len(prompts) * args.per_prompt, args.batch, per=args.per_prompt):
+        prompt, k = prompts[p_index], start // args.batch  # batch k of prompt p draws with seed + p + k * prompts
+        video = pipe(n, num_frames=args.frames, prompt=prompt, seed=(seed + p_index + k * len(prompts)) % 2**64,
+                     **sampling)
+        for i in range(n):
+            name = f"clip_{p_index:04d}_{start + i:03d}"
+            video[i].save(out / f"{name}.mp4")
+            atomic_write(out / f"{name}.txt", lambda tmp: tmp.write_text(prompt + "\n"), durable=False)
+            rows.append({"path": f"{name}.mp4", "caption": prompt})
     index = "".join(json.dumps(r) + "\n" for r in rows)
     atomic_write(out / "captions.jsonl", lambda tmp: tmp.write_text(index))
     print(f"wrote {len(rows)} captioned clips for {len(prompts)} prompts to {out}")

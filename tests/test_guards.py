@@ -176,3 +176,27 @@ def test_sample_streams_num_in_batches(model_dir, tmp_path, monkeypatch):
     assert sizes == [4, 4, 2]
     assert sorted(p.name for p in out.glob("sample_*.mp4")) == [f"sample_{i:03d}.mp4" for i in range(10)]
     assert read_video(out / "grid.mp4").shape[0] == 4
+
+
+def test_augment_streams_each_prompt_in_batches(tmp_path, monkeypatch, capsys):
+    from kinema.models.encoders import Conditioner, Tokenizer
+
+    config = load_config(None, {**TINY, "model.cond_dim": 16, "cond.text": "gru", "cond.max_tokens": 8})
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.build(["digit 1 moving left", "digit 2 moving up"])
+    conditioner = Conditioner(config.cond, 16, in_channels=1, tokenizer=tokenizer)
+    model = save_model_dir(tmp_path / "model", SpaceTimeUNet(config.model), model_dir_config(config, fps=8.0),
+                           extra={"conditioner": conditioner}, vocab=tokenizer.words)
+    (tmp_path / "prompts.txt").write_text("digit 1 moving left\ndigit 2 moving up\n")
+    calls = []
+    real = VideoPipeline.__call__
+    monkeypatch.setattr(VideoPipeline, "__call__", lambda self, n=1, **kw: calls.append((n, kw["prompt"], kw["seed"]))
+                        or real(self, n, **kw))
+    out = tmp_path / "aug"
+    assert main(["augment", "--model", str(model), "--prompts", str(tmp_path / "prompts.txt"), "--per-prompt", "5",
+                 "--batch", "2", "--steps", "1", "--seed", "10", "--out", str(out)]) == 0
+    assert [(n, p[6]) for n, p, _ in calls] == [(2, "1"), (2, "1"), (1, "1"), (2, "2"), (2, "2"), (1, "2")]
+    assert [s for *_, s in calls] == [10, 12, 14, 11, 13, 15]  # seed + prompt + batch x prompts
+    assert len(list(out.glob("clip_*.mp4"))) == 10 and (out / "clip_0001_004.txt").read_text() == "digit 2 moving up\n"
+    err = capsys.readouterr().err
+    assert "batch 5 of 6: clips 7-8, about" in err and "batch 6 of 6: clip 9, about" in err
