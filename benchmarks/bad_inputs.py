@@ -159,6 +159,19 @@ def _guard_inputs(root: Path, meta: dict, net) -> None:
     Image.new("L", (12_500, 12_500)).save(root / "huge.png")  # 156 megapixels in ~150 kB
 
 
+def user_files(root: Path) -> dict[str, str]:
+    """sha256 of every regular file a user owns in the inputs (the thesis, the source clips, an old cache)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for folder in ("thesis", "clips", "old-cache") for p in sorted((root / folder).rglob("*")) if p.is_file()}
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temporary files or folders kinema left behind under `root` (hidden names with .tmp-)."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if ".tmp-" in p.name)
+
+
 def _nested(flat: dict) -> dict:
     out: dict = {}
     for dotted, value in flat.items():
@@ -238,7 +251,8 @@ CASES = [
      "pass --overwrite"),
     ("data cache --overwrite of a user's folder", ["data", "cache", "{root}/clips", "--out", "{root}/thesis",
                                                    "--overwrite"], 2, "not a kinema cache"),
-    ("data cache --out that is a file", ["data", "cache", "{root}/clips", "--out", "{root}/a-file"], 2, "a file"),
+    ("data cache --out that is a file", ["data", "cache", "{root}/clips", "--out", "{root}/a-file"], 2,
+     "a-file is a file; a cache is a folder"),
     # ---- one input must not exhaust the machine ----
     ("a 12,500 x 12,500 PNG to animate", ["animate", "--model", "{model}", "--image", "{root}/huge.png", "--out",
                                           "{root}/a.mp4", "--steps", "2"], 2, "156 megapixels"),
@@ -329,6 +343,7 @@ def main() -> None:
     rows, start = [], time.time()
     with tempfile.TemporaryDirectory() as tmp:
         paths = build_inputs(Path(tmp))
+        owned = user_files(Path(tmp))
         for what, argv, want_code, want_text in CASES:
             code, stderr = run_case(fill(argv, paths))
             line = message(stderr).replace(tmp, "$TMP")
@@ -337,8 +352,11 @@ def main() -> None:
                          "traceback": "Traceback" in stderr, "as_expected": ok})
             print(f"{'ok ' if ok else 'BAD'} {code} {what}: {line}", flush=True)
         ran_code = [p.name for p in Path(tmp).glob("PWNED*")]
+        kept = user_files(Path(tmp)) == owned
+        left = leftovers(Path(tmp))
     summary = {"cases": len(rows), "as_expected": sum(r["as_expected"] for r in rows),
                "tracebacks": sum(r["traceback"] for r in rows), "payload_ran": ran_code,
+               "user_files_kept": kept, "files_owned": len(owned), "temporary_files_left": left,
                "seconds": round(time.time() - start, 1)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +366,9 @@ def main() -> None:
               for i, r in enumerate(rows, 1)]
     md = (f"# Bad input through the CLI\n\n`python benchmarks/bad_inputs.py`: {summary['cases']} cases, "
           f"{summary['as_expected']} with the expected exit code and message, {summary['tracebacks']} tracebacks; "
-          f"the code-running pickle and YAML payloads ran: {ran_code or 'no'}.\n"
+          f"the code-running pickle and YAML payloads ran: {ran_code or 'no'}; the user's {len(owned)} files "
+          f"(a thesis, source clips, an old cache) kept byte for byte: {'yes' if kept else 'NO'}; temporary files "
+          f"left: {left or 'none'}.\n"
           "Exit 2 = usage error, 1 = runtime failure, 0 = done (with a warning).\n\n" + "\n".join(table) + "\n")
     out.with_suffix(".md").write_text(md)
     print(json.dumps(summary))

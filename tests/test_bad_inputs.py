@@ -24,6 +24,7 @@ def paths(tmp_path_factory):
 
 @pytest.mark.parametrize("what, argv, code, text", bad_inputs.CASES, ids=[c[0] for c in bad_inputs.CASES])
 def test_bad_input_gets_one_line_and_its_exit_code(paths, capsys, what, argv, code, text):
+    owned = bad_inputs.user_files(paths["root"])
     with warnings.catch_warnings(record=True) as caught:  # pytest records warnings instead of printing them
         warnings.simplefilter("always")
         try:
@@ -32,6 +33,8 @@ def test_bad_input_gets_one_line_and_its_exit_code(paths, capsys, what, argv, co
             got = exit_.code
     err = capsys.readouterr().err
     assert got == code, err
+    assert bad_inputs.user_files(paths["root"]) == owned  # nothing of the user's lost or changed
+    assert not bad_inputs.leftovers(paths["root"])  # nothing half-written left behind
     if code == 0:  # the input is usable: a warning says what was changed
         assert any(text in str(w.message) for w in caught), [str(w.message) for w in caught]
     else:

@@ -52,13 +52,13 @@ def cache_kind(path: Path) -> str:
 def check_cache_target(out: Path, overwrite: bool) -> None:
     """Refuse, before any work, a target that is not empty, new, or (with `overwrite`) a kinema cache."""
     kind = cache_kind(out)
+    if kind == "other" and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; a cache is a folder: choose a new or empty one")
     if kind == "other":
-        found = sorted(p.name for p in out.iterdir())[:3] if out.is_dir() else []
-        raise ValueError(f"--out {out} is not a kinema cache and not empty"
-                         + (f" (it holds {', '.join(found)}{', ...' if len(found) == 3 else ''})" if found else
-                            " (it is a file)")
-                         + "; kinema writes a cache only into a new or empty folder or over its own cache: "
-                           "choose another --out")
+        found = sorted(p.name for p in out.iterdir())
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise ValueError(f"--out {out} is not a kinema cache and not empty (it holds {shown}); kinema writes a cache "
+                         "only into a new or empty folder or over its own cache: choose another --out")
     if kind == "cache" and not overwrite:
         raise ValueError(f"--out {out} already holds a kinema cache; pass --overwrite to replace it")
 
