@@ -16,13 +16,12 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from tqdm.auto import tqdm
 
 from .config import CondConfig, DiffusionConfig, UNetConfig, from_dict, resolve_precision
 from .data import make_grid, read_image, read_video, to_tensor, to_uint8, write_video
 from .data.audio import fit_length, load_audio, log_mel
+from .data.transforms import fit_square
 from .diffusion import Denoiser, bind, clip_x0, edit, generate, guided, keep_known, make_schedule
 from .models import SpaceTimeUNet, StepCache
 from .models.encoders import Conditioner, Tokenizer
@@ -494,24 +493,31 @@ class VideoPipeline:
     def _as_video(self, x, image: bool = False, last: Optional[int] = None) -> torch.Tensor:
         """A path, uint8 array or float tensor as float (B, C, T, H, W) at the model's channels and size.
 
-        A file is decoded at the model's size, and only its `last` frames when given.
+        Frames of another size go through the training clips' own transform (`fit_square`: the shorter
+        side scaled, the centre cropped), so a non-square input is cropped, never stretched; a float
+        tensor of another size passes through 8-bit frames on the way. A file is decoded at the model's
+        size, and only its `last` frames when given.
         """
         if isinstance(x, (str, Path)):
             if image:
                 x = read_image(x, shorter_side=self.size)[None]  # uint8 (1, H, W, 3)
             else:
                 x = read_video(x, last=last, shorter_side=self.size)  # uint8 (T, H, W, 3)
+        if isinstance(x, torch.Tensor):
+            x = x.float()
+            x = x.unsqueeze(-3) if image else x  # (..., C, 1, H, W)
+            x = x if x.ndim == 5 else x[None]
+            if x.ndim == 5 and x.shape[-2:] != (self.size, self.size):
+                x = to_uint8(x)  # (B, T, H, W, C), resized below like any frames
         if isinstance(x, np.ndarray):
             if x.dtype != np.uint8:
                 raise ValueError(f"arrays must be uint8 frames (..., H, W, C), got {x.dtype}")
             x = x[None] if image else x
-            x = to_tensor(x if x.ndim == 5 else x[None])  # (B, C, T, H, W)
-        elif isinstance(x, torch.Tensor):
-            x = x.float()
-            if image:
-                x = x.unsqueeze(-3)  # (..., C, 1, H, W)
-            x = x if x.ndim == 5 else x[None]
-        else:
+            x = x if x.ndim == 5 else x[None]  # (B, T, H, W, C)
+            if x.ndim != 5:
+                raise ValueError(f"could not read {'an image' if image else 'a video'} from shape {x.shape}")
+            x = to_tensor(np.stack([fit_square(clip, self.size) for clip in x]))  # (B, C, T, S, S)
+        elif not isinstance(x, torch.Tensor):
             raise ValueError(f"expected a path, a uint8 array or a float tensor, got {type(x).__name__}")
         if x.ndim != 5:
             raise ValueError(f"could not read {'an image' if image else 'a video'} from shape {tuple(x.shape)}")
@@ -523,10 +529,4 @@ class VideoPipeline:
                 x = x.expand(-1, c, -1, -1, -1)
             else:
                 raise ValueError(f"frames have {x.shape[1]} channels; the model takes {c}")
-        if x.shape[-2:] != (self.size, self.size):
-            b = x.shape[0]
-            flat = rearrange(x, "b c t h w -> (b t) c h w")
-            flat = F.interpolate(flat, size=(self.size, self.size), mode="bilinear", antialias=True,
-                                 align_corners=False)
-            x = rearrange(flat, "(b t) c h w -> b c t h w", b=b)
         return x.clamp(-1, 1).to(self.device)

@@ -200,3 +200,34 @@ def test_augment_streams_each_prompt_in_batches(tmp_path, monkeypatch, capsys):
     assert len(list(out.glob("clip_*.mp4"))) == 10 and (out / "clip_0001_004.txt").read_text() == "digit 2 moving up\n"
     err = capsys.readouterr().err
     assert "batch 5 of 6: clips 7-8, about" in err and "batch 6 of 6: clip 9, about" in err
+
+
+# ---- user input takes the training clips' transform ----
+
+
+def test_non_square_inputs_are_cropped_like_training_clips(tmp_path):
+    """Animate a 48x80 image and predict from a 40x72 video: the given frames in the result are exactly what the
+    training transform (shorter side scaled while decoding, centre square) makes of the same files."""
+    from kinema.data.transforms import ClipConfig, crop_square
+    from kinema.data.video_io import read_clip
+
+    config = load_config(None, {**TINY, "model.in_channels": 3})
+    torch.manual_seed(0)
+    pipe = VideoPipeline(SpaceTimeUNet(config.model), config.diffusion, size=16, num_frames=4, device="cpu")
+    ramp = np.linspace(0, 255, 80)[None, :, None] * np.ones((48, 1, 3))
+    image = np.concatenate([ramp[:, :40], 255 - ramp[:, 40:]], axis=1).astype(np.uint8)  # (48, 80, 3), not symmetric
+    write_image(tmp_path / "wide.png", image)
+    out = pipe(first_frame=str(tmp_path / "wide.png"), num_frames=4, steps=1).numpy()[0]  # (T, 16, 16, 3)
+    expected = crop_square(read_image(tmp_path / "wide.png", shorter_side=16)[None], 16)[0]
+    assert np.array_equal(out[0], expected)
+    stretched = np.asarray(video_io.Image.fromarray(image).resize((16, 16), video_io.Image.Resampling.BILINEAR))
+    assert np.abs(out[0].astype(int) - stretched.astype(int)).mean() > 10  # not the old squashed frame
+
+    frames = np.stack([np.roll(image[:40, :72], 6 * i, axis=1) for i in range(10)])  # (10, 40, 72, 3)
+    write_video(tmp_path / "wide.mp4", frames, fps=10)
+    out = pipe(context=str(tmp_path / "wide.mp4"), context_frames=2, num_frames=4, steps=1).numpy()[0]
+    clip = ClipConfig(num_frames=2, size=16)
+    expected = crop_square(read_clip(tmp_path / "wide.mp4", [8, 9], shorter_side=clip.size), clip.size)
+    assert np.array_equal(out[:2], expected)
+    in_memory = pipe(first_frame=image, num_frames=4, steps=1).numpy()[0, 0]  # an array: cropped, not stretched
+    assert np.abs(in_memory.astype(int) - stretched.astype(int)).mean() > 10

@@ -17,6 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .video_io import resize_shorter
+
 START_MODES = ("random", "uniform")
 CROP_MODES = ("center", "random")
 
@@ -108,6 +110,14 @@ def crop_square(frames: np.ndarray, size: int, mode: str = "center") -> np.ndarr
     else:
         top, left = int(torch.randint(0, h - size + 1, ())), int(torch.randint(0, w - size + 1, ()))
     return frames[:, top : top + size, left : left + size]  # (T, size, size, C)
+
+
+def fit_square(frames: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (T, H, W, C) -> (T, size, size, C) as every training clip is made: the shorter side scaled to `size`
+    (unless decoding already did), then the centre square cropped. User inputs go through it too."""
+    if min(frames.shape[1:3]) != size:
+        frames = np.stack([resize_shorter(f, size) for f in frames])
+    return crop_square(frames, size, "center")
 
 
 def random_flip(frames: np.ndarray) -> np.ndarray:

@@ -107,7 +107,7 @@ def _read_gif(path: Path, last: Optional[int] = None, shorter_side: Optional[int
     """Decode the frames of a gif with Pillow (disposal already composited), keeping the last `last`, scaled."""
     with Image.open(path) as image:
         _check_pixels(image.width, image.height, path)
-        frames = deque((_resize(_pil_rgb(f), shorter_side) for f in ImageSequence.Iterator(image)), maxlen=last)
+        frames = deque((resize_shorter(_pil_rgb(f), shorter_side) for f in ImageSequence.Iterator(image)), maxlen=last)
     return _stack(list(frames), path)
 
 
@@ -321,13 +321,14 @@ def _scaled_size(width: int, height: int, shorter_side: Optional[int]) -> tuple[
     return max(shorter_side, round(width * scale)), max(shorter_side, round(height * scale))
 
 
-def _resize(frame: np.ndarray, shorter_side: Optional[int]) -> np.ndarray:
-    """One uint8 (H, W, 3) frame with its shorter side scaled (Pillow bilinear, antialiased)."""
+def resize_shorter(frame: np.ndarray, shorter_side: Optional[int]) -> np.ndarray:
+    """One uint8 (H, W, C) frame, C in {1, 3}, with its shorter side scaled (Pillow bilinear, antialiased)."""
     h, w = frame.shape[:2]
     size = _scaled_size(w, h, shorter_side)
     if size == (w, h):
         return frame
-    return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR))
+    return np.asarray(Image.fromarray(frame.squeeze(-1) if frame.shape[-1] == 1 else frame).resize(
+        size, Image.Resampling.BILINEAR)).reshape(size[1], size[0], frame.shape[-1])
 
 
 def _probe_av(path: Path) -> VideoInfo:
