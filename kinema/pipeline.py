@@ -22,7 +22,7 @@ from .config import CondConfig, DiffusionConfig, UNetConfig, from_dict, resolve_
 from .data import make_grid, read_image, read_video, to_tensor, to_uint8, write_video
 from .data.audio import fit_length, load_audio, log_mel
 from .data.transforms import fit_square
-from .diffusion import Denoiser, bind, clip_x0, edit, generate, guided, keep_known, make_schedule
+from .diffusion import edit, generate, make_schedule, sampling_denoiser
 from .models import SpaceTimeUNet, StepCache
 from .models.encoders import Conditioner, Tokenizer
 from .models.model_dir import load_model_weights, read_model_config, read_vocab, resolve_model_dir
@@ -107,15 +107,6 @@ def _frames_of(cond: Optional[Cond], start: int, length: int) -> Optional[Cond]:
         return cond
     return Cond(tokens=cond.tokens, mask=cond.mask, pooled=cond.pooled,
                 per_frame=cond.per_frame[:, start : start + length])
-
-
-def _batch_branches(branches: list[dict], batch: int) -> dict:
-    """The model kwargs of several guidance branches (`cond`, `frames`) as one call on len(branches) * batch clips."""
-    out = {"cond": Cond.stack([b.get("cond") for b in branches], batch)}
-    if "frames" in branches[0]:
-        frames = [b["frames"] for b in branches]
-        out["frames"] = FrameMask(mask=torch.cat([f.mask for f in frames]), frames=torch.cat([f.frames for f in frames]))
-    return out
 
 
 class VideoPipeline:
@@ -304,16 +295,12 @@ class VideoPipeline:
                                         audio=audio, scales={"text": guidance, "image": image_guidance,
                                                              "audio": audio_guidance})
         self._check_memory(b, t, len(chain) if scales else 1, what=f"editing {b} clip(s)")
-        denoise = Denoiser(self._network(cache_interval), self.schedule, prediction=self.diffusion.prediction,
-                           learned_variance=self.model.config.learned_variance)
-        merge = _batch_branches if self.batch_guidance else None
-        denoise = (guided(denoise, [{"cond": c} for c in chain], scales, merge) if scales
-                   else bind(denoise, cond=chain[-1]))
+        denoise = self._denoiser(cache_interval, [{"cond": c} for c in chain], scales)
         generator = self._generator(seed)
         bar = tqdm(desc=f"edit ({sampler})", unit="step", disable=not progress)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with autocast:
-            out = edit(clip_x0(denoise, schedule=self.schedule), x0, strength=strength, schedule=self.schedule,
+            out = edit(denoise, x0, strength=strength, schedule=self.schedule,
                        sampler=sampler, num_steps=steps, spacing=spacing, generator=generator,
                        callback=lambda info: bar.update(1), **sampler_options)
         bar.close()
@@ -331,9 +318,14 @@ class VideoPipeline:
         check_activation_memory(self.model.config, batch * branches, frames, self.size, self.size, grad=False,
                                 device=str(self.device), what=shown)
 
-    def _network(self, cache_interval: int):
-        """The network one sampling run calls: the model, or a fresh StepCache around it (the cache is per run)."""
-        return StepCache(self.model, cache_interval) if cache_interval != 1 else self.model
+    def _denoiser(self, cache_interval: int, chain: list[dict], scales: list[float],
+                  frames: Optional[FrameMask] = None):
+        """The denoiser of one sampling run: the model (or a fresh StepCache around it: the cache is per run), guided
+        over `chain`, with the given `frames` kept."""
+        network = StepCache(self.model, cache_interval) if cache_interval != 1 else self.model
+        return sampling_denoiser(network, self.schedule, prediction=self.diffusion.prediction,
+                                 learned_variance=self.model.config.learned_variance, chain=chain, scales=scales,
+                                 frames=frames, batch_guidance=self.batch_guidance)
 
     # ---- long videos: which windows, in which order ----
 
@@ -362,16 +354,10 @@ class VideoPipeline:
             if start + i in known:
                 mask[:, i], given[:, :, i] = 1, known[start + i].to(self.device)
         frames = FrameMask(mask=mask, frames=given)
-        denoise = Denoiser(self._network(cache_interval), self.schedule, prediction=self.diffusion.prediction,
-                           learned_variance=self.model.config.learned_variance)
         base = {"frames": frames} if self.model.config.frame_conditioning else {}
-        chain, scales = conds
-        if scales:  # classifier-free guidance: one more model call per guided condition
-            window_chain = [{**base, "cond": _frames_of(c, start, length)} for c in chain]
-            conditioned = guided(denoise, window_chain, scales, _batch_branches if self.batch_guidance else None)
-        else:
-            conditioned = bind(denoise, **base, cond=_frames_of(chain[-1], start, length))
-        guided_x0 = keep_known(clip_x0(conditioned, schedule=self.schedule), frames, schedule=self.schedule)
+        chain, scales = conds  # with scales, classifier-free guidance: one more branch per guided condition
+        guided_x0 = self._denoiser(cache_interval, [{**base, "cond": _frames_of(c, start, length)} for c in chain],
+                                   scales, frames)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with autocast:
             x0 = generate(guided_x0, (batch, c, length, *hw), schedule=self.schedule, sampler=sampler,

@@ -1,12 +1,17 @@
-"""The one meeting point of networks and the diffusion parameterization: any network -> denoise(x_t, t)."""
+"""The one meeting point of networks and the diffusion parameterization: any network -> denoise(x_t, t).
+
+`sampling_denoiser` is the one builder of what a sampler calls: network -> Prediction -> guidance over a
+chain of conditions -> x0 clipped to the data range -> given frames kept exact.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..types import PREDICTION_TYPES, Prediction
+from ..types import PREDICTION_TYPES, Cond, FrameMask, Prediction
+from .guidance import clip_x0, guided, keep_known
 from .process import to_prediction
 from .schedules import Schedule
 
@@ -39,3 +44,31 @@ def bind(denoise: DenoiseFn, **model_kwargs) -> DenoiseFn:
         return denoise(x_t, t, **model_kwargs)
 
     return bound
+
+
+def batch_branches(branches: list[dict], batch: int) -> dict:
+    """The model kwargs of several guidance branches (`cond`, `frames`) as one call on len(branches) * batch clips."""
+    out = {"cond": Cond.stack([b.get("cond") for b in branches], batch)}
+    if "frames" in branches[0]:
+        frames = [b["frames"] for b in branches]
+        out["frames"] = FrameMask(mask=torch.cat([f.mask for f in frames]), frames=torch.cat([f.frames for f in frames]))
+    return out
+
+
+def sampling_denoiser(model: Callable[..., torch.Tensor], schedule: Schedule, *, prediction: str,
+                      learned_variance: bool = False, chain: Sequence[dict] = ({},), scales: Sequence[float] = (),
+                      frames: Optional[FrameMask] = None, batch_guidance: bool = True) -> DenoiseFn:
+    """What a sampler calls: `model` (a network, or a feature cache around one) as a Denoiser, guided over `chain`.
+
+    `chain` holds model kwargs (`cond`, `frames`) with no guided condition first, then one more each
+    (see `guided`); without `scales` only its last entry is used, in one call. `batch_guidance` runs the
+    branches as one call on a repeated batch. The predicted x0 is clipped to [-1, 1] and, with `frames`,
+    the given frames are kept exact.
+    """
+    denoise = Denoiser(model, schedule, prediction=prediction, learned_variance=learned_variance)
+    if scales:
+        denoise = guided(denoise, list(chain), list(scales), batch_branches if batch_guidance else None)
+    else:
+        denoise = bind(denoise, **chain[-1])
+    denoise = clip_x0(denoise, schedule=schedule)
+    return keep_known(denoise, frames, schedule=schedule) if frames is not None else denoise

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from einops import rearrange
 
 from ..types import FrameMask, Prediction
-from .denoiser import DenoiseFn
 from .process import alpha_bar_at
 from .schedules import Schedule
+
+if TYPE_CHECKING:  # denoiser.py builds on these wrappers; the type alias is only needed for annotations
+    from .denoiser import DenoiseFn
 
 
 def clip_x0(denoise: DenoiseFn, *, schedule: Schedule, lo: float = -1.0, hi: float = 1.0) -> DenoiseFn:

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ..config import Config, resolve_precision, to_dict
 from ..data import build_dataset, dataset_options, draw_masks, make_grid, to_uint8, write_video
 from ..data.audio import log_mel
-from ..diffusion import Denoiser, bind, clip_x0, generate, make_schedule, training_loss
+from ..diffusion import generate, make_schedule, sampling_denoiser, training_loss
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.encoders import Conditioner, Tokenizer
 from ..models.flow import load_flow_net
@@ -467,18 +467,17 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return None
         tc, dc = self.config.train, self.config.data
-        denoise = Denoiser(self.ema, self.schedule, prediction=self.config.diffusion.prediction,
-                           learned_variance=self.config.model.learned_variance)
         shape = (tc.num_samples, self.config.model.in_channels, dc.num_frames, dc.size, dc.size)
         device = self.accelerator.device
         self.ema.to(device)
-        captions = None
+        cond = captions = None
         if self.ema_conditioner is not None:  # the conditions of the first training clips, unguided
             batch = torch.utils.data.default_collate([self.dataset[i] for i in range(tc.num_samples)])
-            cond, _ = self.encode(self.ema_conditioner.to(device), batch)
-            denoise, captions = bind(denoise, cond=cond), batch["caption"]
+            (cond, _), captions = self.encode(self.ema_conditioner.to(device), batch), batch["caption"]
+        denoise = sampling_denoiser(self.ema, self.schedule, prediction=self.config.diffusion.prediction,
+                                    learned_variance=self.config.model.learned_variance, chain=[{"cond": cond}])
         with self.accelerator.autocast():
-            x0 = generate(clip_x0(denoise, schedule=self.schedule), shape, schedule=self.schedule,
+            x0 = generate(denoise, shape, schedule=self.schedule,
                           sampler="ddim", num_steps=tc.sample_steps,
                           generator=torch.Generator(device).manual_seed(tc.seed), device=device)
         path = self.out / "samples" / f"step_{step:08d}.gif"
