@@ -315,14 +315,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_sampler(pipe, protocol):
     """The sampling function of `kinema eval`: a batch of real clips -> the task's given frames and conditions."""
+    from .pipeline import task_inputs
+
     k, scale = protocol.context_frames, protocol.guidance
     options = {"eta": protocol.eta} if protocol.eta is not None else {}
 
     def sample(batch: dict, steps: int, seed: int):
         video = batch["video"]  # (B, C, T, H, W)
-        given = {"generate": {}, "predict": {"context": video[:, :, :k], "context_frames": k},
-                 "interpolate": {"first_frame": video[:, :, 0], "last_frame": video[:, :, -1]},
-                 "animate": {"first_frame": video[:, :, 0]}}[protocol.task]
+        given = task_inputs(protocol.task, video, k)  # the task's given frames of each real clip, and T
         conds = {}
         if "text" in protocol.conditions:
             conds.update(prompt=list(batch["caption"]), guidance=scale)
@@ -330,7 +330,7 @@ def _eval_sampler(pipe, protocol):
             conds.update(image=video[:, :, 0], image_guidance=scale)
         if "audio" in protocol.conditions:
             conds.update(audio=batch["audio"].numpy(), audio_guidance=scale)
-        return pipe(len(video), num_frames=video.shape[2], steps=steps, sampler=protocol.sampler, seed=seed,
+        return pipe(len(video), steps=steps, sampler=protocol.sampler, seed=seed,
                     spacing=protocol.spacing, cache_interval=protocol.cache_interval, progress=False, **given, **conds,
                     **options).torch()
 

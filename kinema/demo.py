@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .data import MovingDigits, MovingDigitsConfig, to_uint8
 from .data.audio import write_wav
-from .pipeline import Video, VideoPipeline
+from .pipeline import Video, VideoPipeline, task_inputs
 
 PROMPTS = ("digit 3 moving right", "digit 7 moving up", "digit 0 moving down left")
 
@@ -64,21 +64,21 @@ def run_demo(model: str | Path = "moving-digits", out: str | Path = "outputs/dem
         k = max(1, pipe.num_frames // 4)
         ctx = Video(to_uint8(clip[:, :k][None]))
         ctx_gif, _ = _save(ctx, out, "predict_context")
-        video = pipe(context=clip[:, :k], num_frames=pipe.num_frames, seed=seed, **common)
+        video = pipe(**task_inputs("predict", clip[None], k), seed=seed, **common)
         gif, mp4 = _save(video, out, "predict")
         items.append(DemoItem("prediction", f"the next {pipe.num_frames - k} frames",
                               f"from {k} frames of a held-out clip", gif, mp4, [ctx_gif]))
         clip = data[1]["video"]
         ends = Video(to_uint8(clip[:, [0, -1]][None]))
         ends_gif, _ = _save(ends, out, "interpolate_ends")
-        video = pipe(first_frame=clip[:, 0], last_frame=clip[:, -1], num_frames=pipe.num_frames, seed=seed, **common)
+        video = pipe(**task_inputs("interpolate", clip[None]), seed=seed, **common)
         gif, mp4 = _save(video, out, "interpolate")
         items.append(DemoItem("interpolation", f"{pipe.num_frames - 2} frames in between",
                               "first and last frame of a held-out clip", gif, mp4, [ends_gif]))
         clip = data[2]["video"]
         image = Video(to_uint8(clip[:, :1][None]))
         image_gif, _ = _save(image, out, "animate_image")
-        video = pipe(first_frame=clip[:, 0], num_frames=pipe.num_frames, seed=seed, **common)
+        video = pipe(**task_inputs("animate", clip[None]), seed=seed, **common)
         gif, mp4 = _save(video, out, "animate")
         items.append(DemoItem("animation", "an image set in motion", "first frame of a held-out clip",
                               gif, mp4, [image_gif]))

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import CondConfig, DiffusionConfig, UNetConfig, from_dict, resolve_precision
-from .data import make_grid, read_image, read_video, to_tensor, to_uint8, write_video
+from .data import make_grid, read_image, read_video, task_mask, to_tensor, to_uint8, write_video
 from .data.audio import fit_length, load_audio, log_mel
 from .data.transforms import fit_square
 from .diffusion import edit, generate, make_schedule, sampling_denoiser
@@ -99,6 +99,24 @@ class Video:
 def default_spacing(sampler: str) -> str:
     """Karras spacing for the ODE / multistep solvers (their sigma-space steps suit it), DDIM's leading otherwise."""
     return "karras" if sampler in ("euler", "heun", "dpmpp_2m", "dpmpp_2m_sde") else "leading"
+
+
+def task_inputs(task: str, clip: torch.Tensor, context_frames: int = 1) -> dict:
+    """The `VideoPipeline.__call__` keywords that give `task` the frames of `clip` (B, C, T, H, W) it keeps.
+
+    Which frames those are is `data.masks.task_mask`'s to say (none, the first k, the first and the
+    last, the first); this only names them in the pipeline's terms. `num_frames` is T.
+    """
+    t = clip.shape[2]
+    known = task_mask(task, t, context_frames).nonzero().flatten().tolist()  # positions of the given frames
+    inputs: dict = {"num_frames": t}
+    if task == "predict":
+        inputs.update(context=clip[:, :, : len(known)], context_frames=len(known))
+    elif known:
+        inputs["first_frame"] = clip[:, :, known[0]]
+        if len(known) > 1:
+            inputs["last_frame"] = clip[:, :, known[-1]]
+    return inputs
 
 
 def _frames_of(cond: Optional[Cond], start: int, length: int) -> Optional[Cond]:

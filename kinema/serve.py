@@ -28,11 +28,10 @@ from typing import Callable, Optional
 
 import torch
 
-from .data import read_video
+from .data import SAMPLING_TASKS, read_video
 from .diffusion import SAMPLERS
 from .pipeline import VideoPipeline
 
-TASKS = ("generate", "predict", "interpolate", "animate")
 MAX_PROMPT_CHARS = 500  # per prompt; the text encoders keep far fewer tokens than this
 MAX_UPLOAD = "50mb"  # gradio stops reading a larger upload at this size (HTTP 413) and deletes the part it had
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 0..2**63-1
@@ -110,8 +109,8 @@ def generate_clip(pipe: VideoPipeline, *, task: str, out_dir: str | Path, prompt
 
     `cancelled()` is asked before every network call; once it says True sampling stops with `Cancelled`.
     """
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task not in SAMPLING_TASKS:
+        raise ValueError(f"task must be one of {SAMPLING_TASKS}, got {task!r}")
     n = check_request(pipe, prompt=prompt, negative_prompt=negative_prompt, steps=steps, frames=frames, seed=seed,
                       guidance=guidance, audio_guidance=audio_guidance, cache_interval=cache_interval,
                       context_frames=context_frames, max_cost=max_cost)
@@ -194,7 +193,7 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
     """The gradio Blocks app around one loaded pipeline; `max_cost` bounds frames × steps × size² per request."""
     gr = _require_gradio()
     cond = pipe.conditioner.config if pipe.conditioner is not None else None
-    tasks = list(TASKS) if pipe.model.config.frame_conditioning else ["generate"]
+    tasks = list(SAMPLING_TASKS) if pipe.model.config.frame_conditioning else ["generate"]
     # a refused request is the user's mistake, not the server's: no traceback in the log (gradio >= 5.9)
     quiet = {"print_exception": False} if "print_exception" in inspect.signature(gr.Error).parameters else {}
 

@@ -11,7 +11,7 @@ from kinema.data.datasets import (
     dataset_options,
     digit_split,
 )
-from kinema.data.masks import TASKS, draw_masks, task_mask
+from kinema.data.masks import SAMPLING_TASKS, TASKS, draw_masks, task_mask
 from kinema.data.transforms import ClipConfig
 from kinema.data.video_datasets import (
     UCF101,
@@ -43,6 +43,7 @@ __all__ = [
     "ClipConfig",
     "DigitTrack",
     "Kinetics400",
+    "SAMPLING_TASKS",
     "TASKS",
     "UCF101",
     "VideoClips",

@@ -17,13 +17,15 @@ import torch
 
 from ..config import TASKS, MaskMixture
 
-__all__ = ["TASKS", "MaskMixture", "task_mask", "draw_masks"]
+__all__ = ["TASKS", "SAMPLING_TASKS", "MaskMixture", "task_mask", "draw_masks"]
+
+SAMPLING_TASKS = tuple(t for t in TASKS if t != "random")  # what a user asks of a trained model
 
 
 def task_mask(task: str, num_frames: int, context_frames: int = 1) -> torch.Tensor:
     """The (T,) float mask of a task; `context_frames` is k for "predict"."""
-    if task not in TASKS or task == "random":
-        raise ValueError(f"unknown task {task!r}; choose one of {TASKS[:-1]}")
+    if task not in SAMPLING_TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {SAMPLING_TASKS}")
     mask = torch.zeros(num_frames)
     if task == "predict":
         if not 1 <= context_frames < num_frames:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import build_dataset, task_mask, to_tensor, to_uint8
+from ..data import SAMPLING_TASKS, build_dataset, task_mask, to_tensor, to_uint8
 from ..data.datasets import MovingDigits, digit_pitch
 from .alignment import (
     DigitClassifier,
@@ -45,7 +45,6 @@ from .features import (
 from .frame_metrics import UINT8_MSE_FLOOR, naive_baselines, psnr_per_frame, ssim_per_frame
 from .lpips import load_lpips, lpips_per_frame
 
-TASKS = ("generate", "predict", "interpolate", "animate")
 CONDITIONS = ("text", "image", "audio")  # taken from each real clip: its caption, its first frame, its sound
 COUNT_FRAMES = ("all", "generated")
 # a sampling function: (batch of real items {"video" (B, C, T, H, W), "caption", "audio"?}, steps, seed)
@@ -76,8 +75,8 @@ class EvalProtocol:
     precision: str = "auto"  # the pipeline's precision setting (bf16 autocast where native)
 
     def __post_init__(self):
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task not in SAMPLING_TASKS:
+            raise ValueError(f"task must be one of {SAMPLING_TASKS}, got {self.task!r}")
         if self.count_frames not in COUNT_FRAMES:
             raise ValueError(f"count_frames must be one of {COUNT_FRAMES}, got {self.count_frames!r}")
         unknown = sorted(set(self.conditions) - set(CONDITIONS))
@@ -103,9 +102,7 @@ class EvalProtocol:
 
     def known(self) -> torch.Tensor:
         """(T,) bool: the frames the task gives (copied from the real clip) rather than generates."""
-        mask = torch.zeros(self.num_frames) if self.task == "generate" else \
-            task_mask(self.task, self.num_frames, self.context_frames)
-        return mask.bool()
+        return task_mask(self.task, self.num_frames, self.context_frames).bool()
 
     def counted(self) -> torch.Tensor:
         """(T,) bool: the frames the distribution metrics see."""
