@@ -25,7 +25,7 @@ from .data.transforms import fit_square
 from .diffusion import edit, generate, make_schedule, sampling_denoiser
 from .models import SpaceTimeUNet, StepCache
 from .models.encoders import Conditioner, Tokenizer
-from .models.model_dir import load_model_weights, read_model_config, read_vocab, resolve_model_dir
+from .models.model_dir import load_checked, load_model_weights, read_model_config, read_vocab, resolve_model_dir
 from .models.unet import check_activation_memory
 from .runtime import available_memory
 from .types import Cond, FrameMask
@@ -34,25 +34,8 @@ from .types import Cond, FrameMask
 
 
 def _load_weights(module: torch.nn.Module, path: Path, name: str, trust_pickle: bool) -> None:
-    """Load model_dir/<name> weights into `module`; weights that do not fit are a ValueError."""
-    weights = load_model_weights(path, name, trust_pickle=trust_pickle)
-    expected = module.state_dict()
-    cast = [k for k, t in weights.items() if k in expected and expected[k].is_floating_point()
-            and not t.is_floating_point()]
-    if cast:
-        raise ValueError(f"{path}: the {name} weights hold {weights[cast[0]].dtype} tensors where floats belong "
-                         f"({len(cast)}, e.g. {cast[0]!r}); kinema loads float weights only (quantised weights "
-                         "are not supported)")
-    broken = [k for k, t in weights.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if broken:
-        raise ValueError(f"{path}: the {name} weights hold NaN or infinite values in {len(broken)} tensors "
-                         f"(e.g. {broken[0]!r}); they would make black clips. Were they saved from a diverged run?")
-    try:
-        module.load_state_dict(weights)
-    except RuntimeError as err:  # missing / unexpected keys, size mismatches: one line, cut short
-        text = " ".join(str(err).split())
-        raise ValueError(f"{path}: the {name} weights do not fit its config.json: "
-                         f"{text[:300]}{'...' if len(text) > 300 else ''}") from err
+    """Load model_dir/<name> weights into `module`; weights that do not fit, are not floats or not finite: ValueError."""
+    load_checked(module, load_model_weights(path, name, trust_pickle=trust_pickle), path, name)
 
 
 def _is_int(value) -> bool:

@@ -12,7 +12,6 @@ comparable only between runs that use the same network (its weights' sha256 is r
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.datasets import DIRECTIONS, MovingDigits, MovingDigitsConfig
+from ..models.model_dir import load_checked
+from .fvd import read_weights_sha
 
 WEIGHTS = Path(__file__).parent / "weights" / "digit-features.safetensors"
 
@@ -56,14 +57,8 @@ class DigitMotionNet(nn.Module):
 
 def load_feature_net(path: str | Path = WEIGHTS) -> tuple[DigitMotionNet, str]:
     """The shipped (or given) feature network in eval mode, and its weights' sha256."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"feature network weights not found: {path}")
-    net = DigitMotionNet()
-    net.load_state_dict(load_file(path))
-    return net.eval().requires_grad_(False), hashlib.sha256(path.read_bytes()).hexdigest()
+    state, sha = read_weights_sha(path, "feature network")
+    return load_checked(DigitMotionNet(), state, path, "feature network"), sha
 
 
 @torch.no_grad()

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..models.model_dir import load_checked, read_weights
+
 FVD_FRAMES = 16  # frames per clip in the reference protocol
 FVD_SIZE = 224  # frame side the network was trained at
 FEATURE_SIZES = {"logits": 400, "pool": 1024}
@@ -132,55 +134,17 @@ class I3D(nn.Module):
 # ---- weights ----
 
 
-def _state_dict_of(path: Path, trust_pickle: bool) -> dict:
-    """The tensors of a .safetensors file, or of a pickled state dict read with weights_only=True."""
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)
-        except SafetensorError as err:
-            raise ValueError(f"cannot read {path} as safetensors: {err}") from err
-    if not trust_pickle:  # any other file is read as a torch.save pickle
-        raise ValueError(f"{path} is a pickle file, and unpickling can run code; convert it to .safetensors, or "
-                         f"pass --trust-pickle to read it as a plain state dict (torch.load(weights_only=True))")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # TorchScript archives and pickles holding objects other than tensors end here
-        raise ValueError(f"{path} is not a plain state dict readable with weights_only=True "
-                         f"(a TorchScript archive or a pickled module?): {err}") from err
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
-    return state
-
-
-def read_weights(path: str | Path, what: str, trust_pickle: bool = False) -> tuple[dict, str]:
-    """The state dict in a user-given weights file (no DataParallel "module." prefix) and the file's sha256."""
+def read_weights_sha(path: str | Path, what: str, trust_pickle: bool = False) -> tuple[dict, str]:
+    """The state dict in a user-given weights file (read by `models.model_dir.read_weights`) and the file's sha256."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} weights not found: {path}")
-    state = _state_dict_of(path, trust_pickle)
-    if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state, hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def load_checked(net: nn.Module, state: dict, path: str | Path, what: str, optional=lambda key: False) -> nn.Module:
-    """Load `state` into `net` (eval mode, frozen); any missing or unexpected key but `optional` ones is a ValueError."""
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not optional(k)]
-    if missing or unexpected:
-        raise ValueError(f"{path} does not match the {what} architecture: missing {missing[:5]} "
-                         f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})")
-    return net.eval().requires_grad_(False)
+    return read_weights(path, trust_pickle=trust_pickle), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_i3d(path: str | Path, trust_pickle: bool = False) -> tuple[I3D, str]:
     """I3D with the weights at `path` in eval mode, and the file's sha256; the class count is read from the file."""
-    state, sha = read_weights(path, "I3D", trust_pickle)
+    state, sha = read_weights_sha(path, "I3D", trust_pickle)
     if "logits.conv3d.weight" not in state:
         raise ValueError(f"{path} has no 'logits.conv3d.weight'; is it an Inception-v1 I3D state dict? "
                          f"first keys: {sorted(state)[:5]}")

@@ -17,7 +17,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .fvd import load_checked, read_weights
+from ..models.model_dir import load_checked
+from .fvd import read_weights_sha
 
 WIDTHS = (64, 192, 384, 256, 256)  # channels of the five tapped ReLUs
 
@@ -71,7 +72,7 @@ class LPIPS(nn.Module):
 
 def load_lpips(path: str | Path, trust_pickle: bool = False) -> tuple[LPIPS, str]:
     """LPIPS with the weights at `path` (a full LPIPS(net="alex") state dict) in eval mode, and the file's sha256."""
-    state, sha = read_weights(path, "LPIPS", trust_pickle)
+    state, sha = read_weights_sha(path, "LPIPS", trust_pickle)
     if not any(k.startswith("net.slice") for k in state) or not any(k.startswith("lin") for k in state):
         raise ValueError(f"{path} is not a whole LPIPS (AlexNet) state dict: it needs the backbone (net.slice*) "
                          f"and the linear layers (lin0..lin4) together; first keys: {sorted(state)[:4]}")

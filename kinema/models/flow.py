@@ -16,7 +16,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..config import FlowConfig, from_dict
-from .model_dir import load_model_weights, read_model_config, resolve_model_dir, save_model_dir
+from .model_dir import load_checked, load_model_weights, read_model_config, resolve_model_dir, save_model_dir
 
 # ---- warping and consistency ----
 
@@ -154,6 +154,4 @@ def load_flow_net(name_or_path) -> FlowNet:
     if config.get("kind") != "flow":
         raise ValueError(f"{root} is not a flow model directory (config.json kind={config.get('kind')!r}, "
                          f"expected 'flow')")
-    net = FlowNet(from_dict(FlowConfig, config["flow"], "flow."))
-    net.load_state_dict(load_model_weights(root))
-    return net.eval().requires_grad_(False)
+    return load_checked(FlowNet(from_dict(FlowConfig, config["flow"], "flow.")), load_model_weights(root), root, "flow")

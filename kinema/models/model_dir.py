@@ -94,15 +94,63 @@ def load_model_weights(model_dir: str | os.PathLike, name: str = "model", *,
     safe = root / f"{name}.safetensors"
     pickles = [root / f"{name}{s}" for s in PICKLE_SUFFIXES if (root / f"{name}{s}").is_file()]
     if safe.is_file() or not pickles:
-        try:
-            return load_file(_model_file(model_dir, safe.name))
-        except SafetensorError as err:
-            raise ValueError(f"cannot read {safe}: {err}") from err
+        return read_weights(_model_file(model_dir, safe.name))
     if not trust_pickle:
         raise ValueError(f"{pickles[0]} is a pickle, and loading a pickle can run any code in it; kinema reads "
                          f"weights from {safe.name} only. If you trust the file, pass --trust-pickle "
                          "(trust_pickle=True), which loads it with torch.load(weights_only=True)")
-    return _load_trusted_pickle(pickles[0])
+    return read_weights(pickles[0], trust_pickle=True)
+
+
+def read_weights(path: str | os.PathLike, *, trust_pickle: bool = False) -> dict[str, Tensor]:
+    """The state dict in a weights file: safetensors, or (only with `trust_pickle`) any other file as a torch.save
+    pickle read with torch.load(weights_only=True): tensors only, {"state_dict": ...} and DataParallel's "module."
+    prefix unwrapped. The one reader of weights every loader in kinema goes through."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            state = load_file(path)
+        except SafetensorError as err:
+            raise ValueError(f"cannot read {path}: {err}") from err
+    elif not trust_pickle:
+        raise ValueError(f"{path} is a pickle, and loading a pickle can run any code in it; convert it to "
+                         ".safetensors, or pass --trust-pickle to read it as a plain state dict "
+                         "(torch.load(weights_only=True))")
+    else:
+        state = _load_trusted_pickle(path)
+    if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_checked(module: nn.Module, state: dict[str, Tensor], path: str | os.PathLike, what: str,
+                 optional: Callable[[str], bool] = lambda key: False) -> nn.Module:
+    """Load `state` into `module`, refusing (ValueError naming `path`) keys that do not fit (but `optional`
+    missing ones), integers where floats belong and NaN / inf; returns it in eval mode, frozen."""
+    expected = module.state_dict()
+    cast = [k for k, t in state.items() if k in expected and expected[k].is_floating_point()
+            and not t.is_floating_point()]
+    if cast:
+        raise ValueError(f"{path}: the {what} weights hold {state[cast[0]].dtype} tensors where floats belong "
+                         f"({len(cast)}, e.g. {cast[0]!r}); kinema loads float weights only (quantised weights "
+                         "are not supported)")
+    broken = [k for k, t in state.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if broken:
+        raise ValueError(f"{path}: the {what} weights hold NaN or infinite values in {len(broken)} tensors "
+                         f"(e.g. {broken[0]!r}); they would make black clips. Were they saved from a diverged run?")
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # size mismatches: one line, cut short
+        text = " ".join(str(err).split())
+        raise ValueError(f"{path}: the {what} weights do not fit its config: "
+                         f"{text[:300]}{'...' if len(text) > 300 else ''}") from err
+    missing = [k for k in missing if not optional(k)]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the {what} architecture: missing {missing[:5]} "
+                         f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})")
+    return module.eval().requires_grad_(False)
 
 
 def _load_trusted_pickle(path: Path) -> dict[str, Tensor]:
