@@ -50,7 +50,7 @@ def build_inputs(root: Path) -> dict[str, Path]:
     from kinema.models.encoders import Conditioner, Tokenizer
     from kinema.models.model_dir import save_model_dir
     from kinema.training.checkpoint import save_checkpoint
-    from kinema.training.trainer import model_dir_config
+    from kinema.models.model_dir import video_model_config
 
     root.mkdir(parents=True, exist_ok=True)
     config = load_config(None, {**TINY, "model.frame_conditioning": True, "model.cond_dim": 16,
@@ -59,11 +59,11 @@ def build_inputs(root: Path) -> dict[str, Path]:
     model = SpaceTimeUNet(config.model)
     tokenizer = Tokenizer.build(["digit 1 moving left", "digit 2 moving up"])
     conditioner = Conditioner(config.cond, config.model.cond_dim, in_channels=1, tokenizer=tokenizer)
-    meta = model_dir_config(config, fps=8.0)
+    meta = video_model_config(config, fps=8.0)
     good = save_model_dir(root / "model", model, meta, extra={"conditioner": conditioner}, vocab=tokenizer.words)
 
     plain = load_config(None, TINY)
-    plain_meta = model_dir_config(plain)
+    plain_meta = video_model_config(plain)
     net = SpaceTimeUNet(plain.model)
     pickled = root / "pickled"
     save_model_dir(pickled, net, plain_meta)

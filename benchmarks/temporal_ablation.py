@@ -26,7 +26,7 @@ from kinema.data import MovingDigits, MovingDigitsConfig
 from kinema.diffusion import make_schedule, training_loss
 from kinema.evaluation.features import clip_features, frechet_distance, gaussian_stats, load_feature_net
 from kinema.evaluation.temporal import flicker_index, warping_error
-from kinema.models.flow import load_flow_net
+from kinema.models.model_dir import load_flow_net
 from kinema.models.model_dir import read_model_config
 from kinema.pipeline import VideoPipeline
 

@@ -283,7 +283,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--eta applies to ddim and dpmpp_2m_sde, not {args.sampler!r}")
     flow = None
     if args.flow is not None:
-        from .models.flow import load_flow_net
+        from .models.model_dir import load_flow_net
 
         flow = load_flow_net(args.flow)
     pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision)

@@ -349,6 +349,11 @@ def yaml_error(err: Exception) -> str:
     return f"{problem}{where}"
 
 
+def is_int(value: Any) -> bool:
+    """A real int: not a bool, not a float, not a string of digits."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ValueError(f"{key} = {value!r} is invalid; expected {allowed}")

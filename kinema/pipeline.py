@@ -18,29 +18,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import CondConfig, DiffusionConfig, UNetConfig, from_dict, resolve_precision
+from .config import DiffusionConfig, is_int, resolve_precision
 from .data import make_grid, read_image, read_video, task_mask, to_tensor, to_uint8, write_video
 from .data.audio import fit_length, load_audio, log_mel
 from .data.transforms import fit_square
 from .diffusion import edit, generate, make_schedule, sampling_denoiser
 from .models import SpaceTimeUNet, StepCache
 from .models.encoders import Conditioner, Tokenizer
-from .models.model_dir import load_checked, load_model_weights, read_model_config, read_vocab, resolve_model_dir
+from .models.model_dir import load_video_model
 from .models.unet import check_activation_memory
 from .runtime import available_memory
 from .types import Cond, FrameMask
 
 # ---- loading ----
-
-
-def _load_weights(module: torch.nn.Module, path: Path, name: str, trust_pickle: bool) -> None:
-    """Load model_dir/<name> weights into `module`; weights that do not fit, are not floats or not finite: ValueError."""
-    load_checked(module, load_model_weights(path, name, trust_pickle=trust_pickle), path, name)
-
-
-def _is_int(value) -> bool:
-    """A real int (not a bool, not a string of digits)."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # ---- the result ----
@@ -143,44 +133,10 @@ class VideoPipeline:
             trust_pickle: read weights from a `.pt` / `.ckpt` pickle when the directory has no safetensors
                 (with torch.load(weights_only=True)); without it such a directory is refused.
         """
-        path = resolve_model_dir(path)  # a directory, or the name of a bundled model ("moving-digits")
-        if not (path / "model.safetensors").is_file() and (path / "model" / "config.json").is_file():
-            path = path / "model"
-        config = read_model_config(path)
-        for key in ("model", "diffusion", "data"):
-            if key not in config:
-                raise ValueError(f"{path / 'config.json'} has no {key!r} section; is it a kinema model directory?")
-        try:
-            model_config = from_dict(UNetConfig, config["model"], prefix="model.")
-            diffusion = from_dict(DiffusionConfig, config["diffusion"], prefix="diffusion.")
-            cond = from_dict(CondConfig, config["cond"], prefix="cond.") if "cond" in config else None
-        except ValueError as err:
-            raise ValueError(f"{path / 'config.json'}: {err}") from err
-        data, f = config["data"], model_config.downsample_factor
-        size, num_frames = data.get("size"), data.get("num_frames")
-        fps = 8.0 if data.get("fps") is None else data["fps"]  # unconditioned models record none
-        if not _is_int(size) or size < 1 or size % f:
-            raise ValueError(f"{path / 'config.json'}: data.size = {size!r} is not a positive multiple of {f}, "
-                             f"the UNet's downsampling factor")
-        if not _is_int(num_frames) or num_frames < 2:
-            raise ValueError(f"{path / 'config.json'}: data.num_frames = {num_frames!r} must be an integer >= 2 "
-                             "(the frames the model was trained on)")
-        if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0:
-            raise ValueError(f"{path / 'config.json'}: data.fps = {fps!r} must be a positive number of frames "
-                             "per second")
-        audio_rate = data.get("audio_rate", 16000)
-        if not _is_int(audio_rate) or audio_rate < 1:
-            raise ValueError(f"{path / 'config.json'}: data.audio_rate = {audio_rate!r} must be a positive integer")
-        model = SpaceTimeUNet(model_config)
-        _load_weights(model, path, "model", trust_pickle)
-        conditioner = None
-        if cond is not None:
-            tokenizer = Tokenizer(read_vocab(path)) if cond.text == "gru" else None
-            conditioner = Conditioner(cond, model.config.cond_dim, in_channels=model.config.in_channels,
-                                      tokenizer=tokenizer)
-            _load_weights(conditioner, path, "conditioner", trust_pickle)
-        return cls(model, diffusion, size=size, num_frames=num_frames, conditioner=conditioner, fps=float(fps),
-                   audio_rate=audio_rate, device=device, precision=precision)
+        loaded = load_video_model(path, trust_pickle=trust_pickle)
+        return cls(loaded.model, loaded.diffusion, size=loaded.size, num_frames=loaded.num_frames,
+                   conditioner=loaded.conditioner, fps=loaded.fps, audio_rate=loaded.audio_rate, device=device,
+                   precision=precision)
 
     @torch.no_grad()
     def __call__(self, num_videos: int = 1, *, num_frames: Optional[int] = None, context=None,
@@ -230,9 +186,9 @@ class VideoPipeline:
             a `Video` of uint8 (B, num_frames, H, W, C); given frames appear in it exactly.
         """
         spacing = spacing or default_spacing(sampler)
-        if not _is_int(draws) or draws < 1:
+        if not is_int(draws) or draws < 1:
             raise ValueError(f"draws must be a positive integer, got {draws!r}")
-        if num_frames is not None and (not _is_int(num_frames) or num_frames < 1):
+        if num_frames is not None and (not is_int(num_frames) or num_frames < 1):
             raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
         if long_mode not in ("sliding", "keyframes"):
             raise ValueError(f"long_mode must be 'sliding' or 'keyframes', got {long_mode!r}")
@@ -309,7 +265,7 @@ class VideoPipeline:
 
     def _generator(self, seed: Optional[int]) -> torch.Generator:
         """A generator on the device seeded with `seed` (0 .. 2**64 - 1), or a fresh seed when None."""
-        if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**64):
+        if seed is not None and (not is_int(seed) or not 0 <= seed < 2**64):
             raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
         return torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
 

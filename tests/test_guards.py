@@ -15,7 +15,7 @@ from kinema.models import SpaceTimeUNet
 from kinema.models.model_dir import save_model_dir
 from kinema.models.unet import activation_bytes
 from kinema.pipeline import VideoPipeline
-from kinema.training.trainer import model_dir_config
+from kinema.models.model_dir import video_model_config
 
 TINY = {"model.channels": 8, "model.channel_mult": [1, 2], "model.num_res_blocks": 1, "model.head_dim": 8,
         "model.norm_groups": 4, "model.spatial_attention_levels": [1], "diffusion.num_steps": 100,
@@ -30,7 +30,7 @@ def _frames(t=6, h=20, w=28, seed=0):
 def model_dir(tmp_path):
     config = load_config(None, TINY)
     torch.manual_seed(0)
-    return save_model_dir(tmp_path / "model", SpaceTimeUNet(config.model), model_dir_config(config))
+    return save_model_dir(tmp_path / "model", SpaceTimeUNet(config.model), video_model_config(config))
 
 
 # ---- outputs ----
@@ -185,7 +185,7 @@ def test_augment_streams_each_prompt_in_batches(tmp_path, monkeypatch, capsys):
     torch.manual_seed(0)
     tokenizer = Tokenizer.build(["digit 1 moving left", "digit 2 moving up"])
     conditioner = Conditioner(config.cond, 16, in_channels=1, tokenizer=tokenizer)
-    model = save_model_dir(tmp_path / "model", SpaceTimeUNet(config.model), model_dir_config(config, fps=8.0),
+    model = save_model_dir(tmp_path / "model", SpaceTimeUNet(config.model), video_model_config(config, fps=8.0),
                            extra={"conditioner": conditioner}, vocab=tokenizer.words)
     (tmp_path / "prompts.txt").write_text("digit 1 moving left\ndigit 2 moving up\n")
     calls = []

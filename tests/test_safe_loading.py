@@ -12,7 +12,7 @@ from kinema.config import load_config
 from kinema.models import SpaceTimeUNet
 from kinema.models.model_dir import load_model_weights, save_model_dir
 from kinema.pipeline import VideoPipeline
-from kinema.training.trainer import model_dir_config
+from kinema.models.model_dir import video_model_config
 
 TINY = {"model.channels": 8, "model.channel_mult": [1, 2], "model.num_res_blocks": 1, "model.head_dim": 8,
         "model.norm_groups": 4, "model.spatial_attention_levels": [1], "diffusion.num_steps": 100,
@@ -33,7 +33,7 @@ def _model_dir(path):
     config = load_config(None, TINY)
     torch.manual_seed(0)
     net = SpaceTimeUNet(config.model)
-    save_model_dir(path, net, model_dir_config(config))
+    save_model_dir(path, net, video_model_config(config))
     return net
 
 

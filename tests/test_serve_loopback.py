@@ -31,7 +31,7 @@ from kinema.config import load_config
 from kinema.models import SpaceTimeUNet
 from kinema.models.encoders import Conditioner, Tokenizer
 from kinema.models.model_dir import save_model_dir
-from kinema.training.trainer import model_dir_config
+from kinema.models.model_dir import video_model_config
 
 pytestmark = pytest.mark.browser
 
@@ -53,7 +53,7 @@ def _tiny_model_dir(out):
     torch.manual_seed(0)
     tokenizer = Tokenizer.build(["digit 1 moving left", "digit 2 moving up"])
     conditioner = Conditioner(config.cond, config.model.cond_dim, in_channels=1, tokenizer=tokenizer)
-    return save_model_dir(out, SpaceTimeUNet(config.model), model_dir_config(config, fps=8.0),
+    return save_model_dir(out, SpaceTimeUNet(config.model), video_model_config(config, fps=8.0),
                           extra={"conditioner": conditioner}, vocab=tokenizer.words)
 
 

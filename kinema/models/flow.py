@@ -8,15 +8,12 @@ f1 and f2 warped towards f1 (the seed's conv estimator, applied coarse-to-fine a
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..config import FlowConfig, from_dict
-from .model_dir import load_checked, load_model_weights, read_model_config, resolve_model_dir, save_model_dir
+from ..config import FlowConfig
 
 # ---- warping and consistency ----
 
@@ -138,20 +135,3 @@ class FlowNet(nn.Module):
         fw, bw = self(torch.cat([a, n]), torch.cat([n, a])).chunk(2)
         split = "(b t) c h w -> b t c h w"
         return rearrange(fw, split, b=b, t=t - 1), rearrange(bw, split, b=b, t=t - 1)
-
-# ---- model directories ----
-
-
-def save_flow_net(out_dir, net: FlowNet, extra: dict | None = None):
-    """Write a flow model directory: config.json ({"kind": "flow", "flow": …}) + model.safetensors."""
-    return save_model_dir(out_dir, net, {"kind": "flow", "flow": asdict(net.config), **(extra or {})})
-
-
-def load_flow_net(name_or_path) -> FlowNet:
-    """A FlowNet from a model directory or a bundled name (e.g. "flow-moving-digits"), in eval mode."""
-    root = resolve_model_dir(name_or_path)
-    config = read_model_config(root)
-    if config.get("kind") != "flow":
-        raise ValueError(f"{root} is not a flow model directory (config.json kind={config.get('kind')!r}, "
-                         f"expected 'flow')")
-    return load_checked(FlowNet(from_dict(FlowConfig, config["flow"], "flow.")), load_model_weights(root), root, "flow")

@@ -1,7 +1,9 @@
 """Model directories: `config.json` + `model.safetensors`, written atomically, never pickled.
 
-Loading rebuilds a network from its config alone (see `pipeline.py`); nothing here runs code
-from the files it reads.
+The one reader and writer of every kind: a video model (UNet + optional conditioner and vocabulary,
+`load_video_model`), a flow network (`kind: flow`, `load_flow_net`), and the one safe way to read
+any weights file (`read_weights`, `load_checked`). Loading rebuilds a network from its config alone;
+nothing here runs code from the files it reads.
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ import os
 import re
 import warnings
 from pathlib import Path
+import math
+from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ..config import CondConfig, Config, DiffusionConfig, FlowConfig, UNetConfig, from_dict, is_int, to_dict
 from ..files import atomic_write, fsync_dir
+from .encoders import Conditioner, Tokenizer
+from .flow import FlowNet
+from .unet import SpaceTimeUNet
 
 VOCAB_FILE = "text_vocab.json"
 FORMAT = 1  # layout of a model directory, recorded in config.json as "format"
@@ -216,3 +224,86 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     available = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     raise FileNotFoundError(f"model directory {name_or_path} not found, and no bundled model has that name "
                             f"(bundled: {', '.join(available) or 'none'})")
+
+
+# ---- the kinds of model directory ----
+
+
+def video_model_config(config: Config, fps: Optional[float] = None) -> dict:
+    """What a video model directory records: enough to rebuild the network (and its encoders) and sample from it."""
+    dc = config.data
+    out = {"model": to_dict(config.model), "diffusion": to_dict(config.diffusion),
+           "data": {"kind": dc.kind, "size": dc.size, "num_frames": dc.num_frames}}
+    if config.cond.enabled:
+        out["cond"] = to_dict(config.cond)
+        out["data"].update(audio_rate=dc.audio_rate, fps=fps)
+    return out
+
+
+@dataclass
+class VideoModel:
+    """A video model directory, rebuilt: the UNet, its conditioner, and what sampling needs to know."""
+
+    path: Path  # the directory read
+    model: SpaceTimeUNet  # in eval mode, frozen
+    conditioner: Optional[Conditioner]  # the condition encoders, or None for an unconditioned model
+    diffusion: DiffusionConfig  # schedule and prediction the network was trained with
+    size: int  # frame height and width
+    num_frames: int  # the training window
+    fps: float  # frame rate the audio is aligned to (8 when the model records none)
+    audio_rate: int  # audio samples per second
+
+
+def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = False) -> VideoModel:
+    """A video model from a model directory, a training run's directory (its `model/`) or a bundled name."""
+    path = resolve_model_dir(name_or_path)
+    if not (path / "model.safetensors").is_file() and (path / "model" / "config.json").is_file():
+        path = path / "model"
+    config, where = read_model_config(path), path / "config.json"
+    for key in ("model", "diffusion", "data"):
+        if key not in config:
+            raise ValueError(f"{where} has no {key!r} section; is it a kinema model directory?")
+    try:
+        model_config = from_dict(UNetConfig, config["model"], prefix="model.")
+        diffusion = from_dict(DiffusionConfig, config["diffusion"], prefix="diffusion.")
+        cond = from_dict(CondConfig, config["cond"], prefix="cond.") if "cond" in config else None
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from err
+    data, f = config["data"], model_config.downsample_factor
+    size, num_frames, audio_rate = data.get("size"), data.get("num_frames"), data.get("audio_rate", 16000)
+    fps = 8.0 if data.get("fps") is None else data["fps"]  # unconditioned models record none
+    if not is_int(size) or size < 1 or size % f:
+        raise ValueError(f"{where}: data.size = {size!r} is not a positive multiple of {f}, the UNet's "
+                         "downsampling factor")
+    if not is_int(num_frames) or num_frames < 2:
+        raise ValueError(f"{where}: data.num_frames = {num_frames!r} must be an integer >= 2 (the frames the model "
+                         "was trained on)")
+    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"{where}: data.fps = {fps!r} must be a positive number of frames per second")
+    if not is_int(audio_rate) or audio_rate < 1:
+        raise ValueError(f"{where}: data.audio_rate = {audio_rate!r} must be a positive integer")
+    model = load_checked(SpaceTimeUNet(model_config), load_model_weights(path, trust_pickle=trust_pickle), path,
+                         "model")
+    conditioner = None
+    if cond is not None:
+        tokenizer = Tokenizer(read_vocab(path)) if cond.text == "gru" else None
+        conditioner = Conditioner(cond, model_config.cond_dim, in_channels=model_config.in_channels,
+                                  tokenizer=tokenizer)
+        load_checked(conditioner, load_model_weights(path, "conditioner", trust_pickle=trust_pickle), path,
+                     "conditioner")
+    return VideoModel(path, model, conditioner, diffusion, size, num_frames, float(fps), audio_rate)
+
+
+def save_flow_net(out_dir: str | os.PathLike, net: FlowNet, extra: Optional[dict] = None) -> Path:
+    """Write a flow model directory: config.json ({"kind": "flow", "flow": ...}) + model.safetensors."""
+    return save_model_dir(out_dir, net, {"kind": "flow", "flow": asdict(net.config), **(extra or {})})
+
+
+def load_flow_net(name_or_path: str | os.PathLike) -> FlowNet:
+    """A FlowNet from a model directory or a bundled name (e.g. "flow-moving-digits"), in eval mode."""
+    root = resolve_model_dir(name_or_path)
+    config = read_model_config(root)
+    if config.get("kind") != "flow":
+        raise ValueError(f"{root} is not a flow model directory (config.json kind={config.get('kind')!r}, "
+                         f"expected 'flow')")
+    return load_checked(FlowNet(from_dict(FlowConfig, config["flow"], "flow.")), load_model_weights(root), root, "flow")

@@ -2,6 +2,6 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .ema import ema_decay, ema_update
-from .trainer import Trainer, model_dir_config
+from .trainer import Trainer
 
-__all__ = ["Trainer", "model_dir_config", "load_checkpoint", "save_checkpoint", "ema_decay", "ema_update"]
+__all__ = ["Trainer", "load_checkpoint", "save_checkpoint", "ema_decay", "ema_update"]

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig, FlowConfig, FlowTrainConfig, resolve_precision, to_dict
 from ..data import build_dataset, dataset_options
-from ..models.flow import FlowNet, masked_mean, occlusion_mask, save_flow_net, warp
+from ..models.flow import FlowNet, masked_mean, occlusion_mask, warp
+from ..models.model_dir import save_flow_net
 
 # ---- losses ----
 

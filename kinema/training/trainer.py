@@ -31,8 +31,7 @@ from ..data.audio import log_mel
 from ..diffusion import generate, make_schedule, sampling_denoiser, training_loss
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.encoders import Conditioner, Tokenizer
-from ..models.flow import load_flow_net
-from ..models.model_dir import save_model_dir
+from ..models.model_dir import load_flow_net, save_model_dir, video_model_config
 from ..models.unet import check_activation_memory
 from ..types import FrameMask
 from .checkpoint import (flatten_state, list_checkpoints, load_checkpoint, nonfinite_tensors, remove_stale,
@@ -117,17 +116,6 @@ def example_generators(batch: dict) -> list[torch.Generator]:
 
 class TrainingDiverged(RuntimeError):
     """Too many steps in a row with a NaN / Inf loss or gradient, or non-finite weights at a checkpoint."""
-
-
-def model_dir_config(config: Config, fps: Optional[float] = None) -> dict:
-    """What a model directory records: enough to rebuild the network (and its encoders) and sample from it."""
-    dc = config.data
-    out = {"model": to_dict(config.model), "diffusion": to_dict(config.diffusion),
-           "data": {"kind": dc.kind, "size": dc.size, "num_frames": dc.num_frames}}
-    if config.cond.enabled:
-        out["cond"] = to_dict(config.cond)
-        out["data"].update(audio_rate=dc.audio_rate, fps=fps)
-    return out
 
 
 def collect_captions(dataset, limit: int = 5000) -> list[str]:
@@ -458,7 +446,7 @@ class Trainer:
             state["ema_conditioner"] = self.ema_conditioner.state_dict()
             extra["conditioner"] = self.ema_conditioner
         save_checkpoint(self.out, self.step_count, state, keep=self.config.train.keep_checkpoints)
-        save_model_dir(self.out / "model", self.ema, model_dir_config(self.config, self.fps), extra=extra,
+        save_model_dir(self.out / "model", self.ema, video_model_config(self.config, self.fps), extra=extra,
                        vocab=self.tokenizer.words if self.tokenizer else None)
 
     @torch.no_grad()

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from kinema.evaluation.temporal import flicker_index, warping_error
-from kinema.models.flow import FlowNet, load_flow_net
+from kinema.models.flow import FlowNet
+from kinema.models.model_dir import load_flow_net
 
 
 def test_flicker_of_a_steady_background_is_zero_despite_motion(moving_square):

@@ -5,7 +5,8 @@ import torch
 
 from kinema.config import FlowConfig
 from kinema.evaluation.temporal import translated_digits, translation_epe
-from kinema.models.flow import FlowNet, end_point_error, inside_mask, load_flow_net, occlusion_mask, save_flow_net, warp
+from kinema.models.flow import FlowNet, end_point_error, inside_mask, occlusion_mask, warp
+from kinema.models.model_dir import load_flow_net, save_flow_net
 
 
 def textured(b=2, c=1, h=20, w=24, seed=0):

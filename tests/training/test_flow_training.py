@@ -7,7 +7,8 @@ import torch
 from kinema.cli import main
 from kinema.config import FlowTrainConfig
 from kinema.evaluation.temporal import translated_digits
-from kinema.models.flow import FlowNet, load_flow_net
+from kinema.models.flow import FlowNet
+from kinema.models.model_dir import load_flow_net
 from kinema.training.flow_training import flow_loss_terms
 
 

@@ -5,7 +5,8 @@ import json
 import torch
 
 from kinema.config import load_config
-from kinema.models.flow import FlowNet, load_flow_net
+from kinema.models.flow import FlowNet
+from kinema.models.model_dir import load_flow_net
 from kinema.training import Trainer
 from kinema.training.temporal_losses import temporal_losses
 
