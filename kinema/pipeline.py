@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import DiffusionConfig, is_int, resolve_precision
-from .data import make_grid, read_image, read_video, task_mask, to_tensor, to_uint8, write_video
-from .data.audio import fit_length, load_audio, log_mel
+from .data import make_grid, read_audio, read_image, read_video, task_mask, to_tensor, to_uint8, write_video
+from .data.audio import audio_features, fit_length
 from .data.transforms import fit_square
 from .diffusion import edit, generate, make_schedule, sampling_denoiser
 from .models import SpaceTimeUNet, StepCache
@@ -371,14 +371,14 @@ class VideoPipeline:
             return img.expand(batch, *img.shape[1:]) if img.shape[0] == 1 else img
         cfg = self.conditioner.config
         if isinstance(value, (str, Path)):
-            value = load_audio(value, self.audio_rate)
+            value = read_audio(value, sample_rate=self.audio_rate, required=True)
         wave = torch.as_tensor(np.asarray(value, dtype=np.float32))
         wave = wave[None] if wave.ndim == 1 else wave  # (B', A)
         if wave.ndim != 2:
             raise ValueError(f"audio must be samples (A,) or (B, A), got shape {tuple(wave.shape)}")
         wave = fit_length(wave, int(round(num_frames * self.audio_rate / self.fps)))
-        mel = log_mel(wave, rate=self.audio_rate, fps=self.fps, num_frames=num_frames, n_mels=cfg.n_mels,
-                      steps_per_frame=cfg.audio_steps_per_frame)
+        mel = audio_features(wave, rate=self.audio_rate, num_frames=num_frames, n_mels=cfg.n_mels,
+                             steps_per_frame=cfg.audio_steps_per_frame)
         return mel.expand(batch, *mel.shape[1:]) if mel.shape[0] == 1 else mel
 
     def _check_words(self, texts: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""Audio: load a sound file (PyAV) or write a wav, and log-mel features aligned to video frames.
+"""Audio: write a wav, and log-mel features aligned to video frames (files are read by `video_io.read_audio`).
 
 A clip's audio is mono float32 (A,) in [-1, 1] at `rate` Hz covering exactly its frames, so frame
 t spans samples [t * rate / fps, (t + 1) * rate / fps). `log_mel` keeps that alignment: its
@@ -15,33 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
+from ..files import atomic_write
 
 # ---- files ----
-
-
-def load_audio(path: str | Path, rate: int = 16000) -> np.ndarray:
-    """A whole sound file (or a video's first audio stream) as mono float32 (A,) at `rate`; errors if it has none.
-
-    For user input (a prompt's sound track). Data sets read a clip's span with `video_io.read_audio`.
-    """
-    import av
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise ValueError(f"{path} has no audio stream")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            chunks = []
-            for frame in container.decode(audio=0):
-                chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]  # flush
-    except av.error.FFmpegError as err:
-        raise ValueError(f"cannot read audio from {path}: {err}") from err
-    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
 
 
 def write_wav(path: str | Path, audio: np.ndarray, rate: int) -> Path:
@@ -52,12 +28,15 @@ def write_wav(path: str | Path, audio: np.ndarray, rate: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pcm = np.round(np.clip(audio, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(pcm.tobytes())
-    return path
+
+    def write(tmp: Path) -> None:
+        with wave.open(str(tmp), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(rate)
+            f.writeframes(pcm.tobytes())
+
+    return atomic_write(path, write, durable=False)
 
 
 def fit_length(audio: np.ndarray | torch.Tensor, length: int):
@@ -117,6 +96,17 @@ def log_mel(audio: torch.Tensor, *, rate: int, fps: float, num_frames: int, n_me
     power = spec.abs().pow(2)
     mel = mel_filterbank(n_fft, rate, n_mels).to(x.device) @ power  # (N, n_mels, columns)
     return torch.log(mel + 1e-6).reshape(*lead, n_mels, columns)
+
+
+def audio_features(audio: torch.Tensor, *, rate: int, num_frames: int, n_mels: int,
+                   steps_per_frame: int) -> torch.Tensor:
+    """Log-mel features (B, n_mels, num_frames * steps_per_frame) of sound (B, A) that spans the clip exactly.
+
+    The one feature function and the one frame-rate rule: the sound lasts as long as the clip, so a frame
+    stands for A / num_frames samples (fps = rate * num_frames / A), in training and in sampling alike.
+    """
+    fps = rate * num_frames / audio.shape[-1]
+    return log_mel(audio, rate=rate, fps=fps, num_frames=num_frames, n_mels=n_mels, steps_per_frame=steps_per_frame)
 
 
 def dominant_frequency(audio: np.ndarray, *, rate: int, fps: float, num_frames: int) -> np.ndarray:

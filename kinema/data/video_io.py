@@ -29,6 +29,7 @@ from ..files import atomic_write
 
 AV_SUFFIXES = (".mp4", ".avi", ".mov", ".webm", ".mkv")  # read with PyAV
 GIF_SUFFIXES = (".gif",)  # read and written with Pillow
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")  # sound files read_audio takes besides videos
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # single frames / frame folders
 WRITE_SUFFIXES = (".mp4", ".gif")  # what write_video can produce
 VIDEO_SUFFIXES = AV_SUFFIXES + GIF_SUFFIXES  # single files a data set picks up as videos
@@ -446,26 +447,35 @@ def read_clip(path: str | Path, indices: Sequence[int], shorter_side: Optional[i
         raise ValueError(f"could not decode {path}: {err}") from err
 
 
-def read_audio(path: str | Path, start: float, duration: float, sample_rate: int) -> np.ndarray:
-    """Mono float32 (round(duration * sample_rate),) of the first audio stream from `start` s; zeros if none.
+def read_audio(path: str | Path, start: float = 0.0, duration: Optional[float] = None, sample_rate: int = 16000, *,
+               required: bool = False) -> np.ndarray:
+    """Mono float32 audio of the first audio stream from `start` s, at `sample_rate`: the one audio decoder.
 
-    Samples outside the recorded sound (before it starts, after it ends) are zeros too.
+    With `duration`, exactly round(duration * sample_rate) samples, zeros where nothing was recorded (before
+    the sound starts, after it ends, or a file without sound); without it, all the sound from `start` on.
+    `required` makes a missing file or a file without sound an error instead of silence (user input).
     """
-    if start < 0 or duration <= 0 or sample_rate <= 0:
+    if start < 0 or (duration is not None and duration <= 0) or sample_rate <= 0:
         raise ValueError(f"need start >= 0, duration > 0, sample_rate > 0; got {start}, {duration}, {sample_rate}")
     path = Path(path)
-    num = round(duration * sample_rate)
-    if path.is_dir() or path.suffix.lower() not in AV_SUFFIXES:
-        return np.zeros(num, dtype=np.float32)
+    silent = np.zeros(0 if duration is None else round(duration * sample_rate), dtype=np.float32)
+    if required and not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if path.is_dir() or path.suffix.lower() not in AV_SUFFIXES + AUDIO_SUFFIXES:
+        if required:
+            raise ValueError(f"cannot read audio from {path}: suffix {path.suffix!r} not in "
+                             f"{AV_SUFFIXES + AUDIO_SUFFIXES}")
+        return silent
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
-                return np.zeros(num, dtype=np.float32)
+                if required:
+                    raise ValueError(f"{path} has no audio stream")
+                return silent
             stream = container.streams.audio[0]
             time_base, t0 = float(stream.time_base), stream.start_time or 0
-            rate = stream.rate
-            # mono float at the source rate; the target rate is reached by interpolation at exact times
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            # mono float at the target rate (libav's filter, no aliasing); exact times by interpolation below
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
             if start > 0:
                 container.seek(t0 + int(start / time_base), stream=stream, backward=True)
             chunks, first = [], None
@@ -475,14 +485,15 @@ def read_audio(path: str | Path, start: float, duration: float, sample_rate: int
                 begins = (frame.pts - t0) * time_base  # seconds
                 first = begins if first is None else first
                 chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
-                if begins > start + duration:
+                if duration is not None and begins > start + duration:
                     break
             chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
     except av.FFmpegError as err:
-        raise ValueError(f"could not decode the audio of {path}: {err}") from err
+        raise ValueError(f"cannot read audio from {path}: {err}") from err
     if not chunks:
-        return np.zeros(num, dtype=np.float32)
-    samples = np.concatenate(chunks)  # (N,) at `rate`
-    have = first + np.arange(len(samples)) / rate  # seconds of each decoded sample
+        return silent
+    samples = np.concatenate(chunks)  # (N,) at sample_rate, the first one at `first` seconds
+    have = first + np.arange(len(samples)) / sample_rate
+    num = len(silent) if duration is not None else max(0, round((have[-1] - start) * sample_rate) + 1)
     want = start + np.arange(num) / sample_rate
     return np.interp(want, have, samples, left=0.0, right=0.0).astype(np.float32)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config, resolve_precision, to_dict
 from ..data import build_dataset, dataset_options, draw_masks, make_grid, to_uint8, write_video
-from ..data.audio import log_mel
+from ..data.audio import audio_features
 from ..diffusion import generate, make_schedule, sampling_denoiser, training_loss
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.encoders import Conditioner, Tokenizer
@@ -309,10 +309,9 @@ class Trainer:
         if cc.image:
             inputs["image"] = video[:, :, 0]  # the reference image: the clip's first frame
         if cc.audio:
-            audio = batch["audio"]  # (B, A) covering exactly the clip
-            fps = self.config.data.audio_rate * video.shape[2] / audio.shape[-1]
-            inputs["audio"] = log_mel(audio, rate=self.config.data.audio_rate, fps=fps, num_frames=video.shape[2],
-                                      n_mels=cc.n_mels, steps_per_frame=cc.audio_steps_per_frame)
+            inputs["audio"] = audio_features(batch["audio"], rate=self.config.data.audio_rate,  # (B, A): the clip's
+                                             num_frames=video.shape[2], n_mels=cc.n_mels,
+                                             steps_per_frame=cc.audio_steps_per_frame)
         return conditioner(video.shape[0], **inputs, **options)
 
     def step(self, batches: list[dict]) -> dict:

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from kinema.data import MovingDigits, MovingDigitsConfig
-from kinema.data.audio import dominant_frequency, log_mel, mel_centers, load_audio, write_wav
+from kinema.data import read_audio
+from kinema.data.audio import dominant_frequency, log_mel, mel_centers, write_wav
 from kinema.data.datasets import PITCH_RANGE, bounce_frames, digit_pitch
 
 RATE, FPS = 16000, 8
@@ -50,20 +51,21 @@ def test_log_mel_batches_and_pads():
 def test_wav_round_trip_through_pyav(tmp_path):
     tone = _tone([440] * 8)
     path = write_wav(tmp_path / "t.wav", tone, RATE)
-    back = load_audio(path, RATE)
+    back = read_audio(path, sample_rate=RATE, required=True)
     assert abs(len(back) - len(tone)) <= 1 and np.abs(back[: len(tone)] - tone[: len(back)]).max() < 1e-3
-    half = load_audio(path, RATE // 2)  # resampled
+    half = read_audio(path, sample_rate=RATE // 2, required=True)  # resampled
     assert abs(len(half) - len(tone) // 2) <= 64
     assert np.allclose(dominant_frequency(half, rate=RATE // 2, fps=FPS, num_frames=8), 440, atol=10)
 
 
-def test_load_audio_errors(tmp_path):
+def test_read_audio_errors_only_when_required(tmp_path):
     with pytest.raises(FileNotFoundError):
-        load_audio(tmp_path / "missing.wav")
+        read_audio(tmp_path / "missing.wav", required=True)
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
-    with pytest.raises(ValueError, match="cannot read audio"):
-        load_audio(bad)
+    with pytest.raises(ValueError, match=f"cannot read audio from {bad}"):
+        read_audio(bad, required=True)
+    assert read_audio(tmp_path / "clip.gif", 0.0, 0.5, RATE).shape == (RATE // 2,)  # no sound: silence
 
 
 def test_moving_digits_sound_follows_height_and_clicks_at_bounces():
