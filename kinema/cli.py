@@ -339,17 +339,12 @@ def _eval_sampler(pipe, protocol):
 
 def _data_config(args: argparse.Namespace):
     """The DataConfig of a `kinema data` command: --config's data section, then --set, --kind and DIR."""
-    from .config import DataConfig, from_dict
+    from .config import DataConfig, from_dict, read_config
 
-    section: dict = {}
-    if args.config is not None:
-        if not Path(args.config).is_file():
-            raise FileNotFoundError(f"config file not found: {args.config}")
-        section = dict((yaml.safe_load(Path(args.config).read_text()) or {}).get("data") or {})
-    for key, value in (_parse_override(s) for s in args.set):
-        if not key.startswith("data."):
-            raise ValueError(f"kinema data: --set only takes data.* keys, got {key!r}")
-        section[key[len("data."):]] = value
+    overrides = dict(_parse_override(s) for s in args.set)
+    if any(not key.startswith("data.") for key in overrides):
+        raise ValueError(f"kinema data: --set only takes data.* keys, got {sorted(overrides)}")
+    section = dict(read_config(args.config, overrides).get("data") or {})
     section.update(root=str(args.dir), kind=args.kind or section.get("kind", "folder"))
     for name in ("split_file", "annotations"):
         if getattr(args, name):

@@ -405,6 +405,11 @@ def to_dict(config) -> dict:
 
 def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> Config:
     """Read a YAML run config (or the defaults when `path` is None), apply `overrides`, validate."""
+    return from_dict(Config, read_config(path, overrides))
+
+
+def read_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> dict:
+    """A YAML run config as plain sections (data only, no tags), with dotted `overrides` applied; not validated."""
     data: dict = {}
     if path is not None:
         path = Path(path)
@@ -421,4 +426,4 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
         if data.get(section) is None:  # an empty YAML section ("model:") reads as None
             data[section] = {}
         data[section][key] = value
-    return from_dict(Config, data)
+    return data

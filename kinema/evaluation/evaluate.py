@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data import SAMPLING_TASKS, build_dataset, task_mask, to_tensor, to_uint8
+from ..config import DataConfig
+from ..data import SAMPLING_TASKS, build_dataset, dataset_options, task_mask, to_tensor, to_uint8
 from ..data.datasets import MovingDigits, digit_pitch
 from .alignment import (
     DigitClassifier,
@@ -125,15 +126,17 @@ class EvalProtocol:
 
 def data_spec(kind: str, *, size: int, num_frames: int, num: int, seed: int = 123, root: Optional[str] = None,
               audio: bool = False, audio_rate: int = 16000, fps: float = 8.0) -> dict:
-    """The real clips' description: build_dataset keywords plus "kind" (moving digits: held-out digits, one each)."""
-    if kind == "moving-digits":
-        spec = dict(size=size, num_frames=num_frames, split="test", max_digits=1, seed=seed, length=num)
-        return {"kind": kind, **spec, **(dict(audio=True, audio_rate=audio_rate, fps=fps) if audio else {})}
-    if root is None:
-        raise ValueError(f"data kind {kind!r} needs a root directory")
-    if audio:
+    """The real clips' description: build_dataset keywords plus "kind", through the training data's own
+    `DataConfig` -> `dataset_options` (moving digits: held-out digits, one each; videos: fixed clip starts)."""
+    if audio and kind != "moving-digits":
         raise ValueError(f"audio conditions come from moving-digits data only, not from {kind!r}")
-    return {"kind": kind, "root": str(root), "size": size, "num_frames": num_frames}
+    try:
+        config = DataConfig(kind=kind, root=str(root or ""), size=size, num_frames=num_frames, max_digits=1,
+                            length=num, seed=seed, audio=audio, audio_rate=audio_rate, start="uniform")
+    except ValueError as err:
+        raise ValueError(f"the real clips: {err}") from err
+    spec = {"kind": kind, **dataset_options(config, split="test")}
+    return {**spec, "fps": fps} if audio else spec
 
 
 # ---- real clips ----
