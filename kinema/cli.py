@@ -271,16 +271,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from . import __version__
-    from .diffusion import SAMPLERS
     from .evaluation.evaluate import EvalProtocol, build_scorers, data_spec, evaluate, real_clips
     from .evaluation.report import write_report
     from .pipeline import VideoPipeline
 
     start = time.perf_counter()
-    if args.sampler not in SAMPLERS:
-        raise ValueError(f"--sampler {args.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
-    if args.eta is not None and args.sampler not in ("ddim", "dpmpp_2m_sde"):
-        raise ValueError(f"--eta applies to ddim and dpmpp_2m_sde, not {args.sampler!r}")
+    _check_sampler(args)
     flow = None
     if args.flow is not None:
         from .models.model_dir import load_flow_net
@@ -394,10 +390,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def _sampling(args: argparse.Namespace) -> dict:
     """The pipeline keywords shared by every generating command (sampler, steps, seed, conditions, guidance)."""
-    from .diffusion import SAMPLERS
-
-    if args.sampler not in SAMPLERS:
-        raise ValueError(f"--sampler {args.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+    _check_sampler(args)
     for name in ("ref_image", "audio"):
         path = getattr(args, name, None)
         if path is not None:
@@ -410,12 +403,20 @@ def _sampling(args: argparse.Namespace) -> dict:
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     options = {"eta": args.eta} if args.eta is not None else {}
-    if options and args.sampler not in ("ddim", "dpmpp_2m_sde"):
-        raise ValueError(f"--eta applies to ddim and dpmpp_2m_sde, not {args.sampler!r}")
     conds = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, image=args.ref_image, audio=args.audio,
                  guidance=args.guidance, image_guidance=args.image_guidance, audio_guidance=args.audio_guidance)
     return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, spacing=args.spacing,
                 overlap=args.overlap, long_mode=args.long_mode, cache_interval=args.cache_interval, **conds, **options)
+
+
+def _check_sampler(args: argparse.Namespace) -> None:
+    """--sampler must name a sampler, and --eta is for the samplers that take it."""
+    from .diffusion import SAMPLERS
+
+    if args.sampler not in SAMPLERS:
+        raise ValueError(f"--sampler {args.sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+    if args.eta is not None and args.sampler not in ("ddim", "dpmpp_2m_sde"):
+        raise ValueError(f"--eta applies to ddim and dpmpp_2m_sde, not {args.sampler!r}")
 
 
 def _check_seed(seed: int) -> None:

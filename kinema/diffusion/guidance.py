@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 
 from ..types import FrameMask, Prediction
-from .process import alpha_bar_at
+from .process import eps_from_x0
 from .schedules import Schedule
 
 if TYPE_CHECKING:  # denoiser.py builds on these wrappers; the type alias is only needed for annotations
@@ -21,9 +21,7 @@ def clip_x0(denoise: DenoiseFn, *, schedule: Schedule, lo: float = -1.0, hi: flo
     def clipped(x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
         pred = denoise(x_t, t)
         x0 = pred.x0.clamp(lo, hi)
-        ab = alpha_bar_at(schedule, t if t.ndim else t.expand(x_t.shape[0]), x_t)
-        eps = ((x_t.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()).to(x_t.dtype)
-        return Prediction(x0=x0, eps=eps, var_frac=pred.var_frac)
+        return Prediction(x0=x0, eps=eps_from_x0(x_t, x0, t, schedule=schedule), var_frac=pred.var_frac)
 
     return clipped
 
@@ -40,8 +38,7 @@ def keep_known(denoise: DenoiseFn, frames: FrameMask, *, schedule: Schedule) -> 
         pred = denoise(x_t, t)
         m = rearrange(frames.mask.bool(), "b t -> b 1 t 1 1").to(x_t.device)
         x0 = torch.where(m, known.to(pred.x0.dtype), pred.x0)
-        ab = alpha_bar_at(schedule, t if t.ndim else t.expand(x_t.shape[0]), x_t)
-        eps_known = ((x_t.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()).to(pred.eps.dtype)
+        eps_known = eps_from_x0(x_t, x0, t, schedule=schedule).to(pred.eps.dtype)
         return Prediction(x0=x0, eps=torch.where(m, eps_known, pred.eps), var_frac=pred.var_frac)
 
     return kept

@@ -40,6 +40,12 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, *, schedule: 
     return (ab.sqrt() * x0 + (1 - ab).sqrt() * eps).to(x0.dtype)
 
 
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor, *, schedule: Schedule) -> torch.Tensor:
+    """The noise that takes x0 to x_t at step t: (x_t - sqrt(alpha_bar) x0) / sqrt(1 - alpha_bar), in x_t's dtype."""
+    ab = alpha_bar_at(schedule, t if t.ndim else t.expand(x_t.shape[0]), x_t)
+    return ((x_t.double() - ab.sqrt() * x0.double()) / (1 - ab).sqrt()).to(x_t.dtype)
+
+
 def q_posterior(x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, s: torch.Tensor, *, schedule: Schedule):
     """Mean and variance of q(x_s | x_t, x0) for s < t (eq. 6–7 of DDPM, for any pair); shapes of x0."""
     ab_t, ab_s = alpha_bar_at(schedule, t, x0), alpha_bar_at(schedule, s, x0)

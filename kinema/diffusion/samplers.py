@@ -16,7 +16,7 @@ import torch
 
 from ..types import Prediction
 from .denoiser import DenoiseFn
-from .process import alpha_bar_at, learned_log_variance, q_posterior, step_log_variances
+from .process import alpha_bar_at, learned_log_variance, q_posterior, q_sample, step_log_variances
 from .schedules import Schedule, timesteps_for
 
 VARIANCES = ("auto", "small", "large", "learned")
@@ -226,8 +226,7 @@ def edit(denoise: DenoiseFn, x0: torch.Tensor, *, strength: float, schedule: Sch
     t_start = max(1, round(strength * (schedule.num_steps - 1)))
     later = timesteps_for(schedule, num_steps, spacing)
     timesteps = torch.cat([torch.tensor([t_start]), later[later < t_start]])  # descending, starts at t_start
-    eps = _randn_like(x0, generator)
-    ab = alpha_bar_at(schedule, torch.full((x0.shape[0],), t_start, device=x0.device), x0)
-    x_t = (ab.sqrt() * x0 + (1 - ab).sqrt() * eps).to(x0.dtype)  # q(x_t | x0)
+    t = torch.full((x0.shape[0],), t_start, device=x0.device)
+    x_t = q_sample(x0, t, _randn_like(x0, generator), schedule=schedule)  # q(x_t | x0)
     return get_sampler(sampler)(denoise, x_t, timesteps, schedule=schedule, generator=generator,
                                 callback=callback, **options)

@@ -45,6 +45,7 @@ from .features import (
 )
 from .frame_metrics import UINT8_MSE_FLOOR, naive_baselines, psnr_per_frame, ssim_per_frame
 from .lpips import load_lpips, lpips_per_frame
+from .temporal import flicker_index, warping_error
 
 CONDITIONS = ("text", "image", "audio")  # taken from each real clip: its caption, its first frame, its sound
 COUNT_FRAMES = ("all", "generated")
@@ -359,19 +360,10 @@ def alignment_scores(fake: torch.Tensor, real: dict, protocol: EvalProtocol, cla
 
 
 def temporal_scores(videos: torch.Tensor, flow: Optional[torch.nn.Module] = None) -> dict:
-    """Flicker index (and warping error, given a flow network) of clips (N, C, T, H, W), from `temporal`."""
-    import importlib
-
-    try:
-        temporal = importlib.import_module(__package__ + ".temporal")
-    except ModuleNotFoundError as err:
-        if err.name != __package__ + ".temporal":  # the module is there but needs something missing
-            raise
-        return {"available": False, "reason": "kinema.evaluation.temporal (flicker index, warping error) "
-                                              "is not part of this version"}
-    out = {"available": True, "flicker_index": float(temporal.flicker_index(videos).mean())}
+    """Flicker index (and warping error, given a flow network) of clips (N, C, T, H, W)."""
+    out = {"available": True, "flicker_index": float(flicker_index(videos).mean())}
     if flow is not None:
-        out["warping_error"] = float(temporal.warping_error(videos, flow).mean())
+        out["warping_error"] = float(warping_error(videos, flow).mean())
     return out
 
 
