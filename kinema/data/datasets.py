@@ -220,8 +220,11 @@ class MovingDigits(torch.utils.data.Dataset):
             image_index = int(rng.choice(self.image_indices))
             direction = int(rng.integers(len(DIRECTIONS)))
             speed = float(rng.uniform(cfg.min_speed, cfg.max_speed))
-            start = rng.uniform(0, room, size=2)  # (y, x) top-left, fully inside
-            path = _bounce(start, speed * _UNIT[direction], cfg.num_frames, room)
+            velocity = speed * _UNIT[direction]  # (dy, dx) pixels per frame
+            # (y, x) top-left, inside with room for the first step: the caption's direction is the motion one
+            # sees from frame 0 to 1, and bounces come later
+            start = rng.uniform(np.maximum(0, -velocity), room - np.maximum(0, velocity))
+            path = _bounce(start, velocity, cfg.num_frames, room)
             positions = np.round(path).astype(np.int64)  # (T, 2)
             assert positions.min() >= 0 and positions.max() <= room, positions
             tracks.append(DigitTrack(image_index, int(classes[image_index]), direction, speed, positions))

@@ -1,9 +1,11 @@
 """Does a moving-digits clip show what its condition asked for? Digit class, motion direction, pitch-following.
 
-- `DigitClassifier`: a scikit-learn logistic regression on digit crops rendered exactly as the
+- `DigitClassifier`: a scikit-learn support-vector machine on digit crops rendered exactly as the
   clips render them, from the train split of the digit images only.
 - `centroid_track` / `direction_of`: the intensity-weighted centre of the bright pixels per frame,
-  and the initial motion as one of the eight DIRECTIONS.
+  and the initial motion (the first frame-to-frame step) as one of the eight DIRECTIONS.
+- `identity_scores`: does every frame show the same digit? Per-frame identity and "identity held"
+  (clips with the target digit in >= 90 % of frames).
 - `height_pitch_correlation`: Pearson correlation between a clip's digit height and the log pitch
   of its sound track, frame by frame.
 """
@@ -47,17 +49,14 @@ def centroid_track(video, threshold: float = 0.3) -> np.ndarray:
 def direction_of(track: np.ndarray, dead_zone: float = 0.5) -> int:
     """The initial motion of a (T, 2) track as an index into DIRECTIONS, or -1 if it does not move.
 
-    Uses the displacement over the first steps before either axis reverses (a bounce).
+    The first frame-to-frame step with a digit in both frames: captions name the motion from frame 0
+    to 1 (the data starts every digit with room for that step; bounces come later).
     """
     steps = np.diff(track, axis=0)  # (T - 1, 2)
     steps = steps[np.isfinite(steps).all(axis=1)]
     if len(steps) == 0:
         return -1
-    n = 1
-    while n < min(len(steps), 3) and (np.sign(steps[n]) * np.sign(steps[0]) >= 0).all():
-        n += 1
-    v = steps[:n].mean(axis=0)  # (dy, dx) per frame
-    sy, sx = (0 if abs(c) < dead_zone else int(np.sign(c)) for c in v)
+    sy, sx = (0 if abs(c) < dead_zone else int(np.sign(c)) for c in steps[0])
     words = {(-1, 0): "up", (1, 0): "down", (0, -1): "left", (0, 1): "right", (-1, -1): "up and left",
              (-1, 1): "up and right", (1, -1): "down and left", (1, 1): "down and right"}
     return DIRECTIONS.index(words[(sy, sx)]) if (sy, sx) in words else -1
@@ -86,10 +85,11 @@ def _features(crop: np.ndarray) -> np.ndarray:
 
 
 class DigitClassifier:
-    """Which digit a moving-digits clip shows: logistic regression on 8x8-pooled crops around the digit."""
+    """Which digit a moving-digits clip shows: an RBF SVM on 8x8-pooled crops around the digit."""
 
     def __init__(self, digit_size: int = 14, seed: int = 0):
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.svm import SVC
 
         self.digit_size = digit_size
         sprites = _digit_sprites(digit_size)
@@ -103,18 +103,38 @@ class DigitClassifier:
                 canvas[y : y + digit_size, x : x + digit_size] = sprites[index]
                 xs.append(_features(_crop(canvas, digit_size)))
                 ys.append(classes[index])
-        self.model = LogisticRegression(max_iter=2000, C=2.0).fit(np.stack(xs), np.array(ys))
+        # an RBF support-vector machine, calibrated for probabilities: on single frames of held-out digits it reads
+        # 0.99 where a logistic regression read 0.95 (and the per-frame identity needs single frames)
+        svm = CalibratedClassifierCV(SVC(C=10.0, gamma="scale"), ensemble=False)
+        self.model = svm.fit(np.stack(xs), np.array(ys))
 
     def predict_frames(self, video) -> np.ndarray:
         """Class probabilities (T', 10) of the frames that show a digit."""
         crops = [_crop(f, self.digit_size) for f in _gray01(video)]
         feats = [_features(c) for c in crops if c is not None]
-        return self.model.predict_proba(np.stack(feats)) if feats else np.zeros((0, 10))
+        return self.model.predict_proba(np.stack(feats)) if feats else np.zeros((0, 10))  # classes_ are 0..9
+
+    def frame_digits(self, video) -> np.ndarray:
+        """(T,) the digit each frame shows on its own, -1 where a frame shows none."""
+        crops = [_crop(f, self.digit_size) for f in _gray01(video)]
+        shown = [i for i, c in enumerate(crops) if c is not None]
+        out = np.full(len(crops), -1)
+        if shown:
+            probs = self.model.predict_proba(np.stack([_features(crops[i]) for i in shown]))  # (T', 10)
+            out[shown] = self.model.classes_[probs.argmax(axis=1)]
+        return out
 
     def predict(self, video) -> int:
         """The clip's digit: the class with the highest mean probability over its frames, or -1 if none shows."""
         probs = self.predict_frames(video)
         return int(probs.mean(axis=0).argmax()) if len(probs) else -1
+
+
+def identity_scores(frame_digits: list[np.ndarray], targets: list[int], held: float = 0.9) -> dict:
+    """Per-frame identity (the share of frames showing the target digit, mean over clips) and identity held (the
+    share of clips where at least `held` of the frames show it)."""
+    shares = np.array([float(np.mean(f == t)) for f, t in zip(frame_digits, targets)])
+    return {"frame_identity": float(shares.mean()), "identity_held": float(np.mean(shares >= held))}
 
 
 # ---- audio ----

@@ -34,6 +34,7 @@ from .alignment import (
     centroid_track,
     direction_of,
     height_pitch_correlation,
+    identity_scores,
 )
 from .features import (
     WEIGHTS,
@@ -339,11 +340,15 @@ def digit_diversity(digits: list[int]) -> dict:
 def alignment_scores(fake: torch.Tensor, real: dict, protocol: EvalProtocol, classifier: DigitClassifier) -> dict:
     """Moving digits: do clips (N, C, T, H, W) show the digit, motion and pitch their conditions asked for?"""
     digits = [classifier.predict(v) for v in fake]
+    per_frame = [classifier.frame_digits(v) for v in fake]
     out = {}
     if protocol.task == "generate":
         out["diversity"] = digit_diversity(digits)
     if protocol.task != "generate" or {"text", "image"} & set(protocol.conditions):
         out["digit_accuracy"] = float(np.mean([d == t for d, t in zip(digits, real["digit"].tolist())]))
+        out.update(identity_scores(per_frame, real["digit"].tolist()))  # the prompt's or given frames' digit
+    else:  # unconditioned: does each clip keep the digit it shows most?
+        out.update(identity_scores(per_frame, digits))
     if "text" in protocol.conditions:  # the caption names the initial motion
         out["direction_accuracy"] = float(np.mean([direction_of(centroid_track(v)) == t
                                                    for v, t in zip(fake, real["direction"].tolist())]))

@@ -6,7 +6,13 @@ import torch
 
 from kinema.data import DIRECTIONS, MovingDigits, MovingDigitsConfig
 from kinema.data.audio import dominant_frequency
-from kinema.evaluation.alignment import DigitClassifier, centroid_track, direction_of, height_pitch_correlation
+from kinema.evaluation.alignment import (
+    DigitClassifier,
+    centroid_track,
+    direction_of,
+    height_pitch_correlation,
+    identity_scores,
+)
 
 
 def _square_clip(path, size=24, box=4):
@@ -32,10 +38,25 @@ def test_direction_of_each_of_the_eight_motions(direction):
     assert DIRECTIONS[direction_of(centroid_track(_square_clip(path)))] == DIRECTIONS[direction]
 
 
-def test_direction_uses_the_motion_before_a_bounce_and_still_is_none():
+def test_direction_is_the_first_step_and_still_is_none():
     bounce = np.array([[5.0, 5.0], [3.0, 7.0], [5.0, 9.0], [7.0, 11.0]])  # up-right, then down-right
     assert DIRECTIONS[direction_of(bounce)] == "up and right"
+    late = np.array([[np.nan, np.nan], [5.0, 5.0], [5.0, 3.0], [5.0, 5.0]])  # no digit in frame 0: from frame 1
+    assert DIRECTIONS[direction_of(late)] == "left"
     assert direction_of(np.array([[5.0, 5.0], [5.1, 4.9], [5.0, 5.0]])) == -1
+
+
+def test_every_real_clip_moves_first_as_its_caption_says():
+    """Digits start with room for one step, so the caption's direction is the first step's (bounces come later)."""
+    ds = MovingDigits(MovingDigitsConfig(num_frames=4, max_digits=1, split="test", length=300, seed=9))
+    assert all(direction_of(centroid_track(ds[i]["video"])) == ds.tracks(i)[0].direction for i in range(300))
+
+
+def test_identity_scores_closed_form():
+    frames = [np.array([3, 3, 3, 3, 3, 3, 3, 3, 3, 3]), np.array([3, 3, 3, 3, 3, 3, 3, 3, 3, 5]),
+              np.array([3, 3, 3, 3, 3, 8, 8, 8, 8, -1])]
+    scores = identity_scores(frames, [3, 3, 3])
+    assert scores == {"frame_identity": pytest.approx((1 + 0.9 + 0.5) / 3), "identity_held": pytest.approx(2 / 3)}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +70,9 @@ def test_classifier_reads_held_out_digits_in_real_clips(classifier):
     right = sum(classifier.predict(ds[i]["video"]) == ds.tracks(i)[0].digit for i in range(60))
     assert right / 60 >= 0.85
     assert classifier.predict(-torch.ones(1, 2, 32, 32)) == -1
+    frames = [classifier.frame_digits(ds[i]["video"]) for i in range(60)]
+    assert identity_scores(frames, [ds.tracks(i)[0].digit for i in range(60)])["frame_identity"] >= 0.95
+    assert (classifier.frame_digits(-torch.ones(1, 3, 32, 32)) == -1).all()
 
 
 def test_real_clips_follow_their_own_pitch():
