@@ -43,7 +43,7 @@ def clip_scores(videos: torch.Tensor, flow_net, feat_net, ref) -> dict:
 def heldout_loss(pipe: VideoPipeline, run: Path, real: torch.Tensor) -> float:
     """Mean diffusion MSE of the EMA model on held-out clips, with fixed noise and timesteps."""
     cfg = from_dict(DiffusionConfig, read_model_config(run / "model")["diffusion"], "diffusion.")
-    schedule = make_schedule(cfg.schedule, cfg.num_steps, cfg.shift)
+    schedule = make_schedule(cfg.schedule, cfg.num_steps, cfg.shift, cfg.frame_noise)
     g = torch.Generator().manual_seed(0)
     losses = []
     with torch.no_grad():

@@ -87,12 +87,14 @@ class DiffusionConfig:
     schedule: str = "cosine"  # "linear" (DDPM) or "cosine" (improved DDPM)
     num_steps: int = 1000  # training timesteps N
     shift: float = 1.0  # divide every SNR by shift**2: > 1 spends more of training and sampling at high noise
+    frame_noise: float = 0.0  # share of the noise variance common to a clip's frames (PYoCo's mixed prior); 0 = none
     prediction: str = "v"  # what the network predicts: "eps", "v" or "x0" (v is well conditioned at high noise)
     loss: str = "simple"  # "simple" (MSE) or "hybrid" (MSE + L_vlb, needs model.learned_variance)
 
     def __post_init__(self):
         _check(self.schedule in ("linear", "cosine"), "diffusion.schedule", self.schedule, "linear, cosine")
         _check(math.isfinite(self.shift) and self.shift > 0, "diffusion.shift", self.shift, "a finite number > 0")
+        _check(0 <= self.frame_noise < 1, "diffusion.frame_noise", self.frame_noise, "in [0, 1)")
         _check(self.num_steps >= 2, "diffusion.num_steps", self.num_steps, ">= 2")
         _check(self.schedule != "linear" or self.num_steps > 20, "diffusion.num_steps", self.num_steps,
                "> 20 for the linear schedule (its last beta is 20 / num_steps)")

@@ -117,7 +117,7 @@ class VideoPipeline:
         self.conditioner = None if conditioner is None else conditioner.to(self.device).eval().requires_grad_(False)
         self.fps, self.audio_rate = fps, audio_rate
         self.diffusion, self.size, self.num_frames = diffusion, size, num_frames
-        self.schedule = make_schedule(diffusion.schedule, diffusion.num_steps, diffusion.shift)
+        self.schedule = make_schedule(diffusion.schedule, diffusion.num_steps, diffusion.shift, diffusion.frame_noise)
         self.precision = resolve_precision(precision, self.device.type)
 
     @classmethod

@@ -35,11 +35,11 @@ def draw_t_eps(x0: torch.Tensor, schedule: Schedule, generator=None) -> tuple[to
     """t (B,) and eps like x0; given a list of generators, example i draws from generator[i] alone."""
     if not isinstance(generator, (list, tuple)):
         t = sample_timesteps(x0.shape[0], schedule, device=x0.device, generator=generator)
-        return t, torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        return t, schedule.noise(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     assert len(generator) == x0.shape[0], f"{len(generator)} generators for a batch of {x0.shape[0]}"
     # drawn on the CPU one example at a time: the draw does not depend on the batch or the device
     t = torch.cat([sample_timesteps(1, schedule, generator=g) for g in generator])
-    eps = torch.stack([torch.randn(x0.shape[1:], generator=g, dtype=x0.dtype) for g in generator])
+    eps = torch.cat([schedule.noise((1, *x0.shape[1:]), generator=g, dtype=x0.dtype) for g in generator])
     return t.to(x0.device), eps.to(x0.device)
 
 

@@ -35,10 +35,10 @@ def _steps(timesteps: torch.Tensor, x: torch.Tensor) -> Iterator[tuple[int, torc
         yield i, full(t), full(s)
 
 
-def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """Standard normal noise shaped like x, drawn on the generator's device (reproducible across devices)."""
+def _randn_like(x: torch.Tensor, generator: Optional[torch.Generator], schedule: Schedule) -> torch.Tensor:
+    """The schedule's noise shaped like x, drawn on the generator's device (reproducible across devices)."""
     device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    return schedule.noise(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 
 
 def _report(callback, i, t, x, pred: Prediction) -> None:
@@ -90,7 +90,7 @@ def sample_ddpm(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, 
     for i, t, s in _steps(timesteps, x):
         pred = denoise(x, t)
         _report(callback, i, t, x, pred)
-        x = ddpm_step(pred, x, t, s, schedule=schedule, noise=_randn_like(x, generator), variance=variance)
+        x = ddpm_step(pred, x, t, s, schedule=schedule, noise=_randn_like(x, generator, schedule), variance=variance)
     return x
 
 
@@ -105,7 +105,7 @@ def sample_ddim(denoise: DenoiseFn, x_T: torch.Tensor, timesteps: torch.Tensor, 
     for i, t, s in _steps(timesteps, x):
         pred = denoise(x, t)
         _report(callback, i, t, x, pred)
-        noise = _randn_like(x, generator) if eta > 0 else None
+        noise = _randn_like(x, generator, schedule) if eta > 0 else None
         x = ddim_step(pred, x, t, s, schedule=schedule, noise=noise, eta=eta)
     return x
 
@@ -169,7 +169,7 @@ def _dpmpp_2m(denoise, x_T, timesteps, schedule, generator, callback, eta: float
         if eta == 0:
             x_next = (s_s / s_t) * x.double() - a_s * torch.expm1(-h) * d
         else:  # SDE-DPM-Solver++(2M): eta scales the injected noise
-            noise = _randn_like(x, generator).double()
+            noise = _randn_like(x, generator, schedule).double()
             x_next = ((s_s / s_t) * torch.exp(-eta * h) * x.double() - a_s * torch.expm1(-(1 + eta) * h) * d
                       + s_s * torch.sqrt(-torch.expm1(-2 * eta * h)) * noise)
         x, x0_prev, h_prev = x_next.to(x_T.dtype), x0, h
@@ -209,10 +209,10 @@ def get_sampler(name: str) -> Callable[..., torch.Tensor]:
 def generate(denoise: DenoiseFn, shape: tuple[int, ...], *, schedule: Schedule, sampler: str = "ddim",
              num_steps: int = 50, spacing: str = "leading", generator: Optional[torch.Generator] = None,
              device=None, callback: Optional[Callable] = None, **options) -> torch.Tensor:
-    """Draw x_T ~ N(0, I) of `shape` and run the named sampler over `num_steps` spaced timesteps."""
+    """Draw x_T of `shape` from the schedule's noise and run the named sampler over `num_steps` spaced timesteps."""
     timesteps = timesteps_for(schedule, num_steps, spacing)
     gen_device = generator.device if generator is not None else device
-    x_T = torch.randn(shape, generator=generator, device=gen_device).to(device)
+    x_T = schedule.noise(shape, generator=generator, device=gen_device).to(device)
     return get_sampler(sampler)(denoise, x_T, timesteps, schedule=schedule, generator=generator,
                                 callback=callback, **options)
 
@@ -227,6 +227,6 @@ def edit(denoise: DenoiseFn, x0: torch.Tensor, *, strength: float, schedule: Sch
     later = timesteps_for(schedule, num_steps, spacing)
     timesteps = torch.cat([torch.tensor([t_start]), later[later < t_start]])  # descending, starts at t_start
     t = torch.full((x0.shape[0],), t_start, device=x0.device)
-    x_t = q_sample(x0, t, _randn_like(x0, generator), schedule=schedule)  # q(x_t | x0)
+    x_t = q_sample(x0, t, _randn_like(x0, generator, schedule), schedule=schedule)  # q(x_t | x0)
     return get_sampler(sampler)(denoise, x_t, timesteps, schedule=schedule, generator=generator,
                                 callback=callback, **options)

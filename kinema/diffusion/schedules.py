@@ -41,6 +41,7 @@ class Schedule:
     """A discrete diffusion schedule: betas (N,) float64 for timesteps t = 0..N-1."""
 
     betas: torch.Tensor  # (N,) float64
+    frame_noise: float = 0.0  # share of the noise variance common to every frame of a clip (0 = independent)
 
     def __post_init__(self):
         b = self.betas
@@ -48,6 +49,19 @@ class Schedule:
             raise ValueError(f"betas must be a non-empty 1-D tensor, got shape {tuple(b.shape)}")
         if not bool(((b > 0) & (b < 1)).all()):
             raise ValueError(f"betas must lie in (0, 1), got min {b.min().item()} max {b.max().item()}")
+        if not 0 <= self.frame_noise < 1:
+            raise ValueError(f"frame_noise must be in [0, 1), got {self.frame_noise}")
+
+    def noise(self, shape: tuple[int, ...], *, generator=None, device=None, dtype=None) -> torch.Tensor:
+        """Noise eps of `shape`, each element N(0, 1): for video (B, C, T, H, W) with `frame_noise` = rho, a part
+        shared by the clip's frames plus an independent part, eps = sqrt(rho) e_clip + sqrt(1 - rho) e_frame
+        (the mixed noise prior of PYoCo, Ge et al. 2023), so frames start out correlated by rho."""
+        if self.frame_noise == 0 or len(shape) != 5:
+            return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        b, c, _, h, w = shape
+        shared = torch.randn((b, c, 1, h, w), generator=generator, device=device, dtype=dtype)
+        own = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return math.sqrt(self.frame_noise) * shared + math.sqrt(1 - self.frame_noise) * own
 
     @property
     def num_steps(self) -> int:
@@ -84,11 +98,12 @@ def shift_schedule(schedule: Schedule, shift: float) -> Schedule:
     ab = schedule.alphas_cumprod  # (N,)
     shifted = ab / (ab + shift**2 * (1 - ab))
     previous = torch.cat([shifted.new_ones(1), shifted[:-1]])
-    return Schedule(1 - shifted / previous)
+    return Schedule(1 - shifted / previous, schedule.frame_noise)
 
 
-def make_schedule(name: str, num_steps: int = 1000, shift: float = 1.0) -> Schedule:
-    """A schedule by name: "linear" (DDPM) or "cosine" (improved DDPM), its SNR divided by shift**2."""
+def make_schedule(name: str, num_steps: int = 1000, shift: float = 1.0, frame_noise: float = 0.0) -> Schedule:
+    """A schedule by name: "linear" (DDPM) or "cosine" (improved DDPM), its SNR divided by shift**2, its noise
+    shared across frames by `frame_noise`."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if name == "linear":
@@ -97,10 +112,12 @@ def make_schedule(name: str, num_steps: int = 1000, shift: float = 1.0) -> Sched
             raise ValueError(f"the linear schedule needs num_steps > 20 (its last beta is 20 / num_steps), "
                              f"got {num_steps}")
         scale = 1000 / num_steps
-        return shift_schedule(Schedule(linear_betas(num_steps, 1e-4 * scale, 0.02 * scale)), shift)
-    if name == "cosine":
-        return shift_schedule(Schedule(cosine_betas(num_steps)), shift)
-    raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+        betas = linear_betas(num_steps, 1e-4 * scale, 0.02 * scale)
+    elif name == "cosine":
+        betas = cosine_betas(num_steps)
+    else:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+    return shift_schedule(Schedule(betas, frame_noise), shift)
 
 
 # ---- timestep spacings and respacing ----
@@ -161,4 +178,4 @@ def respace(schedule: Schedule, timesteps: torch.Tensor) -> Schedule:
     t = timesteps.sort().values
     ab = schedule.alpha_bar(t)
     ab_prev = torch.cat([ab.new_ones(1), ab[:-1]])
-    return Schedule(1 - ab / ab_prev)
+    return Schedule(1 - ab / ab_prev, schedule.frame_noise)

@@ -140,8 +140,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=resolve_precision(tc.mixed_precision, device_type),
                                        cpu=cpu_ddp)
         seed_everything(tc.seed)  # the same initial weights on every process
-        self.schedule = make_schedule(config.diffusion.schedule, config.diffusion.num_steps,
-                                      config.diffusion.shift)
+        dcfg = config.diffusion
+        self.schedule = make_schedule(dcfg.schedule, dcfg.num_steps, dcfg.shift, dcfg.frame_noise)
         self.step_count, self.bad_in_row, self.skipped = 0, 0, 0
         self.check_memory()
         self.build_dataset()

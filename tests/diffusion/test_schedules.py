@@ -229,3 +229,42 @@ def test_respace_keeps_alpha_bar_at_chosen_steps(name, spacing, k):
 def test_respace_of_every_step_is_identity():
     schedule = make_schedule("linear", 100)
     torch.testing.assert_close(respace(schedule, torch.arange(100)).betas, schedule.betas, rtol=0, atol=1e-12)
+
+
+def test_frame_noise_shares_a_part_of_the_noise_across_frames():
+    """eps = sqrt(rho) e_clip + sqrt(1 - rho) e_frame: unit variance, correlation rho between frames of one clip,
+    none between clips; 0 keeps the plain draw bit for bit; respacing and shifting keep it."""
+    rho = 0.4
+    schedule = make_schedule("cosine", 100, frame_noise=rho)
+    eps = schedule.noise((64, 1, 6, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert abs(eps.var().item() - 1) < 0.03
+    a, b = eps[:, :, 0].flatten(), eps[:, :, 3].flatten()
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item() - rho) < 0.05
+    assert abs(torch.corrcoef(torch.stack([eps[:32, :, 0].flatten(), eps[32:, :, 0].flatten()]))[0, 1]) < 0.05
+    plain = make_schedule("cosine", 100).noise((2, 1, 3, 4, 4), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(plain, torch.randn((2, 1, 3, 4, 4), generator=torch.Generator().manual_seed(1)))
+    assert respace(schedule, torch.tensor([99, 50, 0])).frame_noise == rho
+    assert make_schedule("cosine", 100, shift=2.0, frame_noise=rho).frame_noise == rho
+    with pytest.raises(ValueError, match="frame_noise must be in"):
+        make_schedule("cosine", 100, frame_noise=1.0)
+
+
+def test_training_and_sampling_draw_the_schedules_noise():
+    from kinema.diffusion.losses import draw_t_eps
+    from kinema.diffusion.samplers import generate
+
+    schedule = make_schedule("cosine", 100, frame_noise=0.9)
+    x0 = torch.zeros(16, 1, 4, 8, 8)
+    _, eps = draw_t_eps(x0, schedule, [torch.Generator().manual_seed(i) for i in range(16)])
+    assert torch.corrcoef(torch.stack([eps[:, :, 0].flatten(), eps[:, :, 1].flatten()]))[0, 1] > 0.8
+    seen = []
+
+    def denoise(x_t, t):  # records x_T, predicts the noise as zero
+        from kinema.types import Prediction
+
+        seen.append(x_t)
+        return Prediction(x0=torch.zeros_like(x_t), eps=torch.zeros_like(x_t))
+
+    generate(denoise, (16, 1, 4, 8, 8), schedule=schedule, sampler="ddim", num_steps=2)
+    x_T = seen[0]
+    assert torch.corrcoef(torch.stack([x_T[:, :, 0].flatten(), x_T[:, :, 1].flatten()]))[0, 1] > 0.8
