@@ -3,7 +3,7 @@
     python benchmarks/attention_precision.py                      # configs A and B, 6 rounds
     python benchmarks/attention_precision.py --rounds 10 --name attention_precision-10
 
-`kinema.models.layers.CPU_FLOAT32_ATTENTION` (on by default on a CPU without AMX tiles) makes the
+`kinema.models.kernels.CPU_FLOAT32_ATTENTION` (on by default on a CPU without AMX tiles) makes the
 spatial and temporal attention compute in float32 when the rest of the network runs in bf16. This
 times, with it on and off in one process, the peers benchmark's kinema network (34 M parameters):
 its train step on config A (4 x 1 x 16 x 32 x 32) and B (2 x 3 x 16 x 64 x 64) (forward, MSE loss,
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from kinema.config import resolve_precision
 from kinema.models import SpaceTimeUNet
-from kinema.models import layers
+from kinema.models import kernels
 from kinema.runtime import keep_freed_memory
 
 from generation_speed import MODEL, cpu_name  # benchmarks/ is on the path of a script run from it
@@ -77,7 +77,7 @@ def alternate(fn, rounds: int) -> dict:
     times = {True: [], False: []}
     for i in range(rounds + 1):
         for on in (True, False) if i % 2 == 0 else (False, True):
-            layers.CPU_FLOAT32_ATTENTION = on
+            kernels.CPU_FLOAT32_ATTENTION = on
             start = time.perf_counter()
             fn()
             if i:
@@ -97,7 +97,7 @@ def main() -> None:
     if resolve_precision("auto", "cpu") != "bf16":
         print("note: this CPU has no native bf16; kinema would run float32 here, so these bf16 figures are emulated")
     keep_freed_memory()  # as the kinema command runs
-    default = layers.CPU_FLOAT32_ATTENTION
+    default = kernels.CPU_FLOAT32_ATTENTION
     cases = [("train step, config A", lambda: train_step_fn("A")), ("train step, config B", lambda: train_step_fn("B")),
              ("denoiser call, 1 clip, patch 1", lambda: denoiser_call_fn(1)),
              ("denoiser call, 1 clip, patch 2", lambda: denoiser_call_fn(2))]
@@ -107,7 +107,7 @@ def main() -> None:
         rows.append(row)
         print(f"{label}: float32 attention {row['float32_s']:.3f} s, bf16 {row['bf16_s']:.3f} s, "
               f"paired {row['paired_ratio']:.3f}", flush=True)
-    layers.CPU_FLOAT32_ATTENTION = default
+    kernels.CPU_FLOAT32_ATTENTION = default
     report = {"rows": rows, "rounds": args.rounds, "default_on_this_cpu": default, "cpu": cpu_name(),
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "amx": bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())}

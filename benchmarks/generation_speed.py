@@ -14,7 +14,7 @@ levels run on a p-times smaller grid, so each call does less work; the FLOP colu
 `--cache-intervals` n > 1 runs the network in full every n-th step and only its top level in between
 (`kinema.models.StepCache`): less work again, at some cost in quality (benchmarks/sampler_quality.py).
 bf16 runs only where the hardware computes it natively (AMX / AVX-512-BF16, or a bf16 GPU) unless
-asked for. FLOPs per denoiser call come from `kinema.models.layers.flop_counter`; the profile of
+asked for. FLOPs per denoiser call come from `kinema.models.kernels.flop_counter`; the profile of
 one call at the fastest setting shows where the time goes. Writes
 benchmarks/results/<name>.{json,md}.
 """
@@ -34,7 +34,7 @@ import torch
 
 from kinema.config import DiffusionConfig, UNetConfig, resolve_precision
 from kinema.models import FeatureCache, SpaceTimeUNet
-from kinema.models.layers import flop_counter
+from kinema.models.kernels import flop_counter
 from kinema.pipeline import VideoPipeline
 from kinema.runtime import keep_freed_memory
 

@@ -11,7 +11,7 @@ R times, the models taking turns, and a row gives the medians over rounds and, a
 of the per-round ratios: a machine whose speed drifts then hits every model alike); peak RSS of the process, and the peak
 bytes of live tensors in one train step (weights and AdamW state included: what the model needs
 whatever the allocator keeps);
-model FLOPs of one forward and one train step (`kinema.models.layers.flop_counter`: torch's counter
+model FLOPs of one forward and one train step (`kinema.models.kernels.flop_counter`: torch's counter
 plus kinema's oneDNN conv route);
 MFU = train FLOPs / step time / this machine's measured bf16 matmul peak (the best of 2048³ and 4096³
 products, and of the runs merged into one file), or its float32 peak on a
@@ -52,7 +52,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from kinema.config import resolve_precision
-from kinema.models.layers import flop_counter
+from kinema.models.kernels import flop_counter
 from kinema.runtime import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"

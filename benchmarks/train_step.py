@@ -31,7 +31,7 @@ import torch
 
 from kinema.cli import _parse_override
 from kinema.config import load_config
-from kinema.models.layers import Conv3d, flop_counter
+from kinema.models.kernels import Conv3d, flop_counter
 from kinema.runtime import keep_freed_memory
 from kinema.training import Trainer
 

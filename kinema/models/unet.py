@@ -19,6 +19,7 @@ from ..config import UNetConfig
 from ..runtime import available_memory
 from ..types import Cond, FrameMask
 from .cache import FeatureCache
+from .kernels import recomputed
 from .layers import (
     CrossAttention,
     Downsample,
@@ -27,7 +28,6 @@ from .layers import (
     SpatialAttention,
     TemporalAttention,
     Upsample,
-    recomputed,
     spatial_conv,
     timestep_embedding,
     zero_,

@@ -8,7 +8,7 @@ from torch import nn
 
 from kinema.config import DiffusionConfig, UNetConfig
 from kinema.models import FeatureCache, SpaceTimeUNet, StepCache
-from kinema.models.layers import flop_counter
+from kinema.models.kernels import flop_counter
 from kinema.pipeline import VideoPipeline
 
 CFG = UNetConfig(channels=8, channel_mult=(1, 2, 2), num_res_blocks=1, head_dim=8, norm_groups=4,

@@ -11,15 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from kinema.config import UNetConfig
 from kinema.models import SpaceTimeUNet, count_parameters
-from kinema.models import layers
-from kinema.models.layers import (
-    Conv3d,
-    ResBlock,
-    TemporalAttention,
-    TemporalConv,
-    flop_counter,
-    timestep_embedding,
-)
+from kinema.models import kernels, layers
+from kinema.models.kernels import Conv3d, flop_counter
+from kinema.models.layers import ResBlock, TemporalAttention, TemporalConv, timestep_embedding
 from kinema.models.model_dir import save_model_dir
 from kinema.pipeline import VideoPipeline
 from kinema.types import Cond
@@ -231,14 +225,14 @@ class _KernelDtypes(TorchDispatchMode):
 def test_attention_computes_bf16_in_float32_where_asked(monkeypatch, float32):
     """CPU_FLOAT32_ATTENTION: bf16 inputs reach the kernel in float32 (autocast does not cast them back), the
     output comes back in bf16 and matches float32 attention on the same inputs; gradients reach q, k, v and the mask."""
-    monkeypatch.setattr(layers, "CPU_FLOAT32_ATTENTION", float32)
+    monkeypatch.setattr(kernels, "CPU_FLOAT32_ATTENTION", float32)
     q, k, v = (torch.randn(6, 2, 5, 8, generator=_gen(i)).bfloat16().requires_grad_() for i in range(3))
     mask = torch.randn(1, 2, 5, 5, generator=_gen(3), requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16), _KernelDtypes() as kernels:
-        layers.attention(q.detach(), k.detach(), v.detach(), mask.detach())  # a mask needing grad: the math path
-    assert kernels.seen and set(kernels.seen) == {torch.float32 if float32 else torch.bfloat16}
+    with torch.autocast("cpu", dtype=torch.bfloat16), _KernelDtypes() as dtypes:
+        kernels.attention(q.detach(), k.detach(), v.detach(), mask.detach())  # a mask needing grad: the math path
+    assert dtypes.seen and set(dtypes.seen) == {torch.float32 if float32 else torch.bfloat16}
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = layers.attention(q, k, v, mask)
+        out = kernels.attention(q, k, v, mask)
     assert out.dtype == torch.bfloat16 and out.shape == q.shape
     logits = q.float() @ k.float().transpose(-1, -2) / 8**0.5 + mask
     ref = (logits.softmax(-1) @ v.float()).detach()
@@ -256,12 +250,12 @@ def test_every_self_attention_of_the_unet_goes_through_it(monkeypatch):
     x = torch.randn(2, 1, 4, 16, 16, generator=_gen(1))
     outs = {}
     for float32 in (True, False):
-        monkeypatch.setattr(layers, "CPU_FLOAT32_ATTENTION", float32)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), _KernelDtypes() as kernels:
+        monkeypatch.setattr(kernels, "CPU_FLOAT32_ATTENTION", float32)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), _KernelDtypes() as dtypes:
             outs[float32] = model(x, _steps(2)).float()
         n_attention = sum(isinstance(m, (layers.SpatialAttention, TemporalAttention)) for m in model.modules())
-        assert len(kernels.seen) >= n_attention >= 4  # one fused kernel each, or the math path's two bmm
-        assert set(kernels.seen) == {torch.float32 if float32 else torch.bfloat16}
+        assert len(dtypes.seen) >= n_attention >= 4  # one fused kernel each, or the math path's two bmm
+        assert set(dtypes.seen) == {torch.float32 if float32 else torch.bfloat16}
     torch.testing.assert_close(outs[True], outs[False], rtol=0.05, atol=0.05)
 
 
