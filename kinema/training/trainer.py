@@ -10,19 +10,17 @@ import copy
 import json
 import math
 import os
-import random
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from einops import rearrange
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import Config, resolve_precision, to_dict
@@ -36,82 +34,12 @@ from ..models.unet import check_activation_memory
 from ..types import FrameMask
 from .checkpoint import (flatten_state, list_checkpoints, load_checkpoint, nonfinite_tensors, remove_stale,
                          rng_state, save_checkpoint, set_rng_state)
+from .data_order import SeededExamples, StepBatchSampler, example_generators, seed_everything
 from .ema import ema_decay, ema_update
+from .run_log import plot_loss, truncate_metrics
 from .temporal_losses import temporal_losses
 
 # ---- helpers ----
-
-
-class StepBatchSampler(Sampler):
-    """(index, example seed) batches as a pure function of (seed, step): resuming at step k is exact.
-
-    Step k draws one global batch of batch_size x num_processes x micro examples; micro-batch m of
-    process p is slice (m * num_processes + p) of it. Any split of the same global batch (more
-    processes, or more accumulation) therefore sees the same examples with the same seeds.
-    """
-
-    def __init__(self, length: int, batch_size: int, *, seed: int, process: int, num_processes: int,
-                 start_step: int, micro: int):
-        assert 0 <= process < num_processes, f"process {process} of {num_processes}"
-        self.length, self.batch_size, self.seed = length, batch_size, seed
-        self.process, self.num_processes, self.start_step, self.micro = process, num_processes, start_step, micro
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        step, b = self.start_step, self.batch_size
-        while True:
-            rng = np.random.default_rng([self.seed, step])
-            n = b * self.num_processes * self.micro
-            index, seeds = rng.integers(0, self.length, n), rng.integers(0, 2**63, n)  # (n,), (n,)
-            for m in range(self.micro):
-                first = (m * self.num_processes + self.process) * b
-                yield [(int(i), int(s)) for i, s in zip(index[first:first + b], seeds[first:first + b])]
-            step += 1
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python's, numpy's and torch's global generators (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-@contextmanager
-def seeded_rngs(seed: int):
-    """Seed python, numpy and torch (CPU) with `seed` inside the block; restore their states after it."""
-    py, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.random.default_generator.manual_seed(seed)  # the CPU one only: fork_rng restores just that
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(np_state)
-
-
-class SeededExamples(Dataset):
-    """Item (index, seed) is dataset[index] read under `seeded_rngs(seed)`, plus "seed": its random
-    crops / flips / clip starts depend on the seed alone, not on the worker that reads it."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]) -> dict:
-        index, seed = key
-        with seeded_rngs(seed):
-            item = self.dataset[index]
-        return {**item, "seed": seed}
-
-
-def example_generators(batch: dict) -> list[torch.Generator]:
-    """One CPU generator per clip, seeded by the sampler's example seeds (B,)."""
-    if "seed" not in batch:
-        raise ValueError(f"batch has no 'seed' (keys {sorted(batch)}); draw batches from Trainer.loader")
-    return [torch.Generator().manual_seed(int(s)) for s in batch["seed"]]
 
 
 class TrainingDiverged(RuntimeError):
@@ -475,35 +403,9 @@ class Trainer:
 
     def plot_loss(self) -> Optional[Path]:
         """Plot metrics.jsonl's loss against step to loss.png."""
-        path = self.out / "metrics.jsonl"
-        if not path.is_file():
-            return None
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        rows = [r for line in path.read_text().splitlines() if line.strip() and "loss" in (r := json.loads(line))]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=1)
-        ax.set(xlabel="step", ylabel="loss", yscale="log", title=f"training loss ({self.out.name})")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(self.out / "loss.png", dpi=120)
-        plt.close(fig)
-        return self.out / "loss.png"
+        return plot_loss(self.out / "metrics.jsonl", self.out / "loss.png", f"training loss ({self.out.name})")
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metric rows written after `step` (by a run that died before its next checkpoint)."""
-        path = self.out / "metrics.jsonl"
-        if path.is_file() and self.accelerator.is_main_process:
-            rows = [line for line in path.read_text().splitlines() if _metric_step(line) <= step]
-            path.write_text("".join(line + "\n" for line in rows))
-
-
-def _metric_step(line: str) -> float:
-    """The step of a metrics.jsonl line; inf for a blank or half-written one (a kill mid-write)."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
+        if self.accelerator.is_main_process:
+            truncate_metrics(self.out / "metrics.jsonl", step)

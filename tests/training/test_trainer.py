@@ -15,7 +15,8 @@ from kinema.training.checkpoint import (
     load_checkpoint,
     nonfinite_tensors,
 )
-from kinema.training.trainer import SeededExamples, StepBatchSampler, TrainingDiverged
+from kinema.training.data_order import SeededExamples, StepBatchSampler
+from kinema.training.trainer import TrainingDiverged
 
 TINY = {
     "model.channels": 8, "model.channel_mult": [1, 2], "model.num_res_blocks": 1, "model.head_dim": 8,
