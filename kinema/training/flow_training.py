@@ -92,6 +92,9 @@ def train_flow(data: DataConfig, out: str | Path, flow: FlowConfig | None = None
     opt = torch.optim.Adam(net.parameters(), lr=train.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / train.steps)))
     g = torch.Generator().manual_seed(train.seed)
+    if len(dataset) < train.batch_size:  # drop_last would leave no batch at all, and the loop would wait for ever
+        raise ValueError(f"the flow data has {len(dataset)} clips, fewer than flow_train.batch_size = "
+                         f"{train.batch_size}; lower it, e.g. --set flow_train.batch_size={max(1, len(dataset))}")
     loader = DataLoader(dataset, batch_size=train.batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(train.seed))
     out = Path(out)

@@ -34,3 +34,10 @@ def test_cli_writes_a_flow_model_directory(tmp_path, capsys):
     net = load_flow_net(out)
     assert net.config.width == 8 and len(json.loads((out / "metrics.json").read_text())) >= 1
     assert main(["train-flow", "--data", "moving-digits", "--out", str(out), "--set", "model.channels=8"]) == 2
+
+
+def test_fewer_clips_than_a_batch_is_refused_instead_of_waiting_for_ever(tmp_path, capsys):
+    code = main(["train-flow", "--data", "moving-digits", "--out", str(tmp_path / "flow"), "--steps", "2",
+                 "--set", "data.length=3", "--set", "flow_train.batch_size=4", "--set", "flow.width=8",
+                 "--set", "data.num_frames=3"])
+    assert code == 2 and "3 clips, fewer than flow_train.batch_size = 4" in capsys.readouterr().err
