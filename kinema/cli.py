@@ -271,7 +271,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from . import __version__
-    from .evaluation.evaluate import EvalProtocol, build_scorers, data_spec, evaluate, real_clips
+    from .evaluation.evaluate import build_scorers, evaluate
+    from .evaluation.protocol import EvalProtocol, data_spec, real_clips
     from .evaluation.report import write_report
     from .pipeline import VideoPipeline
 

@@ -9,19 +9,17 @@ import pytest
 import torch
 
 from kinema.evaluation.evaluate import (
-    EvalProtocol,
     Scorers,
     alignment_scores,
     build_scorers,
     calibration,
-    data_spec,
     digit_diversity,
     draw_clips,
     evaluate,
     frame_scores,
-    real_clips,
     temporal_scores,
 )
+from kinema.evaluation.protocol import EvalProtocol, data_spec, real_clips
 from kinema.evaluation.features import load_feature_net
 from kinema.evaluation.frame_metrics import UINT8_MSE_FLOOR
 from kinema.evaluation.report import write_report
