@@ -113,7 +113,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .files import check_writable_dir
-    from .pipeline import Video, VideoPipeline
+    from .data import Video
+    from .pipeline import VideoPipeline
 
     out = check_writable_dir(args.out)  # before any work
     _check_count(args.num, "--num")

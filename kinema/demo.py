@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import MovingDigits, MovingDigitsConfig, to_uint8
+from .data import MovingDigits, MovingDigitsConfig, Video, to_uint8
 from .data.audio import write_wav
-from .pipeline import Video, VideoPipeline, task_inputs
+from .pipeline import VideoPipeline, task_inputs
 
 PROMPTS = ("digit 3 moving right", "digit 7 moving up", "digit 0 moving down left")
 

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import DiffusionConfig, is_int, resolve_precision
-from .data import make_grid, read_audio, read_image, read_video, task_mask, to_tensor, to_uint8, write_video
+from .data import Video, read_audio, read_image, read_video, task_mask, to_tensor, to_uint8
 from .data.audio import audio_features, fit_length
 from .data.transforms import fit_square
 from .diffusion import edit, generate, make_schedule, sampling_denoiser
@@ -31,39 +31,6 @@ from .runtime import available_memory
 from .types import Cond, FrameMask
 
 # ---- loading ----
-
-
-# ---- the result ----
-
-
-class Video:
-    """A batch of generated clips, uint8 (B, T, H, W, C), that saves to mp4 / gif and converts to numpy / torch."""
-
-    def __init__(self, frames: np.ndarray, fps: float = 8.0):
-        if frames.ndim != 5 or frames.dtype != np.uint8:
-            raise ValueError(f"Video needs uint8 (B, T, H, W, C) frames, got {frames.dtype} {frames.shape}")
-        self.frames, self.fps = frames, fps
-
-    def __len__(self) -> int:
-        return self.frames.shape[0]
-
-    def __getitem__(self, i: int) -> "Video":
-        """The i-th clip as a one-clip Video."""
-        return Video(self.frames[i : i + 1], self.fps)
-
-    def numpy(self) -> np.ndarray:
-        """uint8 (B, T, H, W, C)."""
-        return self.frames
-
-    def torch(self) -> torch.Tensor:
-        """float (B, C, T, H, W) in [-1, 1]."""
-        return to_tensor(self.frames)
-
-    def save(self, path: str | Path, fps: Optional[int] = None) -> Path:
-        """Write an .mp4 or .gif: the clip itself when B = 1, else all clips tiled in a grid."""
-        frames = self.frames[0] if len(self) == 1 else make_grid(self.frames)
-        write_video(path, frames, fps=fps or self.fps)
-        return Path(path)
 
 
 # ---- the pipeline ----

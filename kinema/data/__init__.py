@@ -23,6 +23,7 @@ from kinema.data.video_datasets import (
     summarize,
 )
 from kinema.data.video_io import (
+    Video,
     VideoInfo,
     make_grid,
     probe_video,
@@ -48,6 +49,7 @@ __all__ = [
     "UCF101",
     "VideoClips",
     "VideoFolder",
+    "Video",
     "VideoInfo",
     "build_cache",
     "class_caption",

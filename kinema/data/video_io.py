@@ -295,6 +295,39 @@ def make_grid(videos: np.ndarray, ncol: int | None = None, pad: int = 2) -> np.n
     return np.pad(grid, ((0, 0), (0, pad), (0, pad), (0, 0)))  # closing border below / right
 
 
+# ---- the result of a generation ----
+
+
+class Video:
+    """A batch of generated clips, uint8 (B, T, H, W, C), that saves to mp4 / gif and converts to numpy / torch."""
+
+    def __init__(self, frames: np.ndarray, fps: float = 8.0):
+        if frames.ndim != 5 or frames.dtype != np.uint8:
+            raise ValueError(f"Video needs uint8 (B, T, H, W, C) frames, got {frames.dtype} {frames.shape}")
+        self.frames, self.fps = frames, fps
+
+    def __len__(self) -> int:
+        return self.frames.shape[0]
+
+    def __getitem__(self, i: int) -> "Video":
+        """The i-th clip as a one-clip Video."""
+        return Video(self.frames[i : i + 1], self.fps)
+
+    def numpy(self) -> np.ndarray:
+        """uint8 (B, T, H, W, C)."""
+        return self.frames
+
+    def torch(self) -> torch.Tensor:
+        """float (B, C, T, H, W) in [-1, 1]."""
+        return to_tensor(self.frames)
+
+    def save(self, path: str | Path, fps: Optional[int] = None) -> Path:
+        """Write an .mp4 or .gif: the clip itself when B = 1, else all clips tiled in a grid."""
+        frames = self.frames[0] if len(self) == 1 else make_grid(self.frames)
+        write_video(path, frames, fps=fps or self.fps)
+        return Path(path)
+
+
 # ---- clips: probing, seeking decode, audio ----
 
 
