@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from kinema.cli import _parse_override
+from kinema.config import parse_override as _parse_override
 from kinema.config import load_config
 from kinema.models.kernels import Conv3d, flop_counter
 from kinema.runtime import keep_freed_memory

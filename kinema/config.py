@@ -410,6 +410,25 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
     return from_dict(Config, read_config(path, overrides))
 
 
+def parse_override(text: str) -> tuple[str, object]:
+    """`section.key=value` with the value parsed as YAML data (numbers, lists, booleans)."""
+    key, sep, value = text.partition("=")
+    if not sep or "." not in key:
+        raise ValueError(f"--set expects section.key=value, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ValueError(f"--set {text!r}: the value is not valid YAML: {yaml_error(err)}") from err
+    if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+        return key, value  # YAML 1.1 reads no / off / yes / on as booleans; keep the word (e.g. mixed_precision=no)
+    if isinstance(parsed, str):
+        try:
+            return key, float(parsed)  # YAML 1.1 wants a dot in floats: 1e-3 would stay a string
+        except ValueError:
+            pass
+    return key, parsed
+
+
 def read_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> dict:
     """A YAML run config as plain sections (data only, no tags), with dotted `overrides` applied; not validated."""
     data: dict = {}

@@ -120,7 +120,7 @@ def test_console_script_is_installed():
 
 
 def test_set_keeps_yaml_words_that_are_not_booleans():
-    from kinema.cli import _parse_override
+    from kinema.config import parse_override as _parse_override
 
     assert _parse_override("train.mixed_precision=no") == ("train.mixed_precision", "no")
     assert _parse_override("model.frame_conditioning=true") == ("model.frame_conditioning", True)

@@ -21,8 +21,10 @@ ALLOWED = {
     "pipeline": {"diffusion", "models", "data", "types", "config"},
     "demo": {"pipeline", "data", "types", "config"},  # the demo and the web page: users of the pipeline
     "serve": {"pipeline", "diffusion", "data", "types", "config"},
-    "cli": {"pipeline", "training", "evaluation", "demo", "serve", "diffusion", "models", "data", "types", "config",
-            "runtime"},
+    "commands": {"pipeline", "training", "evaluation", "demo", "serve", "diffusion", "models", "data", "types",
+                 "config", "runtime"},  # what each command does
+    "cli": {"commands", "pipeline", "training", "evaluation", "demo", "serve", "diffusion", "models", "data",
+            "types", "config", "runtime"},
 }
 for _name, _deps in ALLOWED.items():  # files (atomic writes) and runtime (host facts) sit below every layer
     if _name not in ("types", "config", "runtime", "files"):
