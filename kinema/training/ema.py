@@ -6,27 +6,25 @@ import torch
 from torch import nn
 
 
+def _paired(ema: dict, model: dict, what: str) -> dict:
+    """`ema` after asserting it names exactly the tensors `model` names (parameters or buffers)."""
+    assert ema.keys() == model.keys(), (f"EMA and model {what} differ: only in EMA {sorted(ema.keys() - model.keys())}, "
+                                        f"only in model {sorted(model.keys() - ema.keys())}")
+    return ema
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """Move `ema` in place toward `model`: ema = decay * ema + (1 - decay) * model; copy buffers."""
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
-    ema_params = dict(ema.named_parameters())
     model_params = dict(model.named_parameters())
-    assert ema_params.keys() == model_params.keys(), (
-        f"EMA and model parameters differ: only in EMA {sorted(ema_params.keys() - model_params.keys())}, "
-        f"only in model {sorted(model_params.keys() - ema_params.keys())}"
-    )
+    ema_params = _paired(dict(ema.named_parameters()), model_params, "parameters")
     for name, p in model_params.items():
         # lerp_ with weight (1 - decay) is exactly ema + (1 - decay) * (p - ema)
         ema_params[name].lerp_(p.to(ema_params[name].dtype), 1.0 - decay)
-
-    ema_buffers = dict(ema.named_buffers())
     model_buffers = dict(model.named_buffers())
-    assert ema_buffers.keys() == model_buffers.keys(), (
-        f"EMA and model buffers differ: only in EMA {sorted(ema_buffers.keys() - model_buffers.keys())}, "
-        f"only in model {sorted(model_buffers.keys() - ema_buffers.keys())}"
-    )
+    ema_buffers = _paired(dict(ema.named_buffers()), model_buffers, "buffers")
     for name, b in model_buffers.items():
         # Buffers (norm statistics, step counters) are state, not weights: copy, don't average.
         ema_buffers[name].copy_(b)
