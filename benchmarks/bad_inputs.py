@@ -114,6 +114,7 @@ def _guard_inputs(root: Path, meta: dict, net) -> None:
     import numpy as np
     import torch
     from PIL import Image
+    from safetensors.torch import save_file
 
     from kinema.data import write_video
     from kinema.models.model_dir import save_model_dir
@@ -132,18 +133,12 @@ def _guard_inputs(root: Path, meta: dict, net) -> None:
     (cache / "clips.u8").write_bytes(bytes(4 * 16 * 16 * 3))
     (cache / "index.json").write_text(json.dumps({"version": 1, "count": 1, "clip_shape": [4, 16, 16, 3],
                                                   "items": [{"caption": None, "label": -1, "source": "a.mp4"}]}))
-    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state = net.state_dict()
     first = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
-    for name, change in (("nan-weights", lambda t: t.fill_(float("nan"))), ("int8-weights", None)):
-        weights = dict(state)
-        if change is None:
-            weights = {k: (v * 100).to(torch.int8) if v.is_floating_point() else v for k, v in weights.items()}
-        else:
-            weights[first] = change(weights[first].clone())
-        net.load_state_dict(state)
+    broken = {"nan-weights": {**state, first: torch.full_like(state[first], float("nan"))},
+              "int8-weights": {k: (v * 100).to(torch.int8) if v.is_floating_point() else v for k, v in state.items()}}
+    for name, weights in broken.items():
         out = save_model_dir(root / name, net, meta)
-        from safetensors.torch import save_file
-
         save_file({k: v.contiguous() for k, v in weights.items()}, str(out / "model.safetensors"))
     for name, key, value in (("fps-zero", "fps", 0), ("fps-word", "fps", "fast"), ("frames-negative", "num_frames", -4),
                              ("frames-text", "num_frames", "16")):

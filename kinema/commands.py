@@ -91,7 +91,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from .files import check_writable_dir
     from .data import Video
-    from .pipeline import VideoPipeline
+    from .pipeline import MAX_SEED, VideoPipeline
 
     out = check_writable_dir(args.out)  # before any work
     _check_count(args.num, "--num")
@@ -102,7 +102,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                                          trust_pickle=args.trust_pickle)
     tiles, done = [], 0  # the grid shows the first GRID_CLIPS clips; the rest stream to disk only
     for k, (_, start, n) in enumerate(_batches(args.num, args.batch)):
-        video = pipe(n, num_frames=args.frames, seed=(seed + k) % 2**64, **sampling)  # batch k: seed + k
+        video = pipe(n, num_frames=args.frames, seed=(seed + k) % (MAX_SEED + 1), **sampling)  # batch k: seed + k
         for i in range(n):
             for ext in ("mp4", "gif"):
                 video[i].save(out / f"sample_{start + i:03d}.{ext}")
@@ -194,7 +194,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_augment(args: argparse.Namespace) -> int:
     """Generate a captioned data set (one mp4 + sidecar .txt per clip, and captions.jsonl) from a prompt list."""
     from .files import atomic_write, check_writable_dir
-    from .pipeline import VideoPipeline
+    from .pipeline import MAX_SEED, VideoPipeline
 
     prompts_file = _check_input(args.prompts, "--prompts")
     try:
@@ -217,8 +217,8 @@ def cmd_augment(args: argparse.Namespace) -> int:
     rows = []
     for p_index, start, n in _batches(len(prompts) * args.per_prompt, args.batch, per=args.per_prompt):
         prompt, k = prompts[p_index], start // args.batch  # batch k of prompt p draws with seed + p + k * prompts
-        video = pipe(n, num_frames=args.frames, prompt=prompt, seed=(seed + p_index + k * len(prompts)) % 2**64,
-                     **sampling)
+        video = pipe(n, num_frames=args.frames, prompt=prompt,
+                     seed=(seed + p_index + k * len(prompts)) % (MAX_SEED + 1), **sampling)
         for i in range(n):
             name = f"clip_{p_index:04d}_{start + i:03d}"
             video[i].save(out / f"{name}.mp4")
@@ -400,5 +400,7 @@ def _check_sampler(args: argparse.Namespace) -> None:
 
 def _check_seed(seed: int) -> None:
     """--seed must fit a random generator's seed: 0 .. 2**64 - 1."""
-    if not 0 <= seed < 2**64:
+    from .pipeline import MAX_SEED
+
+    if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"--seed must be in [0, 2**64 - 1], got {seed}")

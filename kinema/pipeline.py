@@ -35,6 +35,8 @@ from .types import Cond, FrameMask
 
 # ---- the pipeline ----
 
+MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed takes
+
 
 def default_spacing(sampler: str) -> str:
     """Karras spacing for the ODE / multistep solvers (their sigma-space steps suit it), DDIM's leading otherwise."""
@@ -231,8 +233,8 @@ class VideoPipeline:
         return Video(to_uint8(out.float().cpu()), fps=self.fps)
 
     def _generator(self, seed: Optional[int]) -> torch.Generator:
-        """A generator on the device seeded with `seed` (0 .. 2**64 - 1), or a fresh seed when None."""
-        if seed is not None and (not is_int(seed) or not 0 <= seed < 2**64):
+        """A generator on the device seeded with `seed` (0 .. MAX_SEED), or a fresh seed when None."""
+        if seed is not None and (not is_int(seed) or not 0 <= seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}")
         return torch.Generator(self.device).manual_seed(seed if seed is not None else torch.seed())
 

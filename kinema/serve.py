@@ -30,11 +30,10 @@ import torch
 
 from .data import SAMPLING_TASKS, read_video
 from .diffusion import SAMPLERS
-from .pipeline import VideoPipeline
+from .pipeline import MAX_SEED, VideoPipeline
 
 MAX_PROMPT_CHARS = 500  # per prompt; the text encoders keep far fewer tokens than this
 MAX_UPLOAD = "50mb"  # gradio stops reading a larger upload at this size (HTTP 413) and deletes the part it had
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes 0..2**63-1
 BUDGET_WINDOWS, BUDGET_STEPS = 8, 100  # default max_cost: 8 of the model's windows at 100 steps (the form's maxima)
 CACHE_SECONDS = 3600  # gradio deletes the uploads and clips of this page older than this, and all at shutdown
 

@@ -239,8 +239,9 @@ def activation_bytes(config: UNetConfig, batch: int, frames: int, height: int, w
     with grad every block keeps about a dozen tensors of its width for backward. Attention adds its
     score matrices where they are formed in full (temporal attention: its relative bias takes PyTorch's math
     path; spatial attention runs the flash kernel, O(pixels)).
-    Calibrated against the peak RSS of real calls (benchmarks/bad_inputs.py --memory); an estimate to
-    refuse what cannot fit before allocating, not an accounting.
+    Calibrated against the peak RSS of real calls of the bundled model (inference at 32 and 128 px, training
+    at 32 and 64 px: 0.7-1.4x the measured); an estimate to refuse what cannot fit before allocating, not an
+    accounting.
     """
     p = config.patch_size
     heads_of = [config.channels * m // config.head_dim for m in config.channel_mult]
