@@ -33,6 +33,20 @@ from .commands import (cmd_augment, cmd_data, cmd_demo, cmd_edit, cmd_eval, cmd_
 # ---- parsing ----
 
 
+def _sampling_command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
+    """A subcommand that samples from a model: its parser with the shared sampling flags, running `func`."""
+    p = sub.add_parser(name, help=help)
+    _add_sampling_args(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_batch_args(p: argparse.ArgumentParser, batching: str) -> None:
+    """--batch and --frames of the commands that write many clips."""
+    p.add_argument("--batch", type=int, default=8, help=f"clips per sampler call (default 8); {batching}")
+    p.add_argument("--frames", type=int, help="frames per clip, any length (default: the training window)")
+
+
 def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] = ("--image", "--ref-image")) -> None:
     p.add_argument("--model", required=True, help="model directory or training run directory")
     p.add_argument("--prompt", help="text condition (a text-conditioned model)")
@@ -101,30 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("sample", help="generate clips from a trained model")
-    _add_sampling_args(p)
+    p = _sampling_command(sub, "sample", cmd_sample, "generate clips from a trained model")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--num", type=int, default=4, help="clips to generate (default 4), made --batch at a time")
-    p.add_argument("--batch", type=int, default=8,
-                   help="clips per sampler call (default 8); any --num streams to disk in batches of this size")
-    p.add_argument("--frames", type=int, help="frames per clip, any length (default: the training window)")
-    p.set_defaults(func=cmd_sample)
+    _add_batch_args(p, "any --num streams to disk in batches of this size")
 
-    p = sub.add_parser("edit", help="re-generate a video under new conditions, keeping its layout (SDEdit)")
-    _add_sampling_args(p)
+    p = _sampling_command(sub, "edit", cmd_edit,
+                          "re-generate a video under new conditions, keeping its layout (SDEdit)")
     p.add_argument("--video", required=True, help="the source video file")
     p.add_argument("--strength", type=float, default=0.6, help="noise level in (0, 1]: low keeps the source")
     p.add_argument("--out", required=True, help="output .mp4 or .gif")
-    p.set_defaults(func=cmd_edit)
 
-    p = sub.add_parser("augment", help="generate a captioned video folder from a list of prompts")
-    _add_sampling_args(p)
+    p = _sampling_command(sub, "augment", cmd_augment, "generate a captioned video folder from a list of prompts")
     p.add_argument("--prompts", required=True, help="text file, one prompt per line")
     p.add_argument("--per-prompt", type=int, default=4, help="clips per prompt (default 4)")
-    p.add_argument("--batch", type=int, default=8, help="clips per sampler call (default 8)")
-    p.add_argument("--frames", type=int, help="frames per clip (default: the training window)")
+    _add_batch_args(p, "clips stream to disk in batches of this size")
     p.add_argument("--out", required=True, help="output folder (mp4 + .txt captions + captions.jsonl)")
-    p.set_defaults(func=cmd_augment)
 
     p = sub.add_parser("eval", help="score a model against real clips (FD-digits, KID, FVD with --i3d, frame, "
                                     "alignment and temporal metrics) and write a report")

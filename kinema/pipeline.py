@@ -10,28 +10,22 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .config import DiffusionConfig, is_int, resolve_precision
-from .data import Video, read_audio, read_image, read_video, task_mask, to_tensor, to_uint8
-from .data.audio import audio_features, fit_length
-from .data.transforms import fit_square
+from .data import Video, task_mask, to_uint8
 from .diffusion import edit, generate, make_schedule, sampling_denoiser
 from .models import SpaceTimeUNet, StepCache
-from .models.encoders import Conditioner, Tokenizer
+from .inputs import as_video, audio_input, known_frames, prompts
+from .models.encoders import Conditioner
 from .models.model_dir import load_video_model
 from .models.unet import check_activation_memory
 from .runtime import available_memory
 from .types import Cond, FrameMask
-
-# ---- loading ----
-
 
 # ---- the pipeline ----
 
@@ -328,117 +322,22 @@ class VideoPipeline:
     def _cond_input(self, name: str, value, batch: int, num_frames: int):
         """User input -> what the encoder takes: list[str] (B), image (B, C, H, W) or log-mel (B, n_mels, S)."""
         if name == "text":
-            texts = [value] if isinstance(value, str) else list(value)
-            if len(texts) == 1:
-                texts = texts * batch
-            if len(texts) != batch:
-                raise ValueError(f"{len(texts)} prompts for {batch} clips")
-            self._check_words(texts)
-            return texts
+            return prompts(value, batch, getattr(self.conditioner.text, "tokenizer", None))
         if name == "image":
             img = self._as_video(value, image=True)[:, :, 0]  # (B', C, H, W)
             return img.expand(batch, *img.shape[1:]) if img.shape[0] == 1 else img
         cfg = self.conditioner.config
-        if isinstance(value, (str, Path)):
-            value = read_audio(value, sample_rate=self.audio_rate, required=True)
-        wave = torch.as_tensor(np.asarray(value, dtype=np.float32))
-        wave = wave[None] if wave.ndim == 1 else wave  # (B', A)
-        if wave.ndim != 2:
-            raise ValueError(f"audio must be samples (A,) or (B, A), got shape {tuple(wave.shape)}")
-        wave = fit_length(wave, int(round(num_frames * self.audio_rate / self.fps)))
-        mel = audio_features(wave, rate=self.audio_rate, num_frames=num_frames, n_mels=cfg.n_mels,
-                             steps_per_frame=cfg.audio_steps_per_frame)
-        return mel.expand(batch, *mel.shape[1:]) if mel.shape[0] == 1 else mel
-
-    def _check_words(self, texts: list[str]) -> None:
-        """A word-level text encoder reads unknown words as one unknown token: refuse a prompt of only those, warn
-        about the rest."""
-        tokenizer = getattr(self.conditioner.text, "tokenizer", None)
-        if not isinstance(tokenizer, Tokenizer):
-            return  # a subword encoder (MiniLM) reads any text
-        for text in dict.fromkeys(texts):
-            unknown, words = tokenizer.unknown_words(text), Tokenizer.split(text)
-            if words and len(unknown) < len(words):
-                if unknown:
-                    warnings.warn(f"prompt {text!r}: this model never saw {', '.join(map(repr, unknown))}; "
-                                  "they are read as one unknown word", stacklevel=4)
-                continue
-            known = [w for w in tokenizer.words[2:] if not w.isdigit()][:12]
-            raise ValueError(f"prompt {text!r} has no word this model knows, so it would sample as if "
-                             f"unconditioned; its {len(tokenizer) - 2} words include {', '.join(known)}")
-
-    # ---- user inputs -> known frames ----
+        return audio_input(value, batch, num_frames, rate=self.audio_rate, fps=self.fps, n_mels=cfg.n_mels,
+                           steps_per_frame=cfg.audio_steps_per_frame)
 
     def _known_frames(self, num_videos, context, context_frames, first_frame, last_frame):
         """{position: (B, C, H, W) frame} from the user's inputs (position -1 = the last frame), and B."""
-        if num_videos < 1:
-            raise ValueError(f"num_videos must be >= 1, got {num_videos}")
-        if (context is not None or first_frame is not None or last_frame is not None) and \
-                not self.model.config.frame_conditioning:
-            raise ValueError("this model was trained without frame conditioning (model.frame_conditioning: "
-                             "false), so it can only generate; train with it to predict, interpolate or animate")
-        if context is not None and first_frame is not None:
-            raise ValueError("give either context (prediction) or first_frame (animation), not both")
-        known = {}
-        if context is not None:
-            if context_frames is not None and (not isinstance(context_frames, int) or context_frames < 1):
-                raise ValueError(f"context_frames must be a positive number of frames, got {context_frames!r}")
-            video = self._as_video(context, last=context_frames or self.num_frames - 1)  # (B, C, T, H, W)
-            k = context_frames or min(video.shape[2], self.num_frames - 1)
-            if not 1 <= k <= video.shape[2]:
-                raise ValueError(f"context_frames must be in [1, {video.shape[2]}] (frames of the context), got {k}")
-            video = video[:, :, -k:]
-            known = {i: video[:, :, i] for i in range(k)}
-        if first_frame is not None:
-            known[0] = self._as_video(first_frame, image=True)[:, :, 0]
-        if last_frame is not None:
-            known[-1] = self._as_video(last_frame, image=True)[:, :, 0]
-        batches = {f.shape[0] for f in known.values()}
-        if len(batches) > 1:
-            raise ValueError(f"the given frames disagree on the batch size: {sorted(batches)}")
-        batch = batches.pop() if batches else num_videos
-        if batch == 1 and num_videos > 1:
-            known = {p: f.expand(num_videos, *f.shape[1:]) for p, f in known.items()}
-            batch = num_videos
-        return known, batch
+        known, batch = known_frames(num_videos, size=self.size, channels=self.model.config.in_channels,
+                                    window=self.num_frames, frame_conditioning=self.model.config.frame_conditioning,
+                                    context=context, context_frames=context_frames, first_frame=first_frame,
+                                    last_frame=last_frame)
+        return {p: f.to(self.device) for p, f in known.items()}, batch
 
-    def _as_video(self, x, image: bool = False, last: Optional[int] = None) -> torch.Tensor:
-        """A path, uint8 array or float tensor as float (B, C, T, H, W) at the model's channels and size.
-
-        Frames of another size go through the training clips' own transform (`fit_square`: the shorter
-        side scaled, the centre cropped), so a non-square input is cropped, never stretched; a float
-        tensor of another size passes through 8-bit frames on the way. A file is decoded at the model's
-        size, and only its `last` frames when given.
-        """
-        if isinstance(x, (str, Path)):
-            if image:
-                x = read_image(x, shorter_side=self.size)[None]  # uint8 (1, H, W, 3)
-            else:
-                x = read_video(x, last=last, shorter_side=self.size)  # uint8 (T, H, W, 3)
-        if isinstance(x, torch.Tensor):
-            x = x.float()
-            x = x.unsqueeze(-3) if image else x  # (..., C, 1, H, W)
-            x = x if x.ndim == 5 else x[None]
-            if x.ndim == 5 and x.shape[-2:] != (self.size, self.size):
-                x = to_uint8(x)  # (B, T, H, W, C), resized below like any frames
-        if isinstance(x, np.ndarray):
-            if x.dtype != np.uint8:
-                raise ValueError(f"arrays must be uint8 frames (..., H, W, C), got {x.dtype}")
-            x = x[None] if image else x
-            x = x if x.ndim == 5 else x[None]  # (B, T, H, W, C)
-            if x.ndim != 5:
-                raise ValueError(f"could not read {'an image' if image else 'a video'} from shape {x.shape}")
-            x = to_tensor(np.stack([fit_square(clip, self.size) for clip in x]))  # (B, C, T, S, S)
-        elif not isinstance(x, torch.Tensor):
-            raise ValueError(f"expected a path, a uint8 array or a float tensor, got {type(x).__name__}")
-        if x.ndim != 5:
-            raise ValueError(f"could not read {'an image' if image else 'a video'} from shape {tuple(x.shape)}")
-        c = self.model.config.in_channels
-        if x.shape[1] != c:
-            if c == 1:
-                x = x.mean(dim=1, keepdim=True)  # colour -> gray
-            elif x.shape[1] == 1:
-                x = x.expand(-1, c, -1, -1, -1)
-            else:
-                raise ValueError(f"frames have {x.shape[1]} channels; the model takes {c}")
-        return x.clamp(-1, 1).to(self.device)
+    def _as_video(self, x, image: bool = False) -> torch.Tensor:
+        """A path, uint8 array or float tensor as float (B, C, T, H, W) at the model's size, on its device."""
+        return as_video(x, size=self.size, channels=self.model.config.in_channels, image=image).to(self.device)

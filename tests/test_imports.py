@@ -18,7 +18,8 @@ ALLOWED = {
     "data": {"types", "config"},
     "training": {"diffusion", "models", "data", "types", "config"},
     "evaluation": {"data", "models", "types", "config"},  # never training
-    "pipeline": {"diffusion", "models", "data", "types", "config"},
+    "inputs": {"models", "data", "types", "config"},  # user inputs -> tensors, prepared as the training data
+    "pipeline": {"inputs", "diffusion", "models", "data", "types", "config"},
     "demo": {"pipeline", "data", "types", "config"},  # the demo and the web page: users of the pipeline
     "serve": {"pipeline", "diffusion", "data", "types", "config"},
     "commands": {"pipeline", "training", "evaluation", "demo", "serve", "diffusion", "models", "data", "types",

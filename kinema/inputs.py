@@ -1,0 +1,138 @@
+"""What a user hands the pipeline -> the tensors a model takes: videos and images, given frames, prompts, audio.
+
+Paths, uint8 arrays and float tensors all become float (B, C, T, H, W) in [-1, 1] at the model's size
+and channels, through the training clips' own transform (`data.transforms.fit_square`), so an input is
+prepared exactly as the training data was. The pipeline owns sampling; this module owns its inputs.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .data import read_audio, read_image, read_video, to_tensor, to_uint8
+from .data.audio import audio_features, fit_length
+from .data.transforms import fit_square
+from .models.encoders import Tokenizer
+
+
+def as_video(x, *, size: int, channels: int, image: bool = False, last: Optional[int] = None) -> torch.Tensor:
+    """A path, uint8 array or float tensor as float (B, C, T, size, size) with `channels` channels, on the CPU.
+
+    Frames of another size go through `fit_square` (the shorter side scaled, the centre cropped), so a
+    non-square input is cropped, never stretched; a float tensor of another size passes through 8-bit
+    frames on the way. A file is decoded at `size`, and only its `last` frames when given. `image`: x is
+    one frame (H, W, C) / (C, H, W) or a batch of them, returned with T = 1.
+    """
+    what = "an image" if image else "a video"
+    if isinstance(x, (str, Path)):
+        x = read_image(x, shorter_side=size)[None] if image else read_video(x, last=last, shorter_side=size)
+    if isinstance(x, torch.Tensor):
+        x = x.float()
+        x = x.unsqueeze(-3) if image else x  # (..., C, 1, H, W)
+        x = x if x.ndim == 5 else x[None]
+        if x.ndim == 5 and x.shape[-2:] != (size, size):
+            x = to_uint8(x)  # (B, T, H, W, C), resized below like any frames
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.uint8:
+            raise ValueError(f"arrays must be uint8 frames (..., H, W, C), got {x.dtype}")
+        x = x[None] if image else x
+        x = x if x.ndim == 5 else x[None]  # (B, T, H, W, C)
+        if x.ndim != 5:
+            raise ValueError(f"could not read {what} from shape {x.shape}")
+        x = to_tensor(np.stack([fit_square(clip, size) for clip in x]))  # (B, C, T, S, S)
+    elif not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a path, a uint8 array or a float tensor, got {type(x).__name__}")
+    if x.ndim != 5:
+        raise ValueError(f"could not read {what} from shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        if channels == 1:
+            x = x.mean(dim=1, keepdim=True)  # colour -> gray
+        elif x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1, -1)
+        else:
+            raise ValueError(f"frames have {x.shape[1]} channels; the model takes {channels}")
+    return x.clamp(-1, 1)
+
+
+def known_frames(num_videos: int, *, size: int, channels: int, window: int, frame_conditioning: bool, context=None,
+                 context_frames: Optional[int] = None, first_frame=None, last_frame=None) -> tuple[dict, int]:
+    """{position: (B, C, H, W) frame} from the user's given frames (position -1 = the last frame), and B.
+
+    `context` is a video to continue (its last `context_frames`, default all up to window - 1);
+    `first_frame` / `last_frame` are images. One given batch of 1 is repeated to `num_videos`.
+    """
+    if num_videos < 1:
+        raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+    if (context is not None or first_frame is not None or last_frame is not None) and not frame_conditioning:
+        raise ValueError("this model was trained without frame conditioning (model.frame_conditioning: "
+                         "false), so it can only generate; train with it to predict, interpolate or animate")
+    if context is not None and first_frame is not None:
+        raise ValueError("give either context (prediction) or first_frame (animation), not both")
+    frames = dict(size=size, channels=channels)
+    known = {}
+    if context is not None:
+        if context_frames is not None and (not isinstance(context_frames, int) or context_frames < 1):
+            raise ValueError(f"context_frames must be a positive number of frames, got {context_frames!r}")
+        video = as_video(context, last=context_frames or window - 1, **frames)  # (B, C, T, H, W)
+        k = context_frames or min(video.shape[2], window - 1)
+        if not 1 <= k <= video.shape[2]:
+            raise ValueError(f"context_frames must be in [1, {video.shape[2]}] (frames of the context), got {k}")
+        video = video[:, :, -k:]
+        known = {i: video[:, :, i] for i in range(k)}
+    if first_frame is not None:
+        known[0] = as_video(first_frame, image=True, **frames)[:, :, 0]
+    if last_frame is not None:
+        known[-1] = as_video(last_frame, image=True, **frames)[:, :, 0]
+    batches = {f.shape[0] for f in known.values()}
+    if len(batches) > 1:
+        raise ValueError(f"the given frames disagree on the batch size: {sorted(batches)}")
+    batch = batches.pop() if batches else num_videos
+    if batch == 1 and num_videos > 1:
+        known = {p: f.expand(num_videos, *f.shape[1:]) for p, f in known.items()}
+        batch = num_videos
+    return known, batch
+
+
+def prompts(value, batch: int, tokenizer=None) -> list[str]:
+    """One prompt or `batch` prompts -> `batch` prompts, checked against a word-level tokenizer's vocabulary."""
+    texts = [value] if isinstance(value, str) else list(value)
+    if len(texts) == 1:
+        texts = texts * batch
+    if len(texts) != batch:
+        raise ValueError(f"{len(texts)} prompts for {batch} clips")
+    if isinstance(tokenizer, Tokenizer):  # a subword encoder (MiniLM) reads any text
+        check_words(tokenizer, texts)
+    return texts
+
+
+def check_words(tokenizer: Tokenizer, texts: list[str]) -> None:
+    """Refuse a prompt of only unknown words (it would sample as if unconditioned); warn about unknown words."""
+    for text in dict.fromkeys(texts):
+        unknown, words = tokenizer.unknown_words(text), Tokenizer.split(text)
+        if words and len(unknown) < len(words):
+            if unknown:
+                warnings.warn(f"prompt {text!r}: this model never saw {', '.join(map(repr, unknown))}; "
+                              "they are read as one unknown word", stacklevel=5)
+            continue
+        known = [w for w in tokenizer.words[2:] if not w.isdigit()][:12]
+        raise ValueError(f"prompt {text!r} has no word this model knows, so it would sample as if "
+                         f"unconditioned; its {len(tokenizer) - 2} words include {', '.join(known)}")
+
+
+def audio_input(value, batch: int, num_frames: int, *, rate: int, fps: float, n_mels: int,
+                steps_per_frame: int) -> torch.Tensor:
+    """A sound file or samples (A,) / (B, A) -> log-mel features (B, n_mels, S) for `num_frames` frames at `fps`."""
+    if isinstance(value, (str, Path)):
+        value = read_audio(value, sample_rate=rate, required=True)
+    wave = torch.as_tensor(np.asarray(value, dtype=np.float32))
+    wave = wave[None] if wave.ndim == 1 else wave  # (B', A)
+    if wave.ndim != 2:
+        raise ValueError(f"audio must be samples (A,) or (B, A), got shape {tuple(wave.shape)}")
+    wave = fit_length(wave, int(round(num_frames * rate / fps)))
+    mel = audio_features(wave, rate=rate, num_frames=num_frames, n_mels=n_mels, steps_per_frame=steps_per_frame)
+    return mel.expand(batch, *mel.shape[1:]) if mel.shape[0] == 1 else mel
