@@ -32,6 +32,8 @@ class UNetConfig:
     channel_mult: tuple[int, ...] = (1, 2, 2)  # width multiplier per level; H, W shrink 2x per level
     num_res_blocks: int = 2  # residual blocks per level on the way down
     spatial_attention_levels: tuple[int, ...] = (2,)  # levels (0 = full size) with spatial self-attention
+    spacetime_attention_levels: tuple[int, ...] = ()  # of those, levels whose attention spans every frame of
+    # the clip (each pixel attends to all pixels of all frames: an object is found wherever it moved)
     temporal_attention: bool = True  # temporal self-attention at every level
     head_dim: int = 32  # channels per attention head
     max_relative_position: int = 32  # relative frame offsets beyond this share one bias
@@ -48,6 +50,7 @@ class UNetConfig:
                "an int >= 1 (1 = no patching)")
         self.channel_mult = tuple(self.channel_mult)
         self.spatial_attention_levels = tuple(self.spatial_attention_levels)
+        self.spacetime_attention_levels = tuple(self.spacetime_attention_levels)
         _check(self.in_channels >= 1, "model.in_channels", self.in_channels, ">= 1")
         _check(self.channels >= 1, "model.channels", self.channels, ">= 1")
         _check(len(self.channel_mult) >= 1 and all(m >= 1 for m in self.channel_mult), "model.channel_mult",
@@ -56,6 +59,9 @@ class UNetConfig:
         _check(all(0 <= lv < len(self.channel_mult) for lv in self.spatial_attention_levels),
                "model.spatial_attention_levels", self.spatial_attention_levels,
                f"level indices in [0, {len(self.channel_mult) - 1}]")
+        _check(set(self.spacetime_attention_levels) <= set(self.spatial_attention_levels),
+               "model.spacetime_attention_levels", self.spacetime_attention_levels,
+               f"a subset of model.spatial_attention_levels {list(self.spatial_attention_levels)}")
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
         for m in self.channel_mult:
             width = self.channels * m

@@ -104,11 +104,15 @@ class ResBlock(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """Self-attention among the pixels of each frame (pre-norm, residual)."""
+    """Self-attention among the pixels of each frame (pre-norm, residual); `whole_clip`: among all pixels of all frames.
 
-    def __init__(self, channels: int, head_dim: int, *, groups: int):
+    Space-time attention lets a pixel find an object wherever it moved in the other frames, which
+    per-pixel temporal attention cannot; at a low resolution its T*H*W tokens are few.
+    """
+
+    def __init__(self, channels: int, head_dim: int, *, groups: int, whole_clip: bool = False):
         super().__init__()
-        self.heads = channels // head_dim
+        self.heads, self.whole_clip = channels // head_dim, whole_clip
         self.norm = FrameNorm(groups, channels)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.proj = zero_(nn.Linear(channels, channels))
@@ -116,11 +120,12 @@ class SpatialAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> same shape."""
         b, c, t, h, w = x.shape
-        seq = rearrange(self.norm(x), "b c t h w -> (b t) (h w) c")
+        tokens = "b (t h w) c" if self.whole_clip else "(b t) (h w) c"  # a sequence per clip or per frame
+        seq = rearrange(self.norm(x), f"b c t h w -> {tokens}")
         q, k, v = rearrange(self.qkv(seq), "n l (three nh d) -> three n nh l d", three=3, nh=self.heads)
-        out = attention(q, k, v)  # (B*T, nh, H*W, d)
+        out = attention(q, k, v)  # (B or B*T, nh, L, d)
         out = self.proj(rearrange(out, "n nh l d -> n l (nh d)"))
-        return x + rearrange(out, "(b t) (h w) c -> b c t h w", b=b, h=h)
+        return x + rearrange(out, f"{tokens} -> b c t h w", b=b, t=t, h=h)
 
 
 class TemporalAttention(nn.Module):

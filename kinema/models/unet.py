@@ -9,6 +9,7 @@ same widths, run on a p-times smaller grid, for about 1/p^2 of the FLOPs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -39,11 +40,12 @@ from .layers import (
 class Block(nn.Module):
     """ResBlock, then spatial self-attention (low resolution), cross-attention (if conditioned), temporal attention."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, cfg: UNetConfig, *, spatial_attention: bool):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, cfg: UNetConfig, *, level: int):
         super().__init__()
         self.res = ResBlock(c_in, c_out, emb_dim, groups=cfg.norm_groups, dropout=cfg.dropout)
-        self.spatial = (SpatialAttention(c_out, cfg.head_dim, groups=cfg.norm_groups)
-                        if spatial_attention else nn.Identity())
+        self.spatial = (SpatialAttention(c_out, cfg.head_dim, groups=cfg.norm_groups,
+                                         whole_clip=level in cfg.spacetime_attention_levels)
+                        if level in cfg.spatial_attention_levels else nn.Identity())
         self.cross = (CrossAttention(c_out, cfg.cond_dim, cfg.head_dim, groups=cfg.norm_groups)
                       if cfg.cond_dim else None)
         self.temporal = (TemporalAttention(c_out, cfg.head_dim, groups=cfg.norm_groups,
@@ -92,23 +94,22 @@ class SpaceTimeUNet(nn.Module):
         widths = [ch * m for m in cfg.channel_mult]
         self.down, skips, c = nn.ModuleList(), [ch], ch
         for level, width in enumerate(widths):
-            attn = level in cfg.spatial_attention_levels
             for _ in range(cfg.num_res_blocks):
-                self.down.append(Block(c, width, emb_dim, cfg, spatial_attention=attn))
+                self.down.append(Block(c, width, emb_dim, cfg, level=level))
                 c = width
                 skips.append(c)
             if level < len(widths) - 1:
                 self.down.append(Downsample(c))
                 skips.append(c)
 
-        self.mid = nn.ModuleList([Block(c, c, emb_dim, cfg, spatial_attention=True),
-                                  Block(c, c, emb_dim, cfg, spatial_attention=False)])
+        deepest = len(widths) - 1  # the middle: attention as the deepest level has it, at least per frame
+        mid_cfg = replace(cfg, spatial_attention_levels=(*cfg.spatial_attention_levels, deepest))
+        self.mid = nn.ModuleList([Block(c, c, emb_dim, mid_cfg, level=deepest), Block(c, c, emb_dim, cfg, level=-1)])
 
         self.up = nn.ModuleList()
         for level, width in reversed(list(enumerate(widths))):
-            attn = level in cfg.spatial_attention_levels
             for _ in range(cfg.num_res_blocks + 1):
-                self.up.append(Block(c + skips.pop(), width, emb_dim, cfg, spatial_attention=attn))
+                self.up.append(Block(c + skips.pop(), width, emb_dim, cfg, level=level))
                 c = width
             if level > 0:
                 self.up.append(Upsample(c))

@@ -300,6 +300,31 @@ def test_only_temporal_layers_mix_frames():
     assert not torch.allclose(b[:, :, 2], a[:, :, 2], atol=1e-6)
 
 
+
+def test_spacetime_attention_mixes_frames_and_nothing_else_does():
+    # with identity temporal convs and no temporal attention, only the whole-clip attention can carry a poke of
+    # frame 3 to frame 0, and it never crosses from one clip of the batch to another
+    cfg = _config(temporal_attention=False, spacetime_attention_levels=(1,))
+    model = _randomise(SpaceTimeUNet(cfg), std=0.1, keep=(TemporalConv,)).eval()
+    x = torch.randn(2, 1, 5, 8, 8, generator=_gen(1))
+    poked = x.clone()
+    poked[0, :, 3] = torch.randn(8, 8, generator=_gen(2))
+    with torch.no_grad():
+        a, b = model(x, _steps(2)), model(poked, _steps(2))
+    assert not torch.allclose(b[0, :, 0], a[0, :, 0], atol=1e-4)
+    torch.testing.assert_close(b[1], a[1], rtol=0, atol=0)
+    per_frame = SpaceTimeUNet(dataclasses.replace(cfg, spacetime_attention_levels=()))
+    per_frame.load_state_dict(model.state_dict())  # the same parameters: only the tokens' grouping differs
+    with torch.no_grad():
+        a, b = per_frame(x, _steps(2)), per_frame(poked, _steps(2))
+    torch.testing.assert_close(b[0, :, 0], a[0, :, 0], rtol=0, atol=1e-6)
+
+
+def test_spacetime_attention_levels_must_have_attention():
+    with pytest.raises(ValueError, match="spacetime_attention_levels"):
+        _config(spatial_attention_levels=(1,), spacetime_attention_levels=(0,))
+
+
 # ---- the step embedding ----
 
 
