@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a YAML config")
-    p.add_argument("--config", help="YAML run config (default: built-in defaults)")
+    p.add_argument("--config",
+                   help="YAML run config (default: built-in defaults; with --resume, the run's own config.json)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, model/, metrics, samples)")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")

@@ -20,7 +20,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(s) for s in args.set)
     if args.steps is not None:
         overrides["train.steps"] = args.steps
-    config = load_config(args.config, overrides)
+    path = args.config
+    if path is None and args.resume and (Path(args.out) / "config.json").is_file():
+        path = Path(args.out) / "config.json"  # resuming continues with the run's own settings
+    config = load_config(path, overrides)
     trainer = Trainer(config, args.out, resume=args.resume)
     trainer.fit()
     print(f"model: {Path(args.out) / 'model'}  metrics: {Path(args.out) / 'metrics.jsonl'}  "

@@ -416,6 +416,18 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
     return from_dict(Config, read_config(path, overrides))
 
 
+def config_differences(saved: dict, config: dict,
+                       sections: tuple[str, ...] = ("model", "diffusion", "cond")) -> list[str]:
+    """`section.key: saved -> config` for each value of `sections` where two configs (as plain dicts) disagree."""
+    out = []
+    for section in sections:
+        a, b = saved.get(section) or {}, config.get(section) or {}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                out.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    return out
+
+
 def parse_override(text: str) -> tuple[str, object]:
     """`section.key=value` with the value parsed as YAML data (numbers, lists, booleans)."""
     key, sep, value = text.partition("=")

@@ -23,7 +23,7 @@ from einops import rearrange
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import Config, resolve_precision, to_dict
+from ..config import Config, config_differences, resolve_precision, to_dict
 from ..data import build_dataset, dataset_options, draw_masks, make_grid, to_uint8, write_video
 from ..data.audio import audio_features
 from ..diffusion import generate, make_schedule, sampling_denoiser, training_loss
@@ -67,6 +67,8 @@ class Trainer:
         cpu_ddp = device_type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(mixed_precision=resolve_precision(tc.mixed_precision, device_type),
                                        cpu=cpu_ddp)
+        if resume:
+            self.check_same_run()
         seed_everything(tc.seed)  # the same initial weights on every process
         dcfg = config.diffusion
         self.schedule = make_schedule(dcfg.schedule, dcfg.num_steps, dcfg.shift, dcfg.frame_noise)
@@ -167,6 +169,18 @@ class Trainer:
             raise ValueError(f"{self.out} already holds checkpoints (newest {found[-1].name}); pass --resume to "
                              "continue that run, or remove the directory or choose another --out to start over")
         self._truncate_metrics(0)  # rows of a run killed before its first checkpoint
+
+    def check_same_run(self) -> None:
+        """Refuse to resume a run whose config.json names another network, noise process or conditioner."""
+        path = self.out / "config.json"
+        if not path.is_file():
+            return
+        saved = json.loads(path.read_text())
+        diffs = config_differences(saved, json.loads(json.dumps(to_dict(self.config))))
+        if diffs:
+            raise ValueError(f"--resume: {self.out} was trained with other settings ({'; '.join(diffs[:6])}"
+                             f"{'; ...' if len(diffs) > 6 else ''}); resume without --config to continue with the "
+                             f"run's own {path}, or give the same values")
 
     def restore(self) -> None:
         """Load the newest readable checkpoint of `out` (weights, EMA, optimizer, LR, scaler, RNG, step)."""

@@ -73,6 +73,23 @@ def test_resume_without_checkpoint_raises(tmp_path):
         Trainer(tiny_config(), tmp_path, resume=True)
 
 
+
+def test_resume_refuses_another_network_and_names_it(tmp_path):
+    Trainer(tiny_config(**{"train.steps": 2}), tmp_path).fit()
+    with pytest.raises(ValueError, match=r"model.channels: 8 -> 16"):
+        Trainer(tiny_config(**{"train.steps": 4, "model.channels": 16}), tmp_path, resume=True)
+    Trainer(tiny_config(**{"train.steps": 4, "train.lr": 5e-4}), tmp_path, resume=True).fit()  # train.* may change
+
+
+def test_cli_resume_without_config_continues_with_the_runs_own(tmp_path):
+    from kinema.cli import main
+
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    assert main(["train", "--out", str(tmp_path), "--steps", "2", *sets, "--set", "model.channels=16"]) == 0
+    assert main(["train", "--out", str(tmp_path), "--steps", "4", "--resume"]) == 0  # no --config, no --set
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["channels"] == 16
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1] == 4
+
 def _batches(n, **kw):
     opts = {"batch_size": 4, "seed": 0, "process": 0, "num_processes": 1, "start_step": 0, "micro": 1} | kw
     return [batch for _, batch in zip(range(n), StepBatchSampler(100, **opts))]
