@@ -192,6 +192,8 @@ class CondConfig:
     drop_text: float = 0.1  # probability a clip's caption is dropped in training
     drop_image: float = 0.1  # probability a clip's reference image is dropped in training
     drop_audio: float = 0.1  # probability a clip's audio is dropped in training
+    drop_text_with_frames: Optional[float] = None  # drop_text for clips with given frames (prediction, ...);
+    # higher makes the model read the digit and the motion from the frames, not the caption (None = drop_text)
     kl_weight: float = 1e-4  # weight of the image latent's KL to N(0, I)
     image_latent: int = 16  # width of the image encoder's latent
     n_mels: int = 32  # mel bands of the audio features
@@ -200,12 +202,17 @@ class CondConfig:
     def __post_init__(self):
         _check(self.text in TEXT_ENCODERS, "cond.text", self.text, ", ".join(TEXT_ENCODERS))
         _check(self.max_tokens >= 1, "cond.max_tokens", self.max_tokens, ">= 1")
-        for name in ("drop_text", "drop_image", "drop_audio"):
-            _check(0 <= getattr(self, name) <= 1, f"cond.{name}", getattr(self, name), "in [0, 1]")
+        for name in ("drop_text", "drop_image", "drop_audio", "drop_text_with_frames"):
+            if name != "drop_text_with_frames" or self.drop_text_with_frames is not None:
+                _check(0 <= getattr(self, name) <= 1, f"cond.{name}", getattr(self, name), "in [0, 1]")
         _check(self.kl_weight >= 0, "cond.kl_weight", self.kl_weight, ">= 0")
         _check(self.image_latent >= 1, "cond.image_latent", self.image_latent, ">= 1")
         _check(self.n_mels >= 4, "cond.n_mels", self.n_mels, ">= 4")
         _check(self.audio_steps_per_frame >= 1, "cond.audio_steps_per_frame", self.audio_steps_per_frame, ">= 1")
+
+    def text_drop(self, given_frames: bool) -> float:
+        """How often training drops the caption of a clip with or without given frames."""
+        return self.drop_text if not given_frames or self.drop_text_with_frames is None else self.drop_text_with_frames
 
     @property
     def enabled(self) -> bool:
@@ -423,7 +430,7 @@ def config_differences(saved: dict, config: dict,
     for section in sections:
         a, b = saved.get(section) or {}, config.get(section) or {}
         for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
+            if a.get(key) != b.get(key) and not key.startswith("drop_"):  # drop rates are training choices
                 out.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return out
 

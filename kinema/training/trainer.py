@@ -217,17 +217,21 @@ class Trainer:
         dcfg, extra = self.config.diffusion, {}
         x0 = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
         gens = example_generators(batch)  # a clip's draws do not depend on how the global batch is split
+        given = torch.zeros(x0.shape[0], dtype=torch.bool)  # (B,) clips with given frames
         if self.config.model.frame_conditioning:
             mask = torch.cat([draw_masks(1, x0.shape[2], self.config.masks, generator=g)[0] for g in gens])
             mask = mask.to(x0.device)  # (B, T), a task per clip
             extra["frames"] = FrameMask(mask=mask, frames=x0 * rearrange(mask, "b t -> b 1 t 1 1"))
             extra["weight"] = rearrange(1 - mask, "b t -> b 1 t 1 1")
+            given = mask.bool().any(dim=1).cpu()
         kl = None
         if self.conditioner is not None:
             cc = self.config.cond
-            rates = {"text": cc.drop_text, "image": cc.drop_image, "audio": cc.drop_audio}
+            rates = {"text": torch.where(given, cc.text_drop(True), cc.text_drop(False)),
+                     "image": torch.full_like(given, cc.drop_image, dtype=torch.float),
+                     "audio": torch.full_like(given, cc.drop_audio, dtype=torch.float)}
             keep = {n: torch.stack([torch.rand((), generator=g) for g in gens]) >= rates[n]
-                    for n in rates}  # CFG: drop each condition per clip
+                    for n in rates}  # CFG: drop each condition per clip (B,)
             extra["cond"], kl = self.encode(self.conditioner, batch, keep=keep, sample_latent=True)
         terms = training_loss(self.model, x0, schedule=self.schedule, prediction=dcfg.prediction,
                               loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance,

@@ -90,6 +90,19 @@ def test_cli_resume_without_config_continues_with_the_runs_own(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["model"]["channels"] == 16
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1] == 4
 
+
+@pytest.mark.parametrize("task, kept", [("generate", True), ("predict", False)])
+def test_text_drop_rate_follows_the_task(tmp_path, task, kept):
+    # drop_text 0 and drop_text_with_frames 1: a caption is kept exactly when no frame is given
+    rates = {f"masks.{t}": float(t == task) for t in ("generate", "predict", "interpolate", "animate", "random")}
+    cfg = tiny_config(**{"model.frame_conditioning": True, "model.cond_dim": 16, "cond.text": "gru",
+                         "cond.drop_text": 0.0, "cond.drop_text_with_frames": 1.0, **rates})
+    trainer = Trainer(cfg, tmp_path)
+    seen, encode = [], trainer.encode
+    trainer.encode = lambda conditioner, batch, **kw: seen.append(kw["keep"]["text"]) or encode(conditioner, batch, **kw)
+    trainer.loss(next(iter(trainer.loader)))
+    assert seen[0].tolist() == [kept] * cfg.train.batch_size
+
 def _batches(n, **kw):
     opts = {"batch_size": 4, "seed": 0, "process": 0, "num_processes": 1, "start_step": 0, "micro": 1} | kw
     return [batch for _, batch in zip(range(n), StepBatchSampler(100, **opts))]
