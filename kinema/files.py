@@ -38,6 +38,13 @@ def fsync_dir(path: Path) -> None:
 # ---- files ----
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, durable: bool = True) -> Path:
     """Call `write(tmp)` on a hidden temporary file beside `path`, then rename it to `path`; returns `path`.
 
@@ -47,6 +54,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, dura
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # a new file's usual mode: some writers create theirs 0600
         if durable:
             fsync_file(tmp)
         os.replace(tmp, path)
@@ -90,7 +98,9 @@ def temp_dir_beside(target: str | os.PathLike) -> Path:
     """A new empty hidden directory next to `target` (same file system, so it can be renamed onto it)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    made = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(made, 0o777 & ~current_umask())  # mkdtemp makes it 0700; it becomes the user's folder when renamed
+    return made
 
 
 def replace_dir(src: Path, dst: Path) -> None:

@@ -231,3 +231,18 @@ def test_non_square_inputs_are_cropped_like_training_clips(tmp_path):
     assert np.array_equal(out[:2], expected)
     in_memory = pipe(first_frame=image, num_frames=4, steps=1).numpy()[0, 0]  # an array: cropped, not stretched
     assert np.abs(in_memory.astype(int) - stretched.astype(int)).mean() > 10
+
+
+def test_written_files_and_swapped_folders_get_the_usual_modes(tmp_path):
+    # a writer that creates its file 0600 (as safetensors does) and mkdtemp's 0700 folders end as any new file /
+    # folder of the user's: what the umask allows
+    import os
+
+    from kinema.files import atomic_write, current_umask, temp_dir_beside
+
+    def private(p):
+        os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o600))
+
+    mask = current_umask()
+    assert (atomic_write(tmp_path / "w.safetensors", private).stat().st_mode & 0o777) == 0o666 & ~mask
+    assert (temp_dir_beside(tmp_path / "cache").stat().st_mode & 0o777) == 0o777 & ~mask
