@@ -1,8 +1,8 @@
 """Clips per second of `kinema train` for the configs we ship: step time, achieved TFLOP/s, share of the matmul peak.
 
-    python benchmarks/train_throughput.py                       # the shipped configs, as shipped and with 2x2 patches
+    python benchmarks/train_throughput.py                       # the shipped configs, with and without 2x2 patches
     python benchmarks/train_throughput.py --arm digits=configs/moving-digits-all.yaml \\
-        --arm digits-p2=configs/moving-digits-all.yaml:model.patch_size=2 --steps 8
+        --arm digits-p1=configs/moving-digits-all.yaml:model.patch_size=1 --steps 8
 
 Each arm is NAME=CONFIG[:SECTION.KEY=VALUE,...]. The Trainers are built as `kinema train` builds them
 (fused AdamW, clipping, EMA, bf16 autocast where the CPU has it) and their steps alternate, one of each
@@ -33,7 +33,7 @@ from generation_speed import cpu_name  # benchmarks/ is on the path of a script 
 from peers import matmul_peak
 
 RESULTS = Path(__file__).parent / "results"
-SHIPPED = ["digits=configs/moving-digits-all.yaml", "digits-p2=configs/moving-digits-all.yaml:model.patch_size=2",
+SHIPPED = ["digits-p1=configs/moving-digits-all.yaml:model.patch_size=1", "digits=configs/moving-digits-all.yaml",
            "text=configs/moving-digits-text.yaml", "text-p2=configs/moving-digits-text.yaml:model.patch_size=2"]
 
 
