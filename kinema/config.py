@@ -202,9 +202,10 @@ class CondConfig:
     def __post_init__(self):
         _check(self.text in TEXT_ENCODERS, "cond.text", self.text, ", ".join(TEXT_ENCODERS))
         _check(self.max_tokens >= 1, "cond.max_tokens", self.max_tokens, ">= 1")
-        for name in ("drop_text", "drop_image", "drop_audio", "drop_text_with_frames"):
-            if name != "drop_text_with_frames" or self.drop_text_with_frames is not None:
-                _check(0 <= getattr(self, name) <= 1, f"cond.{name}", getattr(self, name), "in [0, 1]")
+        for name in ("drop_text", "drop_image", "drop_audio"):
+            _check(0 <= getattr(self, name) <= 1, f"cond.{name}", getattr(self, name), "in [0, 1]")
+        _check(self.drop_text_with_frames is None or 0 <= self.drop_text_with_frames <= 1,
+               "cond.drop_text_with_frames", self.drop_text_with_frames, "in [0, 1] or null (= drop_text)")
         _check(self.kl_weight >= 0, "cond.kl_weight", self.kl_weight, ">= 0")
         _check(self.image_latent >= 1, "cond.image_latent", self.image_latent, ">= 1")
         _check(self.n_mels >= 4, "cond.n_mels", self.n_mels, ">= 4")
@@ -423,14 +424,14 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
     return from_dict(Config, read_config(path, overrides))
 
 
-def config_differences(saved: dict, config: dict,
-                       sections: tuple[str, ...] = ("model", "diffusion", "cond")) -> list[str]:
-    """`section.key: saved -> config` for each value of `sections` where two configs (as plain dicts) disagree."""
+def config_differences(saved: dict, config: dict, sections: tuple[str, ...], ignore: tuple[str, ...] = ()) -> list[str]:
+    """`section.key: saved -> config` for each value of `sections`, but the dotted keys in `ignore`, where two
+    configs (as plain dicts) disagree."""
     out = []
     for section in sections:
         a, b = saved.get(section) or {}, config.get(section) or {}
         for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key) and not key.startswith("drop_"):  # drop rates are training choices
+            if a.get(key) != b.get(key) and f"{section}.{key}" not in ignore:
                 out.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
     return out
 

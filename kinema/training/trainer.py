@@ -176,7 +176,9 @@ class Trainer:
         if not path.is_file():
             return
         saved = json.loads(path.read_text())
-        diffs = config_differences(saved, json.loads(json.dumps(to_dict(self.config))))
+        drops = tuple(f"cond.{k}" for k in ("drop_text", "drop_image", "drop_audio", "drop_text_with_frames"))
+        diffs = config_differences(saved, json.loads(json.dumps(to_dict(self.config))), ("model", "diffusion", "cond"),
+                                   ignore=drops)  # what to train on may change; the network may not
         if diffs:
             raise ValueError(f"--resume: {self.out} was trained with other settings ({'; '.join(diffs[:6])}"
                              f"{'; ...' if len(diffs) > 6 else ''}); resume without --config to continue with the "
