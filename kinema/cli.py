@@ -27,8 +27,8 @@ import sys
 import warnings
 from typing import Optional
 
-from .commands import (cmd_augment, cmd_data, cmd_demo, cmd_edit, cmd_eval, cmd_frames, cmd_sample, cmd_serve,
-                       cmd_train, cmd_train_flow)
+from .commands import (cmd_augment, cmd_data, cmd_demo, cmd_edit, cmd_eval, cmd_finetune, cmd_frames, cmd_sample,
+                       cmd_serve, cmd_train, cmd_train_flow)
 
 # ---- parsing ----
 
@@ -47,6 +47,22 @@ def _add_batch_args(p: argparse.ArgumentParser, batching: str) -> None:
     p.add_argument("--frames", type=int, help="frames per clip, any length (default: the training window)")
 
 
+def _add_run_args(p: argparse.ArgumentParser, example: str) -> None:
+    """--steps, --resume and --set of the commands that train into a run directory."""
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help=f"override one config value, e.g. --set {example} (repeatable)")
+
+
+def _add_adapter_args(p: argparse.ArgumentParser) -> None:
+    """--adapter / --adapter-scale: LoRA adapters on top of --model."""
+    p.add_argument("--adapter", action="append", default=[], metavar="DIR",
+                   help="a LoRA adapter directory trained on --model by kinema finetune (repeatable)")
+    p.add_argument("--adapter-scale", type=float, action="append", default=[], metavar="S",
+                   help="strength of each --adapter (one value for all, or one per adapter; default 1)")
+
+
 def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] = ("--image", "--ref-image")) -> None:
     p.add_argument("--model", required=True, help="model directory or training run directory")
     p.add_argument("--prompt", help="text condition (a text-conditioned model)")
@@ -56,6 +72,9 @@ def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] 
     p.add_argument("--image-guidance", type=float, default=1.0, help="reference-image guidance scale")
     p.add_argument("--audio", help="sound track: an audio or video file (a model with an audio encoder)")
     p.add_argument("--audio-guidance", type=float, default=1.0, help="audio guidance scale")
+    p.add_argument("--no-frame-reference", dest="frame_reference", action="store_false",
+                   help="do not hand a model with an image encoder the given first frame as its reference image")
+    _add_adapter_args(p)
     p.add_argument("--sampler", default="ddim", help="ddim (default), ddpm, euler, heun, dpmpp_2m, dpmpp_2m_sde")
     p.add_argument("--steps", type=int, default=50, help="sampler steps per window (default 50)")
     p.add_argument("--spacing", choices=("leading", "linspace", "trailing", "karras"),
@@ -86,11 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config",
                    help="YAML run config (default: built-in defaults; with --resume, the run's own config.json)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, model/, metrics, samples)")
-    p.add_argument("--steps", type=int, help="override train.steps")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set train.batch_size=4 (repeatable)")
+    _add_run_args(p, "train.batch_size=4")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("finetune", help="fine-tune a trained model on new clips: every weight, or LoRA adapters")
+    p.add_argument("--model", help="the base: a model directory or bundled name (not needed with --resume)")
+    p.add_argument("--config", help="YAML run config: its data and train sections (the network is the base's)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, adapter/ or model/, metrics)")
+    p.add_argument("--lora-rank", type=int, help="train rank-R adapters on a frozen base (default: every weight)")
+    _add_run_args(p, "finetune.lora_targets=[attention]")
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("train-flow", help="train the optical-flow network on video frames, without labels")
     p.add_argument("--data", required=True,
@@ -114,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="moving-digits", help="model directory or bundled name (default moving-digits)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
     p.add_argument("--port", type=int, default=7860)
+    _add_adapter_args(p)
     p.set_defaults(func=cmd_serve)
 
     p = _sampling_command(sub, "sample", cmd_sample, "generate clips from a trained model")
@@ -161,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--batch", type=int, default=8,
                    help="clips per sampler call (default 8: on CPU larger batches cost more per clip)")
+    p.add_argument("--no-frame-reference", dest="frame_reference", action="store_false",
+                   help="do not hand a model with an image encoder the given first frame as its reference image")
+    _add_adapter_args(p)
     p.add_argument("--count-frames", default="all", choices=("all", "generated"),
                    help="frames the distribution metrics see: all (given ones included) or the generated ones")
     p.add_argument("--lpips", help="LPIPS (AlexNet) weights, the whole LPIPS(net='alex') state dict as .safetensors "

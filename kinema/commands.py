@@ -31,6 +31,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a trained model on the data of --config: every weight, or LoRA adapters on a frozen base."""
+    from .config import COND_TRAINING_KEYS, Config, from_dict, read_config
+    from .models.model_dir import read_model_config, resolve_model_dir
+    from .training import Trainer
+
+    overrides = dict(parse_override(s) for s in args.set)
+    if args.steps is not None:
+        overrides["train.steps"] = args.steps
+    if args.lora_rank is not None:
+        overrides["finetune.lora_rank"] = args.lora_rank
+    run_config = Path(args.out) / "config.json"
+    if args.resume and args.model is None and args.config is None and run_config.is_file():
+        section = read_config(run_config, overrides)  # resuming continues with the run's own settings
+    else:
+        section = read_config(args.config, overrides)
+        model = args.model or (section.get("finetune") or {}).get("init_from")
+        if model is None:
+            raise ValueError("kinema finetune needs --model (the base model) or finetune.init_from in --config, "
+                             "or --resume on a run directory")
+        base = read_model_config(resolve_model_dir(model))
+        data = section.setdefault("data", {})
+        for key in ("size", "num_frames"):  # the base's frame size and window, unless the config says otherwise
+            data.setdefault(key, base["data"][key])
+        ours = {k: section.get(k) or {} for k in ("model", "diffusion")}
+        differ = [f"{k}.{key}" for k in ours for key, v in ours[k].items() if base[k].get(key, v) != v]
+        if differ:
+            raise ValueError(f"--config sets {', '.join(differ)} unlike the base model {model}; a fine-tune keeps "
+                             "the base's network and noise process (leave those keys out)")
+        section.update(model=base["model"], diffusion=base["diffusion"])
+        if "cond" in base:  # the base's conditioner; the config may change how often conditions are dropped
+            section["cond"] = {**base["cond"], **{k: v for k, v in (section.get("cond") or {}).items()
+                                                  if f"cond.{k}" in COND_TRAINING_KEYS}}
+        section.setdefault("finetune", {})["init_from"] = str(model)
+    config = from_dict(Config, section)
+    trainer = Trainer(config, args.out, resume=args.resume)
+    trainer.fit()
+    made = "adapter" if config.finetune.lora_rank else "model"
+    print(f"{made}: {Path(args.out) / made}  metrics: {Path(args.out) / 'metrics.jsonl'}  "
+          f"plot: {Path(args.out) / 'loss.png'}")
+    return 0
+
+
 def cmd_train_flow(args: argparse.Namespace) -> int:
     """Train the optical-flow network without labels on consecutive frames; write a flow model directory."""
     from .config import DataConfig, FlowConfig, FlowTrainConfig, from_dict, load_config, to_dict
@@ -84,7 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ValueError(f"--host {args.host} --port {args.port}: cannot listen there: "
                          f"{err.strerror or err}") from err
-    serve(args.model, host=args.host, port=args.port, share=False)
+    serve(load_pipeline(args), host=args.host, port=args.port, share=False)
     return 0
 
 
@@ -94,15 +137,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from .files import check_writable_dir
     from .data import Video
-    from .pipeline import MAX_SEED, VideoPipeline
+    from .pipeline import MAX_SEED
 
     out = check_writable_dir(args.out)  # before any work
     _check_count(args.num, "--num")
     _check_count(args.batch, "--batch")
     sampling = _sampling(args)
     seed = sampling.pop("seed")
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
-                                         trust_pickle=args.trust_pickle)
+    pipe = load_pipeline(args, trust_pickle=args.trust_pickle)
     tiles, done = [], 0  # the grid shows the first GRID_CLIPS clips; the rest stream to disk only
     for k, (_, start, n) in enumerate(_batches(args.num, args.batch)):
         video = pipe(n, num_frames=args.frames, seed=(seed + k) % (MAX_SEED + 1), **sampling)  # batch k: seed + k
@@ -151,8 +193,6 @@ def _check_count(value: int, flag: str, low: int = 1) -> None:
 
 def cmd_frames(args: argparse.Namespace) -> int:
     """predict / interpolate / animate: continue a video, fill between two images, or animate one image."""
-    from .pipeline import VideoPipeline
-
     from .files import check_output_file
 
     out = check_output_file(args.out, (".mp4", ".gif"))  # before any work
@@ -164,8 +204,7 @@ def cmd_frames(args: argparse.Namespace) -> int:
     if getattr(args, "context", None) is not None:
         _check_count(args.context, "--context")
     sampling = _sampling(args)
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
-                                         trust_pickle=args.trust_pickle)
+    pipe = load_pipeline(args, trust_pickle=args.trust_pickle)
     given = {"predict": lambda: {"context": args.video, "context_frames": args.context},
              "interpolate": lambda: {"first_frame": args.first, "last_frame": args.last},
              "animate": lambda: {"first_frame": args.image}}[args.command]()
@@ -177,17 +216,14 @@ def cmd_frames(args: argparse.Namespace) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     """Re-generate a video under a new prompt / image / audio, keeping its layout (SDEdit)."""
-    from .pipeline import VideoPipeline
-
     from .files import check_output_file
 
     out = check_output_file(args.out, (".mp4", ".gif"))  # before any work
     _check_input(args.video, "--video", folder_ok=True)
     sampling = _sampling(args)
-    for key in ("overlap", "long_mode"):
+    for key in ("overlap", "long_mode", "frame_reference"):  # an edit keeps every frame's layout; none is given
         sampling.pop(key)
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
-                                         trust_pickle=args.trust_pickle)
+    pipe = load_pipeline(args, trust_pickle=args.trust_pickle)
     video = pipe.edit(args.video, strength=args.strength, **sampling)
     video.save(out)
     print(f"wrote {video.numpy().shape[1]} edited frames to {out}")
@@ -197,7 +233,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_augment(args: argparse.Namespace) -> int:
     """Generate a captioned data set (one mp4 + sidecar .txt per clip, and captions.jsonl) from a prompt list."""
     from .files import atomic_write, check_writable_dir
-    from .pipeline import MAX_SEED, VideoPipeline
+    from .pipeline import MAX_SEED
 
     prompts_file = _check_input(args.prompts, "--prompts")
     try:
@@ -215,8 +251,7 @@ def cmd_augment(args: argparse.Namespace) -> int:
     if sampling.pop("prompt", None) is not None:
         raise ValueError("augment reads its prompts from --prompts; drop --prompt")
     seed = sampling.pop("seed")
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
-                                         trust_pickle=args.trust_pickle)
+    pipe = load_pipeline(args, trust_pickle=args.trust_pickle)
     rows = []
     for p_index, start, n in _batches(len(prompts) * args.per_prompt, args.batch, per=args.per_prompt):
         prompt, k = prompts[p_index], start // args.batch  # batch k of prompt p draws with seed + p + k * prompts
@@ -255,7 +290,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.evaluate import build_scorers, evaluate
     from .evaluation.protocol import EvalProtocol, data_spec, real_clips
     from .evaluation.report import write_report
-    from .pipeline import VideoPipeline
 
     start = time.perf_counter()
     _check_sampler(args)
@@ -264,15 +298,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .models.model_dir import load_flow_net
 
         flow = load_flow_net(args.flow)
-    pipe = VideoPipeline.from_pretrained(args.model, device=args.device, precision=args.precision)
+    pipe = load_pipeline(args)
     kind, root = ("moving-digits", None) if args.data == "moving-digits" else (args.kind, args.data)
     spec = data_spec(kind, size=pipe.size, num_frames=pipe.num_frames, num=args.num, seed=args.data_seed, root=root,
                      audio="audio" in args.cond, audio_rate=pipe.audio_rate, fps=pipe.fps)
     protocol = EvalProtocol(model=str(args.model), data=spec, task=args.task, num_clips=args.num, draws=args.draws,
                             context_frames=args.context, conditions=tuple(args.cond), guidance=args.guidance,
                             sampler=args.sampler, steps=tuple(args.steps), spacing=args.spacing, eta=args.eta,
-                            cache_interval=args.cache_interval, seed=args.seed, batch_size=args.batch, count_frames=args.count_frames,
-                            precision=pipe.precision)
+                            cache_interval=args.cache_interval, seed=args.seed, batch_size=args.batch,
+                            count_frames=args.count_frames, precision=pipe.precision,
+                            frame_reference=args.frame_reference and pipe.takes("image") and "image" not in args.cond)
     scorers = build_scorers(kind, args.i3d, args.trust_pickle, flow=flow, lpips_path=args.lpips)
     real = real_clips(spec, args.num)
     other = real_clips({**spec, "seed": spec["seed"] + 1}, args.num) if kind == "moving-digits" else None
@@ -308,9 +343,9 @@ def _eval_sampler(pipe, protocol):
             conds.update(image=video[:, :, 0], image_guidance=scale)
         if "audio" in protocol.conditions:
             conds.update(audio=batch["audio"].numpy(), audio_guidance=scale)
-        return pipe(len(video), steps=steps, sampler=protocol.sampler, seed=seed,
-                    spacing=protocol.spacing, cache_interval=protocol.cache_interval, progress=False, **given, **conds,
-                    **options).torch()
+        return pipe(len(video), steps=steps, sampler=protocol.sampler, seed=seed, spacing=protocol.spacing,
+                    cache_interval=protocol.cache_interval, progress=False, frame_reference=protocol.frame_reference,
+                    **given, **conds, **options).torch()
 
     return sample
 
@@ -370,6 +405,22 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_pipeline(args: argparse.Namespace, **options):
+    """VideoPipeline.from_pretrained(--model) with every --adapter at its --adapter-scale."""
+    from .pipeline import VideoPipeline
+
+    paths, scales = args.adapter, args.adapter_scale or [1.0]
+    if len(scales) not in (1, len(paths)) or (scales != [1.0] and not paths):
+        raise ValueError(f"--adapter-scale: give one value, or one per --adapter ({len(paths)}), got {len(scales)}")
+    for path in paths:
+        _check_input(path, "--adapter", folder_ok=True)
+    pipe = VideoPipeline.from_pretrained(args.model, device=getattr(args, "device", None),
+                                         precision=getattr(args, "precision", "auto"), **options)
+    for i, path in enumerate(paths):
+        pipe.load_adapter(path, scale=scales[min(i, len(scales) - 1)])
+    return pipe
+
+
 def _sampling(args: argparse.Namespace) -> dict:
     """The pipeline keywords shared by every generating command (sampler, steps, seed, conditions, guidance)."""
     _check_sampler(args)
@@ -387,8 +438,9 @@ def _sampling(args: argparse.Namespace) -> dict:
     options = {"eta": args.eta} if args.eta is not None else {}
     conds = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, image=args.ref_image, audio=args.audio,
                  guidance=args.guidance, image_guidance=args.image_guidance, audio_guidance=args.audio_guidance)
-    return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, spacing=args.spacing,
-                overlap=args.overlap, long_mode=args.long_mode, cache_interval=args.cache_interval, **conds, **options)
+    return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, spacing=args.spacing, overlap=args.overlap,
+                long_mode=args.long_mode, cache_interval=args.cache_interval, frame_reference=args.frame_reference,
+                **conds, **options)
 
 
 def _check_sampler(args: argparse.Namespace) -> None:

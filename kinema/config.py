@@ -127,6 +127,7 @@ class DataConfig:
     flip: bool = False  # video files and cache: random left-right flip
     max_digits: int = 2  # moving-digits: up to this many digits per clip
     length: int = 10000  # moving-digits: clips per (virtual) epoch
+    inverted: float = 0.0  # moving-digits: share of clips drawn inverted (light square, dark digit), "..., inverted"
     num_workers: int = 0  # DataLoader worker processes
     seed: int = 0  # data seed (moving-digits clips are a pure function of it and the index)
     audio: bool = False  # also yield each clip's audio track (mono, "audio": (A,))
@@ -194,7 +195,9 @@ class CondConfig:
     drop_audio: float = 0.1  # probability a clip's audio is dropped in training
     drop_text_with_frames: Optional[float] = None  # drop_text for clips with given frames (prediction, ...);
     # higher makes the model read the digit and the motion from the frames, not the caption (None = drop_text)
-    kl_weight: float = 1e-4  # weight of the image latent's KL to N(0, I)
+    drop_image_with_frames: Optional[float] = None  # drop_image for clips with given frames: low keeps the first
+    # frame as a reference every frame sees (sampling passes the first given frame when no image is given)
+    kl_weight: float = 1e-4  # weight of the image latent's KL to N(0, I); at 1e-4 the bundled model's collapsed
     image_latent: int = 16  # width of the image encoder's latent
     n_mels: int = 32  # mel bands of the audio features
     audio_steps_per_frame: int = 4  # audio feature columns per video frame (before the encoder pools them)
@@ -204,21 +207,28 @@ class CondConfig:
         _check(self.max_tokens >= 1, "cond.max_tokens", self.max_tokens, ">= 1")
         for name in ("drop_text", "drop_image", "drop_audio"):
             _check(0 <= getattr(self, name) <= 1, f"cond.{name}", getattr(self, name), "in [0, 1]")
-        _check(self.drop_text_with_frames is None or 0 <= self.drop_text_with_frames <= 1,
-               "cond.drop_text_with_frames", self.drop_text_with_frames, "in [0, 1] or null (= drop_text)")
+        for name in ("drop_text_with_frames", "drop_image_with_frames"):
+            rate = getattr(self, name)
+            _check(rate is None or 0 <= rate <= 1, f"cond.{name}", rate, f"in [0, 1] or null (= {name[:-12]})")
         _check(self.kl_weight >= 0, "cond.kl_weight", self.kl_weight, ">= 0")
         _check(self.image_latent >= 1, "cond.image_latent", self.image_latent, ">= 1")
         _check(self.n_mels >= 4, "cond.n_mels", self.n_mels, ">= 4")
         _check(self.audio_steps_per_frame >= 1, "cond.audio_steps_per_frame", self.audio_steps_per_frame, ">= 1")
 
-    def text_drop(self, given_frames: bool) -> float:
-        """How often training drops the caption of a clip with or without given frames."""
-        return self.drop_text if not given_frames or self.drop_text_with_frames is None else self.drop_text_with_frames
+    def drop_rate(self, name: str, given_frames: bool) -> float:
+        """How often training drops condition `name` ("text", "image", "audio") of a clip with or without given frames."""
+        with_frames = getattr(self, f"drop_{name}_with_frames", None)
+        return getattr(self, f"drop_{name}") if not given_frames or with_frames is None else with_frames
 
     @property
     def enabled(self) -> bool:
         """Whether any condition is on."""
         return self.text != "none" or self.image or self.audio
+
+
+# cond keys that change how training draws and weighs, not the network: a resumed run or a fine-tune may change them
+COND_TRAINING_KEYS = tuple(f"cond.{k}" for k in ("drop_text", "drop_image", "drop_audio", "drop_text_with_frames",
+                                                 "drop_image_with_frames", "kl_weight"))
 
 
 @dataclass
@@ -311,6 +321,31 @@ class TrainConfig:
                "auto, bf16, no")
 
 
+LORA_TARGETS = ("attention", "conv", "temporal", "film")
+
+
+@dataclass
+class FinetuneConfig:
+    """Start from a trained model: all its weights, or low-rank adapters on a frozen base (LoRA)."""
+
+    init_from: Optional[str] = None  # model directory or bundled name; its model / diffusion / cond sections rule
+    lora_rank: int = 0  # 0: train every weight; r >= 1: train rank-r adapters only, the base frozen
+    lora_alpha: Optional[float] = None  # the adapters' update is scaled by alpha / rank (None = rank)
+    lora_targets: tuple[str, ...] = ("attention", "conv", "film")  # layers with adapters: attention, conv
+    # (per-frame 3x3), temporal (convolutions across frames), film (step / condition modulation)
+
+    def __post_init__(self):
+        _check(is_int(self.lora_rank) and self.lora_rank >= 0, "finetune.lora_rank", self.lora_rank,
+               "an integer >= 0 (0 = train every weight)")
+        _check(self.lora_alpha is None or self.lora_alpha > 0, "finetune.lora_alpha", self.lora_alpha,
+               "> 0 or null (= lora_rank)")
+        bad = sorted(set(self.lora_targets) - set(LORA_TARGETS))
+        _check(bool(self.lora_targets) and not bad, "finetune.lora_targets", list(self.lora_targets),
+               f"a non-empty list of {', '.join(LORA_TARGETS)}")
+        _check(self.lora_rank == 0 or self.init_from is not None, "finetune.lora_rank", self.lora_rank,
+               "0 unless finetune.init_from names the base model the adapters are trained on")
+
+
 @dataclass
 class Config:
     """A whole run: model, diffusion, data and training."""
@@ -322,6 +357,7 @@ class Config:
     masks: MaskMixture = field(default_factory=MaskMixture)
     cond: CondConfig = field(default_factory=CondConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
         if self.cond.enabled and self.model.cond_dim < 1:

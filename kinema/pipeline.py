@@ -4,6 +4,7 @@
     video = pipe(num_videos=4, steps=50, sampler="ddim", seed=0)
     video.save("digits.mp4")
     video = pipe(prompt="digit 7 moving left", guidance=4, audio="tone.wav", seed=0)  # a conditioned model
+    pipe.load_adapter("runs/inverted/adapter", scale=1.0)  # a LoRA adapter trained by `kinema finetune`
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from .diffusion import edit, generate, make_schedule, sampling_denoiser
 from .models import SpaceTimeUNet, StepCache
 from .inputs import as_video, audio_input, known_frames, prompts
 from .models.encoders import Conditioner
-from .models.model_dir import load_video_model
+from .models.lora import add_adapter, adapters, merge, set_scale
+from .models.model_dir import load_adapter_dir, load_video_model, weights_sha256
 from .models.unet import check_activation_memory
 from .runtime import available_memory
 from .types import Cond, FrameMask
@@ -82,6 +84,7 @@ class VideoPipeline:
         self.diffusion, self.size, self.num_frames = diffusion, size, num_frames
         self.schedule = make_schedule(diffusion.schedule, diffusion.num_steps, diffusion.shift, diffusion.frame_noise)
         self.precision = resolve_precision(precision, self.device.type)
+        self.base_sha256 = weights_sha256(self.model, self.conditioner)  # which base an adapter must come from
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: Optional[str] = None, precision: str = "auto",
@@ -108,7 +111,7 @@ class VideoPipeline:
                  overlap: Optional[int] = None, long_mode: str = "sliding", prompt=None, negative_prompt=None,
                  image=None, audio=None, guidance: float = 1.0, image_guidance: float = 1.0,
                  audio_guidance: float = 1.0, draws: int = 1, cache_interval: int = 1, progress: bool = True,
-                 **sampler_options) -> Video:
+                 frame_reference: bool = True, **sampler_options) -> Video:
         """Generate, predict, interpolate or animate clips of any length with one call.
 
         Args:
@@ -144,6 +147,9 @@ class VideoPipeline:
                 (1 + (n - 1) / 5) / n of the FLOPs at the config-B size, for some loss of quality
                 (benchmarks/sampler_quality.py). 1 (default) runs every step in full.
             progress: show a progress bar.
+            frame_reference: a model with an image encoder takes the given first frame as its reference
+                image when no `image` is given (True, default): the pairing it was trained with, which
+                tells every frame, not only the neighbours of the given ones, what the clip shows.
             **sampler_options: passed to the sampler, e.g. `eta=` for DDIM, `variance=` for DDPM.
         Returns:
             a `Video` of uint8 (B, num_frames, H, W, C); given frames appear in it exactly.
@@ -171,6 +177,8 @@ class VideoPipeline:
         if total > window and not 1 <= overlap < window:
             raise ValueError(f"overlap must be in [1, {window - 1}] for a {window}-frame window, got {overlap}")
         plan = self._plan(total, window, overlap, long_mode)
+        if image is None and frame_reference and 0 in known and self.takes("image"):
+            image = known[0]  # (B, C, H, W): training pairs a clip with its first frame as the reference image
         conds = self.conditions(batch, total, prompt=prompt, negative_prompt=negative_prompt, image=image,
                                 audio=audio, scales={"text": guidance, "image": image_guidance,
                                                      "audio": audio_guidance})
@@ -285,7 +293,53 @@ class VideoPipeline:
                           callback=lambda info: bar.update(1), **options)
         return x0.float()
 
+    # ---- adapters ----
+
+    def load_adapter(self, path: str | Path, scale: float = 1.0, name: Optional[str] = None) -> str:
+        """Add a LoRA adapter directory trained on this model (and its new caption words); returns its name.
+
+        Several adapters may be loaded at once; each adds scale * its update. A directory trained on
+        another base model is refused.
+        """
+        adapter = load_adapter_dir(path)
+        if adapter.base_sha256 != self.base_sha256:
+            raise ValueError(f"adapter {path} was trained on {adapter.base} (weights sha256 "
+                             f"{adapter.base_sha256[:12]}...), not on this model (sha256 {self.base_sha256[:12]}...)")
+        name = name or f"adapter{len(adapters(self.model))}"
+        if name in adapters(self.model):
+            raise ValueError(f"an adapter named {name!r} is already loaded; pass another name")
+        if adapter.new_words:
+            text = getattr(self.conditioner, "text", None)
+            if not hasattr(text, "add_words"):
+                raise ValueError(f"adapter {path} adds caption words, but this model has no GRU text encoder")
+            text.add_words(adapter.new_words, adapter.embeddings)
+        add_adapter(self.model, name, rank=adapter.rank, alpha=adapter.alpha, targets=adapter.targets)
+        state = {k.rsplit(".", 2)[0] + f".lora.{name}." + ".".join(k.rsplit(".", 2)[1:]): v
+                 for k, v in adapter.lora.items()}  # "<layer>.down.weight" -> "<layer>.lora.<name>.down.weight"
+        missing = {k for k in self.model.state_dict() if f".lora.{name}." in k} - set(state)
+        result = self.model.load_state_dict(state, strict=False)
+        if missing or result.unexpected_keys:
+            raise ValueError(f"adapter {path} does not fit this model: missing {sorted(missing)[:3]}, "
+                             f"unexpected {sorted(result.unexpected_keys)[:3]}")
+        self.model.requires_grad_(False)
+        self.set_adapter_scale(name, scale)
+        return name
+
+    def set_adapter_scale(self, name: str, scale: float) -> None:
+        """How strongly adapter `name` acts: 0 = off (the base exactly), 1 = as trained."""
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
+            raise ValueError(f"the adapter scale must be a finite number, got {scale!r}")
+        set_scale(self.model, name, scale)
+
+    def merge_adapter(self, name: str) -> None:
+        """Fold adapter `name` into the base weights at its scale (sampling runs at the base's speed again)."""
+        merge(self.model, name)
+
     # ---- user inputs -> conditions ----
+
+    def takes(self, name: str) -> bool:
+        """Whether the model takes condition `name` ("text", "image", "audio")."""
+        return self.conditioner is not None and name in self.conditioner.names
 
     def conditions(self, batch: int, num_frames: int, *, prompt=None, negative_prompt=None, image=None, audio=None,
                    scales: Optional[dict] = None) -> tuple[list[Optional[Cond]], list[float]]:

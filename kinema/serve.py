@@ -247,11 +247,13 @@ def _has(cond, name: str) -> bool:
     return cond.text != "none" if name == "text" else bool(getattr(cond, name))
 
 
-def serve(model: str = "moving-digits", *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-          block: bool = True, max_cost: Optional[int] = None, max_file_size: str | int = MAX_UPLOAD):
-    """Load `model` and serve the page on host:port; with block=False return the running app (stop it: app.close())."""
-    pipe = VideoPipeline.from_pretrained(model)
-    app = build_app(pipe, title=f"kinema · {Path(str(model)).name}", max_cost=max_cost)
+def serve(model: "str | VideoPipeline" = "moving-digits", *, host: str = "127.0.0.1", port: int = 7860,
+          share: bool = False, block: bool = True, max_cost: Optional[int] = None,
+          max_file_size: str | int = MAX_UPLOAD):
+    """Serve `model` (a directory, bundled name or loaded pipeline) on host:port; block=False returns the app."""
+    pipe = model if isinstance(model, VideoPipeline) else VideoPipeline.from_pretrained(model)
+    name = Path(str(model)).name if not isinstance(model, VideoPipeline) else "model"
+    app = build_app(pipe, title=f"kinema · {name}", max_cost=max_cost)
     if block and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C, so gradio deletes its files of this run
     app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, show_error=True,

@@ -180,3 +180,23 @@ def test_cli_predict_interpolate_animate(tiny_model_dir, tmp_path):
     assert read_video(tmp_path / "p.mp4").shape[:3] == (12, 16, 16)
     assert read_video(tmp_path / "a.mp4").shape[:3] == (10, 16, 16)
     assert main(["animate", *common, "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "x.mp4")]) == 2
+
+
+def test_the_given_first_frame_is_the_reference_image_of_a_model_with_an_image_encoder():
+    from kinema.config import CondConfig, DiffusionConfig
+    from kinema.models.encoders import Conditioner
+
+    torch.manual_seed(0)
+    model = SpaceTimeUNet(UNetConfig(**TINY, cond_dim=8))
+    for p in model.parameters():  # the zero-initialised projections would hide the condition
+        torch.nn.init.normal_(p, std=0.1)
+    conditioner = Conditioner(CondConfig(image=True), 8)
+    pipe = VideoPipeline(model, DiffusionConfig(num_steps=100), size=16, num_frames=4, conditioner=conditioner,
+                         device="cpu", precision="no")
+    first = torch.rand(1, 16, 16) * 2 - 1  # (C, H, W)
+    kw = dict(first_frame=first, steps=2, seed=0, progress=False)
+    auto = pipe(**kw).numpy()
+    assert np.array_equal(auto, pipe(image=first, frame_reference=False, **kw).numpy())
+    assert not np.array_equal(auto, pipe(frame_reference=False, **kw).numpy())
+    other = -first  # a reference the user gives wins
+    assert np.array_equal(pipe(image=other, **kw).numpy(), pipe(image=other, frame_reference=False, **kw).numpy())

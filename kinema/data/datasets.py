@@ -103,8 +103,11 @@ class MovingDigitsConfig:
     audio: bool = False  # also yield a sound track: a tone whose pitch follows each digit's height, clicks at bounces
     audio_rate: int = 16000  # audio sample rate in Hz
     fps: float = 8.0  # nominal frame rate: how much audio one frame spans
+    inverted: float = 0.0  # share of clips drawn inverted (dark digits on a light square), captioned "..., inverted"
 
     def __post_init__(self):
+        if not 0 <= self.inverted <= 1:
+            raise ValueError(f"inverted must be a share in [0, 1], got {self.inverted}")
         if self.size < 24:
             raise ValueError(f"size must be >= 24, got {self.size}")
         if self.num_frames < 1:
@@ -230,9 +233,14 @@ class MovingDigits(torch.utils.data.Dataset):
             tracks.append(DigitTrack(image_index, int(classes[image_index]), direction, speed, positions))
         return tracks
 
+    def is_inverted(self, index: int) -> bool:
+        """Whether item `index` is drawn inverted (its own random stream: the other items' draws do not move)."""
+        share = self.config.inverted
+        return share > 0 and np.random.default_rng([self.config.seed, self._split_id, index, 2]).random() < share
+
     def caption(self, index: int) -> str:
         """The caption of item `index`, without rendering it."""
-        return _caption(self.tracks(index))
+        return _caption(self.tracks(index)) + (", inverted" if self.is_inverted(index) else "")
 
     def __getitem__(self, index: int) -> dict:
         """{"video": float (1, T, size, size) in [-1, 1], "caption": str, "labels": long (max_digits, 2)}."""
@@ -245,11 +253,13 @@ class MovingDigits(torch.utils.data.Dataset):
             for t, (y, x) in enumerate(tr.positions):
                 patch = canvas[t, y : y + d, x : x + d]
                 np.maximum(patch, sprites[tr.image_index], out=patch)  # overlapping digits: max
+        if self.is_inverted(index):
+            canvas = 1 - canvas
         video = rearrange(torch.from_numpy(canvas) * 2 - 1, "t h w -> 1 t h w")  # (C=1, T, H, W)
         labels = torch.full((cfg.max_digits, 2), -1, dtype=torch.long)  # rows (digit, direction)
         for row, tr in enumerate(tracks):
             labels[row] = torch.tensor([tr.digit, tr.direction])
-        item = {"video": video, "caption": _caption(tracks), "labels": labels}
+        item = {"video": video, "caption": self.caption(index), "labels": labels}
         if cfg.audio:
             rng = np.random.default_rng([cfg.seed, self._split_id, index, 1])
             item["audio"] = torch.from_numpy(_synth_audio(tracks, cfg, rng))  # (A,)
@@ -293,7 +303,7 @@ def dataset_options(config: DataConfig, split: str = "train") -> dict:
     if c.kind == "moving-digits":
         sound = dict(audio=True, audio_rate=c.audio_rate) if c.audio else {}
         return dict(size=c.size, num_frames=c.num_frames, max_digits=c.max_digits, length=c.length, seed=c.seed,
-                    split=split, **sound)
+                    split=split, inverted=c.inverted, **sound)
     if c.kind == "cache":
         return dict(root=c.root, size=c.size, num_frames=c.num_frames, flip=c.flip, audio=c.audio)
     options = dict(root=c.root, num_frames=c.num_frames, size=c.size, frame_stride=c.frame_stride,

@@ -43,6 +43,7 @@ class EvalProtocol:
     batch_size: int = 8  # clips per sampler call (the noise drawn depends on it); 8 is faster per clip on CPU
     count_frames: str = "all"  # distribution metrics on all frames or only on the generated ones
     precision: str = "auto"  # the pipeline's precision setting (bf16 autocast where native)
+    frame_reference: bool = False  # the given frame 0 is also the reference image (a model with an image encoder)
 
     def __post_init__(self):
         if self.task not in SAMPLING_TASKS:

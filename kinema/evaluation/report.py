@@ -223,7 +223,8 @@ def markdown(report: dict, images: list[str]) -> str:
                 if p.get("cache_interval", 1) > 1 else "") + ", guidance "
              f"{p['guidance']} on {p['conditions'] or 'no conditions'}, seed {p['seed']}, batch {p['batch_size']}, "
              f"{p['draws']} draw(s) per clip.", "",
-             f"Given frames: {frames['given'] or 'none'}. "
+             f"Given frames: {frames['given'] or 'none'}"
+             + (" (frame 0 also as the reference image)" if p.get("frame_reference") and frames["given"] else "") + ". "
              + (f"Frame metrics count the generated frames {frames['generated']}; " if frames["given"] else
                 "No frame metrics (no target to compare with); ")
              + f"distribution metrics count frames {frames['distribution_metrics_count']} ({p['count_frames']}).",

@@ -46,6 +46,10 @@ class Tokenizer:
     def __len__(self) -> int:
         return len(self.words)
 
+    def new_words(self, captions: list[str]) -> list[str]:
+        """The words of `captions` outside the vocabulary, sorted (appending them keeps every old id)."""
+        return sorted({w for c in captions for w in self.split(c)} - set(self.index))
+
     def unknown_words(self, text: str) -> list[str]:
         """The words of `text` outside the vocabulary (they all read as one unknown token)."""
         return [w for w in self.split(text) if w not in self.index]
@@ -81,6 +85,23 @@ class GRUTextEncoder(nn.Module):
         self.gru = nn.GRU(dim, dim // 2 + dim % 2, batch_first=True, bidirectional=True)
         self.out = nn.Linear(2 * (dim // 2 + dim % 2), dim)
         self.pool = nn.Linear(dim, dim)
+
+    @torch.no_grad()
+    def add_words(self, words: list[str], rows: Optional[torch.Tensor] = None) -> None:
+        """Append `words` to the vocabulary with embedding `rows` (K, D) (None: fresh ones); old ids keep their rows."""
+        known = [w for w in words if w in self.tokenizer.index]
+        if known:
+            raise ValueError(f"words {known} are already in the vocabulary")
+        old = self.embed.weight
+        if rows is None:
+            rows = torch.randn(len(words), old.shape[1])  # nn.Embedding's own initialisation
+        if rows.shape != (len(words), old.shape[1]):
+            raise ValueError(f"{len(words)} new words need embedding rows ({len(words)}, {old.shape[1]}), "
+                             f"got {tuple(rows.shape)}")
+        self.tokenizer = Tokenizer(self.tokenizer.words + list(words))
+        self.embed = nn.Embedding(len(self.tokenizer), old.shape[1], padding_idx=0).to(old.device, old.dtype)
+        self.embed.weight.copy_(torch.cat([old, rows.to(old)]))
+        self.embed.weight.requires_grad_(old.requires_grad)
 
     def forward(self, texts: list[str]) -> Cond:
         """Token states (B, L, D), their mask and a pooled vector (B, D)."""

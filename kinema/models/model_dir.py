@@ -8,6 +8,7 @@ nothing here runs code from the files it reads.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from typing import Callable, Optional
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+import torch
 from torch import Tensor, nn
 
 from ..config import CondConfig, Config, DiffusionConfig, FlowConfig, UNetConfig, from_dict, is_int, to_dict
@@ -259,6 +261,11 @@ def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = Fa
     path = resolve_model_dir(name_or_path)
     if not (path / "model.safetensors").is_file() and (path / "model" / "config.json").is_file():
         path = path / "model"
+    for adapter in (path / ADAPTER_FILE, path / "adapter" / ADAPTER_FILE):
+        if adapter.is_file() and not (path / "model.safetensors").is_file():
+            base = json.loads(adapter.read_text()).get("base")
+            raise ValueError(f"{path} holds a LoRA adapter, not a model: load its base model ({base}) and add "
+                             f"--adapter {adapter.parent} (VideoPipeline.load_adapter)")
     config, where = read_model_config(path), path / "config.json"
     for key in ("model", "diffusion", "data"):
         if key not in config:
@@ -307,3 +314,87 @@ def load_flow_net(name_or_path: str | os.PathLike) -> FlowNet:
         raise ValueError(f"{root} is not a flow model directory (config.json kind={config.get('kind')!r}, "
                          f"expected 'flow')")
     return load_checked(FlowNet(from_dict(FlowConfig, config["flow"], "flow.")), load_model_weights(root), root, "flow")
+
+
+# ---- adapter directories (LoRA) ----
+
+ADAPTER_FILE = "adapter.json"
+
+
+def weights_sha256(*modules: Optional[nn.Module]) -> str:
+    """A sha256 of the weights of `modules` (keys, dtypes, shapes, bytes), adapters left out: which base a model is."""
+    digest = hashlib.sha256()
+    for i, module in enumerate(modules):
+        if module is None:
+            continue
+        for key, t in sorted(module.state_dict().items()):
+            if ".lora." in key:
+                continue
+            t = t.detach().to("cpu").contiguous()
+            digest.update(f"{i}:{key}:{t.dtype}:{tuple(t.shape)};".encode())
+            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+@dataclass
+class Adapter:
+    """An adapter directory, read: its config and its weights."""
+
+    path: Path
+    base: str  # the model it was trained on, as the run named it
+    base_sha256: str  # weights_sha256 of that base (UNet, conditioner)
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+    new_words: list[str]  # caption words the adapter adds to the base's vocabulary
+    lora: dict[str, Tensor]  # "<layer>.down.weight" / "<layer>.up.weight"
+    embeddings: Optional[Tensor]  # (len(new_words), D) rows of the new words
+
+
+def save_adapter_dir(out_dir: str | os.PathLike, model: nn.Module, name: str, *, base: str, base_sha256: str,
+                     rank: int, alpha: float, targets: tuple[str, ...], new_words: list[str],
+                     embeddings: Optional[Tensor] = None) -> Path:
+    """Write adapter.json + adapter.safetensors: adapter `name`'s weights of `model` and the new words' rows."""
+    marker = f".lora.{name}."
+    weights = {k.replace(marker, "."): v for k, v in model.state_dict().items() if marker in k}
+    if not weights:
+        raise ValueError(f"the model has no adapter named {name!r}")
+    if new_words:
+        if embeddings is None or embeddings.shape[0] != len(new_words):
+            raise ValueError(f"{len(new_words)} new words need as many embedding rows")
+        weights["text.new_embeddings"] = embeddings
+    config = {"kinema_version": _kinema_version(), "format": FORMAT, "kind": "lora-adapter", "base": base,
+              "base_sha256": base_sha256, "rank": rank, "alpha": alpha, "targets": list(targets),
+              "new_words": list(new_words)}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = _unshared(weights)
+    atomic_write(out / "adapter.safetensors", lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    atomic_write(out / ADAPTER_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    fsync_dir(out)
+    return out
+
+
+def load_adapter_dir(path: str | os.PathLike) -> Adapter:
+    """Read an adapter directory written by `kinema finetune --lora-rank R` (or save_adapter_dir)."""
+    root = Path(path)
+    where = root / ADAPTER_FILE
+    if not where.is_file():
+        hint = " (a LoRA run keeps it in <run>/adapter)" if (root / "adapter" / ADAPTER_FILE).is_file() else ""
+        raise FileNotFoundError(f"{root} is not an adapter directory: no {ADAPTER_FILE}{hint}")
+    try:
+        config = json.loads(where.read_text())
+    except ValueError as err:
+        raise ValueError(f"{where} is not valid JSON: {err}") from err
+    if not isinstance(config, dict) or config.get("kind") != "lora-adapter":
+        raise ValueError(f"{where} does not describe a LoRA adapter (kind {config.get('kind')!r})")
+    if config.get("format") != FORMAT:
+        raise ValueError(f"{root} was written in adapter format {config.get('format')!r}; this kinema reads {FORMAT}")
+    weights = read_weights(root / "adapter.safetensors")
+    embeddings = weights.pop("text.new_embeddings", None)
+    try:
+        return Adapter(root, str(config["base"]), str(config["base_sha256"]), int(config["rank"]),
+                       float(config["alpha"]), tuple(config["targets"]), list(config["new_words"]), weights,
+                       embeddings)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{where} lacks or garbles a field: {err!r}") from err

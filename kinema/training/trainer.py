@@ -23,13 +23,15 @@ from einops import rearrange
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..config import Config, config_differences, resolve_precision, to_dict
+from ..config import COND_TRAINING_KEYS, Config, config_differences, resolve_precision, to_dict
 from ..data import build_dataset, dataset_options, draw_masks, make_grid, to_uint8, write_video
 from ..data.audio import audio_features
 from ..diffusion import generate, make_schedule, sampling_denoiser, training_loss
 from ..models import SpaceTimeUNet, count_parameters
-from ..models.encoders import Conditioner, Tokenizer
-from ..models.model_dir import load_flow_net, save_model_dir, video_model_config
+from ..models.encoders import CONDITIONS, Conditioner, Tokenizer
+from ..models.lora import add_adapter, freeze_base
+from ..models.model_dir import (load_flow_net, load_video_model, read_model_config, save_adapter_dir, save_model_dir,
+                                video_model_config, weights_sha256)
 from ..models.unet import check_activation_memory
 from ..types import FrameMask
 from .checkpoint import (flatten_state, list_checkpoints, load_checkpoint, nonfinite_tensors, remove_stale,
@@ -106,19 +108,40 @@ class Trainer:
         self.fps = getattr(getattr(self.dataset, "config", None), "fps", None) or dc.target_fps
 
     def build_model(self) -> None:
-        """The network, the condition encoders (if any) and their EMA copies."""
-        cfg = self.config
+        """The network, the condition encoders (if any), a base model's weights and adapters, and their EMA copies."""
+        cfg, ft = self.config, self.config.finetune
         self.model = SpaceTimeUNet(cfg.model)
         self.model.gradient_checkpointing = cfg.train.gradient_checkpointing
         self.model.recompute_activations = cfg.train.recompute_activations
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.conditioner = self.ema_conditioner = self.tokenizer = None
+        base = self.load_base() if ft.init_from is not None else None
+        self.new_words: list[str] = []
         if cfg.cond.enabled:
+            captions = collect_captions(self.dataset) if cfg.cond.text == "gru" else []
             if cfg.cond.text == "gru":
-                self.tokenizer = Tokenizer.build(collect_captions(self.dataset))
+                self.tokenizer = Tokenizer.build(captions) if base is None else base.conditioner.text.tokenizer
             self.conditioner = Conditioner(cfg.cond, cfg.model.cond_dim, in_channels=cfg.model.in_channels,
                                            tokenizer=self.tokenizer)
+            if base is not None:
+                self.conditioner.load_state_dict(base.conditioner.state_dict())
+                if self.tokenizer is not None:  # the new data's words, appended: old ids keep their rows
+                    self.new_words = self.tokenizer.new_words(captions)
+                    if self.new_words:
+                        self.conditioner.text.add_words(self.new_words)
+                        self.tokenizer = self.conditioner.text.tokenizer
+        if ft.lora_rank:
+            add_adapter(self.model, "adapter", rank=ft.lora_rank, alpha=ft.lora_alpha, targets=ft.lora_targets)
+            freeze_base(self.model)
+            if self.conditioner is not None:
+                self.conditioner.requires_grad_(False)
+                if self.new_words:  # only the new words' rows learn (the gradient of the others is zeroed)
+                    self.conditioner.text.embed.weight.requires_grad_(True)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        if self.conditioner is not None:
             self.ema_conditioner = copy.deepcopy(self.conditioner).requires_grad_(False).eval()
+        if ft.lora_rank and self.new_words:
+            old = len(self.tokenizer) - len(self.new_words)
+            self.conditioner.text.embed.weight.register_hook(lambda g: torch.cat([torch.zeros_like(g[:old]), g[old:]]))
         self.flow_net = None
         if cfg.temporal.enabled:  # a frozen flow network for the temporal losses
             self.flow_net = load_flow_net(cfg.temporal.flow_model).to(self.accelerator.device,
@@ -128,6 +151,23 @@ class Trainer:
                                  f"{self.flow_net.config.in_channels}-channel frames, the clips have "
                                  f"{cfg.model.in_channels}")
 
+    def load_base(self):
+        """The model `finetune.init_from` names, checked against this run's config; its weights go into the UNet."""
+        cfg, ft = self.config, self.config.finetune
+        base = load_video_model(ft.init_from)
+        saved = read_model_config(base.path)
+        now = json.loads(json.dumps(to_dict(cfg)))
+        diffs = config_differences(saved, now, ("model", "diffusion", "cond"), ignore=COND_TRAINING_KEYS)
+        diffs += [f"data.{k}: {saved['data'].get(k)!r} -> {getattr(cfg.data, k)!r}" for k in ("size", "num_frames")
+                  if saved["data"].get(k) != getattr(cfg.data, k)]
+        if diffs:
+            raise ValueError(f"finetune.init_from {ft.init_from}: this run's config differs from the base model's "
+                             f"({'; '.join(diffs[:6])}{'; ...' if len(diffs) > 6 else ''}); a fine-tune keeps the "
+                             "base's network, noise process, conditioner, frame size and window")
+        self.base_sha256 = weights_sha256(base.model, base.conditioner)
+        self.model.load_state_dict(base.model.state_dict())
+        return base
+
     @property
     def unwrapped_model(self) -> SpaceTimeUNet:
         """The UNet itself: without DDP, the mixed-precision wrapper or torch.compile."""
@@ -135,7 +175,7 @@ class Trainer:
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """Every trained parameter: the UNet's and the encoders'."""
-        params = list(self.model.parameters())
+        params = [p for p in self.model.parameters() if p.requires_grad]  # a LoRA run: the adapters only
         if self.conditioner is not None:
             params += [p for p in self.conditioner.parameters() if p.requires_grad]
         return params
@@ -176,9 +216,8 @@ class Trainer:
         if not path.is_file():
             return
         saved = json.loads(path.read_text())
-        drops = tuple(f"cond.{k}" for k in ("drop_text", "drop_image", "drop_audio", "drop_text_with_frames"))
         diffs = config_differences(saved, json.loads(json.dumps(to_dict(self.config))), ("model", "diffusion", "cond"),
-                                   ignore=drops)  # what to train on may change; the network may not
+                                   ignore=COND_TRAINING_KEYS)  # how to train may change; the network not
         if diffs:
             raise ValueError(f"--resume: {self.out} was trained with other settings ({'; '.join(diffs[:6])}"
                              f"{'; ...' if len(diffs) > 6 else ''}); resume without --config to continue with the "
@@ -229,9 +268,7 @@ class Trainer:
         kl = None
         if self.conditioner is not None:
             cc = self.config.cond
-            rates = {"text": torch.where(given, cc.text_drop(True), cc.text_drop(False)),
-                     "image": torch.full_like(given, cc.drop_image, dtype=torch.float),
-                     "audio": torch.full_like(given, cc.drop_audio, dtype=torch.float)}
+            rates = {n: torch.where(given, cc.drop_rate(n, True), cc.drop_rate(n, False)) for n in CONDITIONS}
             keep = {n: torch.stack([torch.rand((), generator=g) for g in gens]) >= rates[n]
                     for n in rates}  # CFG: drop each condition per clip (B,)
             extra["cond"], kl = self.encode(self.conditioner, batch, keep=keep, sample_latent=True)
@@ -331,8 +368,10 @@ class Trainer:
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(to_dict(self.config), indent=2) + "\n")
-            print(f"kinema: {count_parameters(self.model) / 1e6:.2f}M parameters, "
-                  f"mixed precision {self.accelerator.mixed_precision}, device {self.accelerator.device}")
+            total = sum(p.numel() for p in self.unwrapped_model.parameters())
+            adapted = (f" ({count_parameters(self.model) / 1e6:.3f}M in adapters, the base frozen)"
+                       if self.config.finetune.lora_rank else "")
+            print(f"kinema: {total / 1e6:.2f}M parameters{adapted}, mixed precision {self.accelerator.mixed_precision}, device {self.accelerator.device}")
         bar = tqdm(total=tc.steps, initial=self.step_count, disable=not main, desc="train", unit="step")
         try:  # a failure (e.g. TrainingDiverged) must not leave the bar's line open
             window, t0, micro = [], time.time(), []
@@ -393,8 +432,15 @@ class Trainer:
             state["ema_conditioner"] = self.ema_conditioner.state_dict()
             extra["conditioner"] = self.ema_conditioner
         save_checkpoint(self.out, self.step_count, state, keep=self.config.train.keep_checkpoints)
-        save_model_dir(self.out / "model", self.ema, video_model_config(self.config, self.fps), extra=extra,
-                       vocab=self.tokenizer.words if self.tokenizer else None)
+        ft = self.config.finetune
+        if ft.lora_rank:  # only what the run trained: the adapter and the new words' rows
+            rows = self.ema_conditioner.text.embed.weight[-len(self.new_words):] if self.new_words else None
+            save_adapter_dir(self.out / "adapter", self.ema, "adapter", base=str(ft.init_from),
+                             base_sha256=self.base_sha256, rank=ft.lora_rank, alpha=float(ft.lora_alpha or ft.lora_rank),
+                             targets=tuple(ft.lora_targets), new_words=self.new_words, embeddings=rows)
+        else:
+            save_model_dir(self.out / "model", self.ema, video_model_config(self.config, self.fps), extra=extra,
+                           vocab=self.tokenizer.words if self.tokenizer else None)
 
     @torch.no_grad()
     def sample_grid(self, step: int) -> Optional[Path]:

@@ -174,3 +174,18 @@ def test_build_dataset():
 def test_out_of_range_index_raises():
     with pytest.raises(IndexError, match="64"):
         make()[64]
+
+
+def test_inverted_clips_are_light_with_a_dark_digit_and_say_so():
+    plain = MovingDigits(MovingDigitsConfig(length=40, max_digits=1))
+    mixed = MovingDigits(MovingDigitsConfig(length=40, max_digits=1, inverted=0.5))
+    flags = [mixed.is_inverted(i) for i in range(40)]
+    assert 8 < sum(flags) < 32  # about half
+    for i, flag in enumerate(flags):
+        a, b = plain[i], mixed[i]
+        if flag:
+            assert torch.allclose(b["video"], -a["video"], atol=1e-6) and b["caption"] == a["caption"] + ", inverted"
+        else:
+            assert torch.equal(b["video"], a["video"]) and b["caption"] == a["caption"]  # the others do not move
+    with pytest.raises(ValueError, match="inverted"):
+        MovingDigitsConfig(inverted=1.5)

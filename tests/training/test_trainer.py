@@ -92,16 +92,17 @@ def test_cli_resume_without_config_continues_with_the_runs_own(tmp_path):
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()][-1] == 4
 
 
+@pytest.mark.parametrize("name", ["text", "image"])
 @pytest.mark.parametrize("task, kept", [("generate", True), ("predict", False)])
-def test_text_drop_rate_follows_the_task(tmp_path, task, kept):
-    # drop_text 0 and drop_text_with_frames 1: a caption is kept exactly when no frame is given
+def test_drop_rate_follows_the_task(tmp_path, name, task, kept):
+    # drop rate 0 without frames and 1 with them: a condition is kept exactly when no frame is given
     rates = {f"masks.{t}": float(t == task) for t in ("generate", "predict", "interpolate", "animate", "random")}
     cfg = tiny_config(**{"model.frame_conditioning": True, "model.cond_dim": 16, "cond.text": "gru",
-                         "cond.drop_text": 0.0, "cond.drop_text_with_frames": 1.0, **rates})
+                         "cond.image": True, f"cond.drop_{name}": 0.0, f"cond.drop_{name}_with_frames": 1.0, **rates})
     trainer = Trainer(cfg, tmp_path)
     seen, encode = [], trainer.encode
     def spy(conditioner, batch, **kw):
-        seen.append(kw["keep"]["text"])
+        seen.append(kw["keep"][name])
         return encode(conditioner, batch, **kw)
 
     trainer.encode = spy
