@@ -1,6 +1,7 @@
 """What a LoRA fine-tune taught a model, what it kept, and what it cost.
 
     python benchmarks/finetune.py --base moving-digits --adapter runs/inverted/adapter --out benchmarks/results/finetune
+    python benchmarks/finetune.py --base moving-digits --tuned runs/inverted-full --cost-steps 0 --out ...
 
 - New prompts: `--num` held-out captions (test-split digits, data seed 321) with ", inverted"
   appended, sampled from base + adapter: a clip is right when most of its frames are light (the
@@ -93,7 +94,8 @@ print(json.dumps({{"median_s": statistics.median(times[2:]),
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="moving-digits")
-    p.add_argument("--adapter", required=True)
+    p.add_argument("--adapter", help="a LoRA adapter directory trained on --base")
+    p.add_argument("--tuned", help="instead: a fully fine-tuned model directory (its file size is not compared)")
     p.add_argument("--out", required=True)
     p.add_argument("--num", type=int, default=100)
     p.add_argument("--guidance", type=float, default=3.0)
@@ -104,40 +106,47 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if (args.adapter is None) == (args.tuned is None):
+        p.error("give --adapter or --tuned")
     base = VideoPipeline.from_pretrained(args.base)
-    tuned = VideoPipeline.from_pretrained(args.base)
-    tuned.load_adapter(args.adapter)
+    tuned = VideoPipeline.from_pretrained(args.tuned or args.base)
+    if args.adapter:
+        tuned.load_adapter(args.adapter)
     captions, labels = prompts(args.num, base.size, base.num_frames)
     classifier = DigitClassifier()
     t0 = time.perf_counter()
-    new = sample(tuned, [c + ", inverted" for c in captions], args)
+    new = sample(tuned, [c + ", inverted" for c in captions], args)  # (N, T, H, W, C) uint8
     old_tuned = sample(tuned, captions, args)
     old_base = sample(base, captions, args)
-    result = {"new prompts (base + adapter)": score(new, labels, classifier),
-              "old prompts, base": score(old_base, labels, classifier),
-              "old prompts, base + adapter": score(old_tuned, labels, classifier),
+    arm = "base + adapter" if args.adapter else "fine-tuned"
+    names = (f"new prompts ({arm})", "old prompts, base", f"old prompts, {arm}")
+    result = {names[0]: score(new, labels, classifier), names[1]: score(old_base, labels, classifier),
+              names[2]: score(old_tuned, labels, classifier),
               "sampling_s": round(time.perf_counter() - t0, 1)}
     strip = np.concatenate([new[:4], old_tuned[:4]])  # (8, T, H, W, C)
     write_video(out / "finetune.gif", make_grid(strip), fps=8)
-    model_dir = resolve_model_dir(args.base)
-    sizes = {"adapter_bytes": (Path(args.adapter) / "adapter.safetensors").stat().st_size,
-             "model_bytes": sum((model_dir / f).stat().st_size for f in ("model.safetensors", "conditioner.safetensors"))}
-    sizes["ratio"] = sizes["adapter_bytes"] / sizes["model_bytes"]
-    result["size"] = sizes
+    if args.adapter:
+        model_dir = resolve_model_dir(args.base)
+        sizes = {"adapter_bytes": (Path(args.adapter) / "adapter.safetensors").stat().st_size,
+                 "model_bytes": sum((model_dir / f).stat().st_size for f in ("model.safetensors",
+                                                                           "conditioner.safetensors"))}
+        sizes["ratio"] = sizes["adapter_bytes"] / sizes["model_bytes"]
+        result["size"] = sizes
     if args.cost_steps:
         result["step_cost"] = {arm: step_cost(arm, args.base, args.cost_steps) for arm in ("lora", "full")}
     result["threads"] = torch.get_num_threads()
     (out / "finetune.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = ["| prompts | inverted | digit | direction | inverted and digit |", "| --- | --- | --- | --- | --- |"]
-    for name in ("new prompts (base + adapter)", "old prompts, base", "old prompts, base + adapter"):
+    for name in names:
         r = result[name]
         rows.append(f"| {name} | {r['inverted']:.2f} | {r['digit']:.2f} | {r['direction']:.2f} | "
                     f"{r['inverted_and_digit']:.2f} |")
-    lines = [f"# Fine-tune: {args.adapter} on {args.base}", "",
+    lines = [f"# Fine-tune: {args.adapter or args.tuned} on {args.base}", "",
              f"{args.num} held-out captions, {args.sampler} {args.steps} steps, guidance {args.guidance}, seed "
-             f"{args.seed}.", "", *rows, "",
-             f"Adapter file {sizes['adapter_bytes'] / 1024:.0f} KiB = {100 * sizes['ratio']:.1f} % of the model's "
-             f"{sizes['model_bytes'] / 1024:.0f} KiB."]
+             f"{args.seed}.", "", *rows]
+    if args.adapter:
+        lines += ["", f"Adapter file {sizes['adapter_bytes'] / 1024:.0f} KiB = {100 * sizes['ratio']:.1f} % of the "
+                  f"model's {sizes['model_bytes'] / 1024:.0f} KiB."]
     if args.cost_steps:
         c = result["step_cost"]
         lines += ["", "| arm | median step s | peak RSS MiB |", "| --- | --- | --- |"]
