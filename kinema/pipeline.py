@@ -84,7 +84,7 @@ class VideoPipeline:
         self.diffusion, self.size, self.num_frames = diffusion, size, num_frames
         self.schedule = make_schedule(diffusion.schedule, diffusion.num_steps, diffusion.shift, diffusion.frame_noise)
         self.precision = resolve_precision(precision, self.device.type)
-        self.base_sha256 = weights_sha256(self.model, self.conditioner)  # which base an adapter must come from
+        self._base_sha256: Optional[str] = None  # hashed when an adapter first needs it, before any change
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: Optional[str] = None, precision: str = "auto",
@@ -294,6 +294,13 @@ class VideoPipeline:
         return x0.float()
 
     # ---- adapters ----
+
+    @property
+    def base_sha256(self) -> str:
+        """sha256 of the weights as loaded (adapters and added words left out): which base an adapter must fit."""
+        if self._base_sha256 is None:
+            self._base_sha256 = weights_sha256(self.model, self.conditioner)
+        return self._base_sha256
 
     def load_adapter(self, path: str | Path, scale: float = 1.0, name: Optional[str] = None) -> str:
         """Add a LoRA adapter directory trained on this model (and its new caption words); returns its name.

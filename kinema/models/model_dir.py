@@ -27,6 +27,7 @@ from ..config import CondConfig, Config, DiffusionConfig, FlowConfig, UNetConfig
 from ..files import atomic_write, fsync_dir
 from .encoders import Conditioner, Tokenizer
 from .flow import FlowNet
+from .lora import adapter_state
 from .unet import SpaceTimeUNet
 
 VOCAB_FILE = "text_vocab.json"
@@ -355,8 +356,7 @@ def save_adapter_dir(out_dir: str | os.PathLike, model: nn.Module, name: str, *,
                      rank: int, alpha: float, targets: tuple[str, ...], new_words: list[str],
                      embeddings: Optional[Tensor] = None) -> Path:
     """Write adapter.json + adapter.safetensors: adapter `name`'s weights of `model` and the new words' rows."""
-    marker = f".lora.{name}."
-    weights = {k.replace(marker, "."): v for k, v in model.state_dict().items() if marker in k}
+    weights = {k.replace(f".lora.{name}.", "."): v for k, v in adapter_state(model, name).items()}
     if not weights:
         raise ValueError(f"the model has no adapter named {name!r}")
     if new_words:
