@@ -72,6 +72,10 @@ def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] 
     p.add_argument("--image-guidance", type=float, default=1.0, help="reference-image guidance scale")
     p.add_argument("--audio", help="sound track: an audio or video file (a model with an audio encoder)")
     p.add_argument("--audio-guidance", type=float, default=1.0, help="audio guidance scale")
+    p.add_argument("--trajectory", metavar="PATH", help="where the object goes (a model trained with "
+                   "cond.trajectory): 'x,y;x,y;...' normalised, 0,0 = top left; one point per frame, or waypoints "
+                   "spread evenly along the path; '|' separates objects; or a .json file of [x, y] points")
+    p.add_argument("--trajectory-guidance", type=float, default=1.0, help="trajectory guidance scale")
     p.add_argument("--no-frame-reference", dest="frame_reference", action="store_false",
                    help="do not hand a model with an image encoder the given first frame as its reference image")
     _add_adapter_args(p)
@@ -172,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "reports the mean over them, the best of them and the score "
                                                         "of their pixel-wise average")
     p.add_argument("--context", type=int, default=4, help="predict: given frames (default 4)")
-    p.add_argument("--cond", nargs="+", default=[], choices=("text", "image", "audio"),
-                   help="conditions each real clip lends: its caption, first frame, sound (a conditioned model)")
+    p.add_argument("--cond", nargs="+", default=[], choices=("text", "image", "audio", "trajectory"),
+                   help="conditions each real clip lends: its caption, first frame, sound, track (a conditioned "
+                        "model)")
     p.add_argument("--guidance", type=float, default=1.0, help="guidance scale of every given condition")
     p.add_argument("--sampler", default="ddim", help="ddim (default), ddpm, euler, heun, dpmpp_2m, dpmpp_2m_sde")
     p.add_argument("--steps", type=int, nargs="+", default=[25],

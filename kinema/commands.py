@@ -300,6 +300,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         flow = load_flow_net(args.flow)
     pipe = load_pipeline(args)
     kind, root = ("moving-digits", None) if args.data == "moving-digits" else (args.kind, args.data)
+    if "trajectory" in args.cond and kind != "moving-digits":
+        raise ValueError("--cond trajectory: the real clips' tracks come from moving-digits data only")
     spec = data_spec(kind, size=pipe.size, num_frames=pipe.num_frames, num=args.num, seed=args.data_seed, root=root,
                      audio="audio" in args.cond, audio_rate=pipe.audio_rate, fps=pipe.fps)
     protocol = EvalProtocol(model=str(args.model), data=spec, task=args.task, num_clips=args.num, draws=args.draws,
@@ -343,6 +345,8 @@ def _eval_sampler(pipe, protocol):
             conds.update(image=video[:, :, 0], image_guidance=scale)
         if "audio" in protocol.conditions:
             conds.update(audio=batch["audio"].numpy(), audio_guidance=scale)
+        if "trajectory" in protocol.conditions:
+            conds.update(trajectory=batch["trajectory"], trajectory_guidance=scale)
         return pipe(len(video), steps=steps, sampler=protocol.sampler, seed=seed, spacing=protocol.spacing,
                     cache_interval=protocol.cache_interval, progress=False, frame_reference=protocol.frame_reference,
                     **given, **conds, **options).torch()
@@ -429,7 +433,7 @@ def _sampling(args: argparse.Namespace) -> dict:
         if path is not None:
             _check_input(path, f"--{name.replace('_', '-')}")
     _check_seed(args.seed)
-    for flag in ("guidance", "image_guidance", "audio_guidance", "eta"):
+    for flag in ("guidance", "image_guidance", "audio_guidance", "trajectory_guidance", "eta"):
         value = getattr(args, flag)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"--{flag.replace('_', '-')} must be a finite number, got {value}")
@@ -437,7 +441,8 @@ def _sampling(args: argparse.Namespace) -> dict:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     options = {"eta": args.eta} if args.eta is not None else {}
     conds = dict(prompt=args.prompt, negative_prompt=args.negative_prompt, image=args.ref_image, audio=args.audio,
-                 guidance=args.guidance, image_guidance=args.image_guidance, audio_guidance=args.audio_guidance)
+                 trajectory=args.trajectory, guidance=args.guidance, image_guidance=args.image_guidance,
+                 audio_guidance=args.audio_guidance, trajectory_guidance=args.trajectory_guidance)
     return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, spacing=args.spacing, overlap=args.overlap,
                 long_mode=args.long_mode, cache_interval=args.cache_interval, frame_reference=args.frame_reference,
                 **conds, **options)

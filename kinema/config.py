@@ -41,11 +41,15 @@ class UNetConfig:
     norm_groups: int = 8  # groups of the per-frame GroupNorm
     learned_variance: bool = False  # emit 2x channels: the prediction and the variance interpolation v
     frame_conditioning: bool = False  # also take the known frames and the frame mask as input channels
+    frame_fill: str = "zero"  # what the known-frames channels hold at an unknown frame: "zero", or "nearest" (the
+    # nearest given frame's pixels, the mask still 0): every frame to be made sees the given digit at its own place
     cond_dim: int = 0  # width D of condition tokens / vectors (text, image, audio); 0 = unconditional
+    map_channels: int = 0  # condition maps laid beside the input frames (a trajectory's heatmap: 1); 0 = none
     patch_size: int = 1  # fold p x p pixels into channels at the stem: every level runs 1/p the size, ~1/p^2 FLOPs
 
     def __post_init__(self):
         _check(self.cond_dim >= 0, "model.cond_dim", self.cond_dim, ">= 0 (0 = no conditions)")
+        _check(self.map_channels >= 0, "model.map_channels", self.map_channels, ">= 0 (0 = no condition maps)")
         _check(isinstance(self.patch_size, int) and self.patch_size >= 1, "model.patch_size", self.patch_size,
                "an int >= 1 (1 = no patching)")
         self.channel_mult = tuple(self.channel_mult)
@@ -63,6 +67,7 @@ class UNetConfig:
                "model.spacetime_attention_levels", self.spacetime_attention_levels,
                f"a subset of model.spatial_attention_levels {list(self.spatial_attention_levels)}")
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "in [0, 1)")
+        _check(self.frame_fill in ("zero", "nearest"), "model.frame_fill", self.frame_fill, "zero, nearest")
         for m in self.channel_mult:
             width = self.channels * m
             _check(width % self.norm_groups == 0, "model.norm_groups", self.norm_groups,
@@ -77,8 +82,8 @@ class UNetConfig:
 
     @property
     def input_channels(self) -> int:
-        """Channels the stem sees: the noisy video, plus known frames and the mask when frame-conditioned."""
-        return 2 * self.in_channels + 1 if self.frame_conditioning else self.in_channels
+        """Channels the stem sees: the noisy video, known frames and the mask when frame-conditioned, condition maps."""
+        return (2 * self.in_channels + 1 if self.frame_conditioning else self.in_channels) + self.map_channels
 
     @property
     def downsample_factor(self) -> int:
@@ -180,6 +185,8 @@ class MaskMixture:
 
 
 TEXT_ENCODERS = ("none", "gru", "minilm")
+TRAJECTORY_ENCODINGS = ("none", "heatmap", "vector", "both")
+TRACKED_KINDS = ("moving-digits",)  # data kinds whose clips carry each object's true position per frame
 
 
 @dataclass
@@ -189,10 +196,13 @@ class CondConfig:
     text: str = "none"  # "none", "gru" (vocabulary from the captions, trained jointly) or "minilm" (frozen)
     image: bool = False  # a global embedding of a reference frame (conv encoder with a KL term)
     audio: bool = False  # frame-aligned audio features (log-mel -> conv1d + GRU), needs data.audio
+    trajectory: str = "none"  # each object's position per frame: "heatmap" (a map beside the input frames, needs
+    # model.map_channels 1), "vector" (frame-aligned vectors, as the audio), "both" or "none"
     max_tokens: int = 16  # text tokens kept; longer prompts are truncated with a warning
     drop_text: float = 0.1  # probability a clip's caption is dropped in training
     drop_image: float = 0.1  # probability a clip's reference image is dropped in training
     drop_audio: float = 0.1  # probability a clip's audio is dropped in training
+    drop_trajectory: float = 0.3  # probability a clip's trajectory is dropped in training
     drop_text_with_frames: Optional[float] = None  # drop_text for clips with given frames (prediction, ...);
     # higher makes the model read the digit and the motion from the frames, not the caption (None = drop_text)
     drop_image_with_frames: Optional[float] = None  # drop_image for clips with given frames: low keeps the first
@@ -201,11 +211,17 @@ class CondConfig:
     image_latent: int = 16  # width of the image encoder's latent
     n_mels: int = 32  # mel bands of the audio features
     audio_steps_per_frame: int = 4  # audio feature columns per video frame (before the encoder pools them)
+    trajectory_objects: int = 2  # objects a "vector" trajectory has a slot for (a heatmap takes any number)
+    trajectory_sigma: float = 0.05  # width of a heatmap's blob, as a share of the frame side
 
     def __post_init__(self):
         _check(self.text in TEXT_ENCODERS, "cond.text", self.text, ", ".join(TEXT_ENCODERS))
         _check(self.max_tokens >= 1, "cond.max_tokens", self.max_tokens, ">= 1")
-        for name in ("drop_text", "drop_image", "drop_audio"):
+        _check(self.trajectory in TRAJECTORY_ENCODINGS, "cond.trajectory", self.trajectory,
+               ", ".join(TRAJECTORY_ENCODINGS))
+        _check(self.trajectory_objects >= 1, "cond.trajectory_objects", self.trajectory_objects, ">= 1")
+        _check(0 < self.trajectory_sigma <= 1, "cond.trajectory_sigma", self.trajectory_sigma, "in (0, 1]")
+        for name in ("drop_text", "drop_image", "drop_audio", "drop_trajectory"):
             _check(0 <= getattr(self, name) <= 1, f"cond.{name}", getattr(self, name), "in [0, 1]")
         for name in ("drop_text_with_frames", "drop_image_with_frames"):
             rate = getattr(self, name)
@@ -216,19 +232,24 @@ class CondConfig:
         _check(self.audio_steps_per_frame >= 1, "cond.audio_steps_per_frame", self.audio_steps_per_frame, ">= 1")
 
     def drop_rate(self, name: str, given_frames: bool) -> float:
-        """How often training drops condition `name` ("text", "image", "audio") of a clip with or without given frames."""
+        """How often training drops condition `name` (text, image, ...) of a clip with or without given frames."""
         with_frames = getattr(self, f"drop_{name}_with_frames", None)
         return getattr(self, f"drop_{name}") if not given_frames or with_frames is None else with_frames
 
     @property
     def enabled(self) -> bool:
         """Whether any condition is on."""
-        return self.text != "none" or self.image or self.audio
+        return self.text != "none" or self.image or self.audio or self.trajectory != "none"
+
+    @property
+    def map_channels(self) -> int:
+        """Channels of condition maps the network must take beside its input frames."""
+        return int(self.trajectory in ("heatmap", "both"))
 
 
 # cond keys that change how training draws and weighs, not the network: a resumed run or a fine-tune may change them
-COND_TRAINING_KEYS = tuple(f"cond.{k}" for k in ("drop_text", "drop_image", "drop_audio", "drop_text_with_frames",
-                                                 "drop_image_with_frames", "kl_weight"))
+COND_TRAINING_KEYS = tuple(f"cond.{k}" for k in ("drop_text", "drop_image", "drop_audio", "drop_trajectory",
+                                                 "drop_text_with_frames", "drop_image_with_frames", "kl_weight"))
 
 
 @dataclass
@@ -361,8 +382,17 @@ class Config:
 
     def __post_init__(self):
         if self.cond.enabled and self.model.cond_dim < 1:
-            raise ValueError("conditions are on (cond.text / image / audio) but model.cond_dim is 0; "
+            raise ValueError("conditions are on (cond.text / image / audio / trajectory) but model.cond_dim is 0; "
                              "set model.cond_dim, e.g. 128")
+        if self.model.map_channels == 0:  # the conditions decide the stem's map channels unless set
+            self.model.map_channels = self.cond.map_channels
+        if self.model.map_channels != self.cond.map_channels:
+            raise ValueError(f"cond.trajectory {self.cond.trajectory!r} lays {self.cond.map_channels} map channel(s) "
+                             f"beside the frames, but model.map_channels is {self.model.map_channels}: set it to "
+                             f"{self.cond.map_channels}")
+        if self.cond.trajectory != "none" and self.data.kind not in TRACKED_KINDS:
+            raise ValueError(f"cond.trajectory needs clips with tracks: data.kind {self.data.kind!r} has none "
+                             f"(kinds with tracks: {', '.join(TRACKED_KINDS)})")
         if self.cond.audio and not self.data.audio:
             raise ValueError("cond.audio needs data.audio: true (the clips' audio tracks)")
         if self.diffusion.loss == "hybrid" and not self.model.learned_variance:

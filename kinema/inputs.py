@@ -136,3 +136,93 @@ def audio_input(value, batch: int, num_frames: int, *, rate: int, fps: float, n_
     wave = fit_length(wave, int(round(num_frames * rate / fps)))
     mel = audio_features(wave, rate=rate, num_frames=num_frames, n_mels=n_mels, steps_per_frame=steps_per_frame)
     return mel.expand(batch, *mel.shape[1:]) if mel.shape[0] == 1 else mel
+
+
+def parse_path(text: str) -> list[list[Optional[tuple[float, float]]]]:
+    """'x,y;x,y;...' (objects separated by '|', '-' or nothing = absent in that frame) -> per object, its points.
+
+    A text naming a .json file reads it: a list of [x, y] (or null) points, or a list of such lists (objects).
+    """
+    if text.strip().endswith(".json") and Path(text.strip()).is_file():
+        import json
+        data = json.loads(Path(text.strip()).read_text())
+        if not isinstance(data, list) or not data:
+            raise ValueError(f"trajectory file {text.strip()}: expected a non-empty list of [x, y] points")
+        first = data[0]
+        one = first is None or (isinstance(first, list) and all(isinstance(v, (int, float)) for v in first))
+        objects = [data] if one else data  # a list of points, or a list of objects' lists of points
+        where = f"trajectory file {text.strip()}"
+        if not all(isinstance(obj, list) and obj for obj in objects):
+            raise ValueError(f"{where}: expected a list of [x, y] points (null = absent), or one such list per object")
+        return [[None if p is None else _point(p, where) for p in obj] for obj in objects]
+    objects = []
+    for obj in text.split("|"):
+        points = []
+        for part in obj.split(";"):
+            part = part.strip()
+            points.append(None if part in ("", "-") else _point(part.split(","), f"trajectory point {part!r}"))
+        objects.append(points)
+    if not any(p is not None for obj in objects for p in obj):
+        raise ValueError(f"trajectory {text!r} has no point; write 'x,y;x,y;...' with x, y in [0, 1]")
+    return objects
+
+
+def _point(values, where: str) -> tuple[float, float]:
+    """Two numbers in [0, 1] -> (x, y), or a ValueError naming `where`."""
+    try:
+        x, y = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected two numbers x, y in [0, 1] (0, 0 = top left)") from None
+    if not (0 <= x <= 1 and 0 <= y <= 1):
+        raise ValueError(f"{where}: x, y = {x:g}, {y:g} must lie in [0, 1] (normalised: 0, 0 = top left, "
+                         "1, 1 = bottom right)")
+    return x, y
+
+
+def resample_path(points: list[tuple[float, float]], num_frames: int) -> torch.Tensor:
+    """Waypoints -> (num_frames, 2) points spread evenly along the polyline through them (constant speed)."""
+    p = torch.tensor(points, dtype=torch.float64)  # (N, 2)
+    if len(p) == 1:
+        return p.expand(num_frames, 2).float()
+    seg = (p[1:] - p[:-1]).norm(dim=-1)  # (N-1,)
+    dist = torch.cat([seg.new_zeros(1), seg.cumsum(0)])  # (N,) arc length at each waypoint
+    if dist[-1] == 0:
+        return p[:1].expand(num_frames, 2).float()
+    target = torch.linspace(0, float(dist[-1]), num_frames, dtype=torch.float64)
+    i = (torch.searchsorted(dist, target, right=True) - 1).clamp(0, len(p) - 2)  # segment of each target
+    frac = ((target - dist[i]) / seg[i].clamp_min(1e-12)).clamp(0, 1)[:, None]
+    return (p[i] + frac * (p[i + 1] - p[i])).float()
+
+
+def trajectory_input(value, batch: int, num_frames: int) -> torch.Tensor:
+    """A path (text, JSON file, or (T, 2) / (T, K, 2) / (B, T, K, 2) numbers, NaN = absent) -> (B, T, K, 2).
+
+    Per object: exactly `num_frames` points are one per frame (absent ones allowed); any other number
+    of points (none absent) are waypoints, resampled evenly along the path they draw.
+    """
+    if isinstance(value, (str, Path)):
+        columns = []
+        for obj in parse_path(str(value)):
+            if len(obj) == num_frames:
+                nan = (float("nan"), float("nan"))
+                columns.append(torch.tensor([nan if p is None else p for p in obj], dtype=torch.float32))
+            elif any(p is None for p in obj):
+                raise ValueError(f"a path with absent frames ('-') needs exactly one entry per frame: {len(obj)} "
+                                 f"entries for {num_frames} frames")
+            else:
+                columns.append(resample_path(obj, num_frames))
+        points = torch.stack(columns, dim=1)[None]  # (1, T, K, 2)
+    else:
+        points = torch.as_tensor(np.asarray(value, dtype=np.float32))
+        points = {2: lambda p: p[None, :, None], 3: lambda p: p[None], 4: lambda p: p}.get(
+            points.ndim, lambda p: None)(points)
+        if points is None or points.shape[-1] != 2 or points.shape[1] != num_frames:
+            raise ValueError(f"a trajectory array is (T, 2), (T, K, 2) or (B, T, K, 2) with T = {num_frames} "
+                             f"frames, got shape {tuple(np.shape(value))}")
+        present = points[~points.isnan()]
+        if present.numel() and not bool(((present >= 0) & (present <= 1)).all()):
+            raise ValueError("trajectory points must be normalised x, y in [0, 1] (NaN = absent), got values in "
+                             f"[{float(present.min()):g}, {float(present.max()):g}]")
+    if points.shape[0] not in (1, batch):
+        raise ValueError(f"{points.shape[0]} trajectories for {batch} clips")
+    return points.expand(batch, *points.shape[1:]) if points.shape[0] == 1 else points

@@ -21,7 +21,7 @@ from .config import DiffusionConfig, is_int, resolve_precision
 from .data import Video, task_mask, to_uint8
 from .diffusion import edit, generate, make_schedule, sampling_denoiser
 from .models import SpaceTimeUNet, StepCache
-from .inputs import as_video, audio_input, known_frames, prompts
+from .inputs import as_video, audio_input, known_frames, prompts, trajectory_input
 from .models.encoders import Conditioner
 from .models.lora import add_adapter, adapters, merge, set_scale
 from .models.model_dir import load_adapter_dir, load_video_model, weights_sha256
@@ -58,11 +58,13 @@ def task_inputs(task: str, clip: torch.Tensor, context_frames: int = 1) -> dict:
 
 
 def _frames_of(cond: Optional[Cond], start: int, length: int) -> Optional[Cond]:
-    """The part of a condition that belongs to frames start .. start + length - 1 (frame-aligned vectors are cut)."""
-    if cond is None or cond.per_frame is None:
+    """The part of a condition that belongs to frames start .. start + length - 1 (frame-aligned parts are cut)."""
+    if cond is None or (cond.per_frame is None and cond.maps is None):
         return cond
+    frames = slice(start, start + length)
     return Cond(tokens=cond.tokens, mask=cond.mask, pooled=cond.pooled,
-                per_frame=cond.per_frame[:, start : start + length])
+                per_frame=None if cond.per_frame is None else cond.per_frame[:, frames],
+                maps=None if cond.maps is None else cond.maps[:, :, frames])
 
 
 class VideoPipeline:
@@ -109,9 +111,10 @@ class VideoPipeline:
                  context_frames: Optional[int] = None, first_frame=None, last_frame=None, steps: int = 50,
                  sampler: str = "ddim", seed: Optional[int] = None, spacing: Optional[str] = None,
                  overlap: Optional[int] = None, long_mode: str = "sliding", prompt=None, negative_prompt=None,
-                 image=None, audio=None, guidance: float = 1.0, image_guidance: float = 1.0,
-                 audio_guidance: float = 1.0, draws: int = 1, cache_interval: int = 1, progress: bool = True,
-                 frame_reference: bool = True, **sampler_options) -> Video:
+                 image=None, audio=None, trajectory=None, guidance: float = 1.0, image_guidance: float = 1.0,
+                 audio_guidance: float = 1.0, trajectory_guidance: float = 1.0, draws: int = 1,
+                 cache_interval: int = 1, progress: bool = True, frame_reference: bool = True,
+                 **sampler_options) -> Video:
         """Generate, predict, interpolate or animate clips of any length with one call.
 
         Args:
@@ -136,9 +139,14 @@ class VideoPipeline:
             image: a reference image (path, array or tensor) for a model with an image encoder.
             audio: a sound track: an audio or video file path, or float (A,) / (B, A) samples at the
                 model's audio rate; it is cut or padded to num_frames / fps seconds, frame t to frame t.
+            trajectory: where the object is in each frame, for a model trained with cond.trajectory:
+                "x,y;x,y;..." (normalised, 0,0 = top left; '|' separates objects; exactly num_frames
+                points are one per frame, '-' = absent; any other number are waypoints spread evenly
+                along the path), a .json file of [x, y] points, or (T, 2) / (T, K, 2) / (B, T, K, 2) numbers.
             guidance: classifier-free guidance scale of the text (1 = plain conditional).
             image_guidance: guidance scale of the reference image.
             audio_guidance: guidance scale of the audio.
+            trajectory_guidance: guidance scale of the trajectory.
             draws: sample each clip this many times and return the pixel-wise mean of the draws: an
                 estimate of the posterior mean, the prediction with the least squared error (highest
                 expected PSNR), blurred where the draws disagree. 1 (default) returns one sharp sample.
@@ -180,8 +188,9 @@ class VideoPipeline:
         if image is None and frame_reference and 0 in known and self.takes("image"):
             image = known[0]  # (B, C, H, W): training pairs a clip with its first frame as the reference image
         conds = self.conditions(batch, total, prompt=prompt, negative_prompt=negative_prompt, image=image,
-                                audio=audio, scales={"text": guidance, "image": image_guidance,
-                                                     "audio": audio_guidance})
+                                audio=audio, trajectory=trajectory,
+                                scales={"text": guidance, "image": image_guidance, "audio": audio_guidance,
+                                        "trajectory": trajectory_guidance})
         self._check_memory(batch, window, len(conds[0]) if conds[1] else 1, what=f"num_videos={batch}")
         generator = self._generator(seed)
         bar = tqdm(total=draws * len(plan) * steps, desc=f"sample ({sampler})", unit="step", disable=not progress)
@@ -202,15 +211,15 @@ class VideoPipeline:
 
     @torch.no_grad()
     def edit(self, video, *, strength: float = 0.6, prompt=None, negative_prompt=None, image=None, audio=None,
-             guidance: float = 1.0, image_guidance: float = 1.0, audio_guidance: float = 1.0, steps: int = 50,
-             sampler: str = "ddim", seed: Optional[int] = None, spacing: Optional[str] = None,
-             cache_interval: int = 1, progress: bool = True, **sampler_options) -> Video:
+             trajectory=None, guidance: float = 1.0, image_guidance: float = 1.0, audio_guidance: float = 1.0,
+             trajectory_guidance: float = 1.0, steps: int = 50, sampler: str = "ddim", seed: Optional[int] = None,
+             spacing: Optional[str] = None, cache_interval: int = 1, progress: bool = True, **sampler_options) -> Video:
         """Re-generate a clip under new conditions, keeping its layout (SDEdit); the frame count is kept.
 
         Args:
             video: the source clip(s): a file path, uint8 (T, H, W, C) / (B, T, H, W, C) or float (B, C, T, H, W).
             strength: how far to noise the source, in (0, 1]: near 0 keeps it, 1 ignores it.
-            prompt, negative_prompt, image, audio, guidance, image_guidance, audio_guidance: as in `__call__`.
+            prompt, negative_prompt, image, audio, trajectory and their guidance scales: as in `__call__`.
             steps: sampler steps over the whole schedule (about strength * steps are taken).
             sampler, seed, spacing, cache_interval, progress, **sampler_options: as in `__call__`.
         Returns:
@@ -220,8 +229,9 @@ class VideoPipeline:
         b, _, t = x0.shape[:3]
         spacing = spacing or default_spacing(sampler)
         chain, scales = self.conditions(b, t, prompt=prompt, negative_prompt=negative_prompt, image=image,
-                                        audio=audio, scales={"text": guidance, "image": image_guidance,
-                                                             "audio": audio_guidance})
+                                        audio=audio, trajectory=trajectory,
+                                        scales={"text": guidance, "image": image_guidance, "audio": audio_guidance,
+                                                "trajectory": trajectory_guidance})
         self._check_memory(b, t, len(chain) if scales else 1, what=f"editing {b} clip(s)")
         denoise = self._denoiser(cache_interval, [{"cond": c} for c in chain], scales)
         generator = self._generator(seed)
@@ -345,17 +355,17 @@ class VideoPipeline:
     # ---- user inputs -> conditions ----
 
     def takes(self, name: str) -> bool:
-        """Whether the model takes condition `name` ("text", "image", "audio")."""
+        """Whether the model takes condition `name` ("text", "image", "audio", "trajectory")."""
         return self.conditioner is not None and name in self.conditioner.names
 
     def conditions(self, batch: int, num_frames: int, *, prompt=None, negative_prompt=None, image=None, audio=None,
-                   scales: Optional[dict] = None) -> tuple[list[Optional[Cond]], list[float]]:
+                   trajectory=None, scales: Optional[dict] = None) -> tuple[list[Optional[Cond]], list[float]]:
         """The guidance chain for these inputs: Conds with none, then one more, ... of the given conditions, and scales.
 
         With every scale 1 and no negative prompt the chain is just [full Cond] and no scale: one model call.
         """
         scales = scales or {}
-        given = {"text": prompt, "image": image, "audio": audio}
+        given = {"text": prompt, "image": image, "audio": audio, "trajectory": trajectory}
         given = {k: v for k, v in given.items() if v is not None}
         if negative_prompt is not None and prompt is None:
             raise ValueError("negative_prompt needs a prompt")
@@ -381,9 +391,12 @@ class VideoPipeline:
         return chain, [float(scales.get(n, 1.0)) for n in names]
 
     def _cond_input(self, name: str, value, batch: int, num_frames: int):
-        """User input -> what the encoder takes: list[str] (B), image (B, C, H, W) or log-mel (B, n_mels, S)."""
+        """User input -> what the encoder takes: list[str] (B), image (B, C, H, W), log-mel (B, n_mels, S) or
+        points (B, T, K, 2)."""
         if name == "text":
             return prompts(value, batch, getattr(self.conditioner.text, "tokenizer", None))
+        if name == "trajectory":
+            return trajectory_input(value, batch, num_frames).to(self.device)
         if name == "image":
             img = self._as_video(value, image=True)[:, :, 0]  # (B', C, H, W)
             return img.expand(batch, *img.shape[1:]) if img.shape[0] == 1 else img

@@ -36,13 +36,15 @@ class Cond:
     mask: Optional[torch.Tensor] = None  # (B, L) bool, True = real token
     pooled: Optional[torch.Tensor] = None  # (B, D)
     per_frame: Optional[torch.Tensor] = None  # (B, T, D), vector t belongs to frame t (e.g. audio)
+    maps: Optional[torch.Tensor] = None  # (B, M, T, H, W) maps laid beside the input frames (e.g. a path's heatmap)
 
     def drop(self, keep: torch.Tensor) -> "Cond":
         """This condition with the batch items where `keep` (B,) is False removed (masked, zeroed)."""
         keep = keep.bool()
         mask = None if self.tokens is None else self._mask() & keep[:, None]
         zero = lambda v: None if v is None else v * keep.to(v.dtype).reshape(-1, *[1] * (v.ndim - 1))  # noqa: E731
-        return Cond(tokens=self.tokens, mask=mask, pooled=zero(self.pooled), per_frame=zero(self.per_frame))
+        return Cond(tokens=self.tokens, mask=mask, pooled=zero(self.pooled), per_frame=zero(self.per_frame),
+                    maps=zero(self.maps))
 
     def _mask(self) -> torch.Tensor:
         if self.mask is not None:
@@ -51,7 +53,7 @@ class Cond:
 
     @staticmethod
     def cat(parts: list["Cond"]) -> "Cond":
-        """One Cond from several: tokens concatenated along L, pooled and per-frame vectors summed."""
+        """One Cond from several: tokens concatenated along L, pooled and per-frame vectors and maps summed."""
         tokened = [p for p in parts if p.tokens is not None]
         tokens = torch.cat([p.tokens for p in tokened], dim=1) if tokened else None
         mask = torch.cat([p._mask() for p in tokened], dim=1) if tokened else None
@@ -60,7 +62,7 @@ class Cond:
             vs = [getattr(p, name) for p in parts if getattr(p, name) is not None]
             return sum(vs[1:], vs[0]) if vs else None
 
-        return Cond(tokens=tokens, mask=mask, pooled=total("pooled"), per_frame=total("per_frame"))
+        return Cond(tokens=tokens, mask=mask, pooled=total("pooled"), per_frame=total("per_frame"), maps=total("maps"))
 
     @staticmethod
     def stack(conds: list[Optional["Cond"]], batch: int) -> Optional["Cond"]:
@@ -93,7 +95,8 @@ class Cond:
                 if c is not None and c.tokens is not None:
                     tokens[i * batch:(i + 1) * batch, :c.tokens.shape[1]] = c.tokens
                     mask[i * batch:(i + 1) * batch, :c.tokens.shape[1]] = c._mask()
-        return Cond(tokens=tokens, mask=mask, pooled=filled("pooled"), per_frame=filled("per_frame"))
+        return Cond(tokens=tokens, mask=mask, pooled=filled("pooled"), per_frame=filled("per_frame"),
+                    maps=filled("maps"))
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Every data set yields ``{"video": float32 (C, T, H, W) in [-1, 1], "caption": str, ...}``;
 collate stacks them into ``(B, C, T, H, W)``. The kinds:
 
-- ``moving-digits``: synthetic, C = 1, with ``"labels": LongTensor (max_digits, 2)``.
+- ``moving-digits``: synthetic, C = 1, with ``"labels": LongTensor (max_digits, 2)`` and ``"trajectory":
+  float32 (T, max_digits, 2)`` (each digit's centre per frame, normalised (x, y); NaN for absent digits).
 - ``folder`` / ``ucf101`` / ``kinetics400`` (``video_datasets.py``): real videos, C = 3, with
   ``"label": int`` (-1 when none), ``"caption"`` "" when none, and ``"audio": float32 (A,)``
   when asked for.
@@ -233,6 +234,15 @@ class MovingDigits(torch.utils.data.Dataset):
             tracks.append(DigitTrack(image_index, int(classes[image_index]), direction, speed, positions))
         return tracks
 
+    def trajectory(self, tracks: list[DigitTrack]) -> torch.Tensor:
+        """Each digit's centre per frame as normalised (x, y): float (T, max_digits, 2), NaN rows for absent digits."""
+        cfg = self.config
+        out = torch.full((cfg.num_frames, cfg.max_digits, 2), float("nan"))
+        for k, tr in enumerate(tracks):
+            centre = (torch.from_numpy(tr.positions).float() + cfg.digit_size / 2) / cfg.size  # (T, 2) as (y, x)
+            out[:, k] = centre.flip(-1)  # (x, y)
+        return out
+
     def is_inverted(self, index: int) -> bool:
         """Whether item `index` is drawn inverted (its own random stream: the other items' draws do not move)."""
         share = self.config.inverted
@@ -243,7 +253,8 @@ class MovingDigits(torch.utils.data.Dataset):
         return _caption(self.tracks(index)) + (", inverted" if self.is_inverted(index) else "")
 
     def __getitem__(self, index: int) -> dict:
-        """{"video": float (1, T, size, size) in [-1, 1], "caption": str, "labels": long (max_digits, 2)}."""
+        """{"video": float (1, T, size, size) in [-1, 1], "caption": str, "labels": long (max_digits, 2),
+        "trajectory": float (T, max_digits, 2)} (+ "audio" (A,) with config.audio)."""
         cfg = self.config
         tracks = self.tracks(index)
         sprites = _digit_sprites(cfg.digit_size)  # (N, S, S)
@@ -259,7 +270,8 @@ class MovingDigits(torch.utils.data.Dataset):
         labels = torch.full((cfg.max_digits, 2), -1, dtype=torch.long)  # rows (digit, direction)
         for row, tr in enumerate(tracks):
             labels[row] = torch.tensor([tr.digit, tr.direction])
-        item = {"video": video, "caption": self.caption(index), "labels": labels}
+        item = {"video": video, "caption": self.caption(index), "labels": labels,
+                "trajectory": self.trajectory(tracks)}
         if cfg.audio:
             rng = np.random.default_rng([cfg.seed, self._split_id, index, 1])
             item["audio"] = torch.from_numpy(_synth_audio(tracks, cfg, rng))  # (A,)

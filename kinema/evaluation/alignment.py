@@ -46,6 +46,15 @@ def centroid_track(video, threshold: float = 0.3) -> np.ndarray:
     return out
 
 
+def path_error(track: np.ndarray, target: np.ndarray, size: int) -> float:
+    """Mean distance in pixels between a (T, 2) (y, x) track and a (T, 2) normalised (x, y) target path, over the
+    frames where both exist (NaN when none do)."""
+    want = np.asarray(target, dtype=np.float64)[:, ::-1] * size  # (T, 2) as (y, x) pixels
+    dist = np.linalg.norm(np.asarray(track, dtype=np.float64) - want + 0.5, axis=1)  # + 0.5: pixel centres
+    dist = dist[np.isfinite(dist)]
+    return float(dist.mean()) if len(dist) else float("nan")
+
+
 def direction_of(track: np.ndarray, dead_zone: float = 0.5) -> int:
     """The initial motion of a (T, 2) track as an index into DIRECTIONS, or -1 if it does not move.
 

@@ -29,6 +29,7 @@ from .alignment import (
     direction_of,
     height_pitch_correlation,
     identity_scores,
+    path_error,
 )
 from .features import (
     WEIGHTS,
@@ -231,11 +232,23 @@ def alignment_scores(fake: torch.Tensor, real: dict, protocol: EvalProtocol, cla
         same = [direction_of(centroid_track(v[:, start:])) == direction_of(centroid_track(r[:, start:]))
                 for v, r in zip(fake, real["video"])]
         out["direction_agreement_with_real"] = float(np.mean(same))
+    if "trajectory" in protocol.conditions:  # does the digit's centre follow the clip's true track?
+        out.update(trajectory_scores(fake, real["trajectory"]))
     if "audio" in protocol.conditions:
         c = np.array([height_pitch_correlation(centroid_track(v), p.numpy()) for v, p in zip(fake, real["pitch"])])
         out["height_pitch_correlation"] = float(np.nanmean(c)) if np.isfinite(c).any() else float("nan")
         out["height_pitch_clips_scored"] = int(np.isfinite(c).sum())
     return out
+
+
+def trajectory_scores(videos: torch.Tensor, paths: torch.Tensor) -> dict:
+    """Mean and median distance (pixels) of clips' (N, C, T, H, W) tracked centre to their paths (N, T, 1, 2)."""
+    size = videos.shape[-1]
+    errors = np.array([path_error(centroid_track(v), p[:, 0].numpy(), size) for v, p in zip(videos, paths)])
+    found = errors[np.isfinite(errors)]
+    return {"trajectory_error_px": float(found.mean()) if len(found) else float("nan"),
+            "trajectory_error_px_median": float(np.median(found)) if len(found) else float("nan"),
+            "trajectory_clips_scored": int(len(found))}
 
 
 def temporal_scores(videos: torch.Tensor, flow: Optional[torch.nn.Module] = None) -> dict:
@@ -277,6 +290,8 @@ def evaluate(sample: SampleFn, protocol: EvalProtocol, scorers: Scorers, real: d
     if scorers.classifier is not None and protocol.task == "generate":
         report["real"]["diversity"] = digit_diversity([scorers.classifier.predict(v) for v in real["video"]])
     report["real"]["temporal"] = temporal_scores(real["video"], scorers.flow)
+    if "trajectory" in protocol.conditions:  # the floor: the tracker's own error on the real clips
+        report["real"]["trajectory"] = trajectory_scores(real["video"], real["trajectory"])
     if protocol.task != "generate":  # what copying or blending the given frames scores on the same targets
         report["real"]["baselines"] = {
             name: {k: v for k, v in frame_scores(guess[None], real["video"], protocol.known())["mean_over_draws"].items()

@@ -19,7 +19,7 @@ from ..config import DataConfig
 from ..data import SAMPLING_TASKS, build_dataset, dataset_options, task_mask, to_tensor, to_uint8
 from ..data.datasets import MovingDigits, digit_pitch
 
-CONDITIONS = ("text", "image", "audio")  # taken from each real clip: its caption, its first frame, its sound
+CONDITIONS = ("text", "image", "audio", "trajectory")  # from each real clip: caption, first frame, sound, track
 COUNT_FRAMES = ("all", "generated")
 # ---- the protocol ----
 
@@ -115,8 +115,8 @@ def data_spec(kind: str, *, size: int, num_frames: int, num: int, seed: int = 12
 def real_clips(spec: dict, num: int) -> dict:
     """The first `num` clips of the data set in `spec`, on the uint8 grid as generated clips are.
 
-    {"video": (N, C, T, H, W), "caption": [N], "audio": (N, A)?, "digit" / "direction": (N,) and
-    "pitch": (N, T) Hz for moving digits}
+    {"video": (N, C, T, H, W), "caption": [N], "audio": (N, A)?, "digit" / "direction": (N,), "pitch": (N, T) Hz
+    and "trajectory": (N, T, 1, 2) normalised (x, y) for moving digits}
     """
     options = {k: v for k, v in spec.items() if k != "kind"}
     ds = build_dataset(spec["kind"], **options)
@@ -130,6 +130,7 @@ def real_clips(spec: dict, num: int) -> dict:
     if isinstance(ds, MovingDigits):
         labels = torch.stack([it["labels"][0] for it in items])  # (N, 2): digit, direction of the one digit
         out["digit"], out["direction"] = labels[:, 0], labels[:, 1]
+        out["trajectory"] = torch.stack([it["trajectory"][:, :1] for it in items])  # (N, T, 1, 2): the one digit
         room = ds.config.size - ds.config.digit_size
         out["pitch"] = torch.from_numpy(np.stack([digit_pitch(ds.tracks(i)[0].positions.astype(np.float64), room)
                                                   for i in range(num)]))  # (N, T)

@@ -197,6 +197,11 @@ def _results_md(report: dict) -> list[str]:
         if real_div:
             lines += ["", f"Real clips: digit-class entropy {_fmt(real_div['entropy_normalised'])} of log2 10, "
                           f"histogram {real_div['histogram']}."]
+        real_path = report.get("real", {}).get("trajectory")
+        if real_path:
+            lines += ["", f"Real clips against their own tracks (the tracker's floor): "
+                          f"{_fmt(real_path['trajectory_error_px'], 2)} px mean, "
+                          f"{_fmt(real_path['trajectory_error_px_median'], 2)} px median."]
         lines.append("")
     temporal = [r["temporal"] for r in rows]
     if temporal and temporal[0].get("available"):

@@ -7,6 +7,7 @@ them into the single `Cond` the UNet reads (tokens -> cross-attention, vectors -
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from typing import Optional
@@ -218,15 +219,65 @@ class AudioEncoder(nn.Module):
         return Cond(per_frame=per_frame, pooled=self.pool(per_frame.mean(1)))
 
 
+# ---- trajectory ----
+
+
+def render_heatmap(points: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:
+    """Points (B, T, K, 2) as normalised (x, y), NaN = absent -> (B, 1, T, H, W): a Gaussian blob at each (max)."""
+    ys = (torch.arange(height, device=points.device, dtype=torch.float32) + 0.5) / height  # pixel centres
+    xs = (torch.arange(width, device=points.device, dtype=torch.float32) + 0.5) / width
+    present = ~points.isnan().any(dim=-1)  # (B, T, K)
+    p = torch.nan_to_num(points.float())
+    dy = ys[:, None] - p[..., 1, None, None]  # (B, T, K, H, 1)
+    dx = xs[None, :] - p[..., 0, None, None]  # (B, T, K, 1, W)
+    blobs = torch.exp(-(dx.square() + dy.square()) / (2 * sigma ** 2)) * present[..., None, None]  # (B, T, K, H, W)
+    return blobs.amax(dim=2)[:, None]  # (B, 1, T, H, W)
+
+
+class TrajectoryEncoder(nn.Module):
+    """Each object's position per frame -> a heatmap beside the input frames and / or frame-aligned vectors."""
+
+    def __init__(self, encoding: str, dim: int, *, objects: int, sigma: float, frame_size: int, bands: int = 4):
+        super().__init__()
+        self.encoding, self.objects, self.sigma, self.frame_size = encoding, objects, sigma, frame_size
+        self.register_buffer("freqs", torch.pi * 2.0 ** torch.arange(bands, dtype=torch.float32), persistent=False)
+        if encoding in ("vector", "both"):
+            per_object = 1 + 2 * 2 * bands  # present, sin / cos of x and y per band
+            self.mlp = nn.Sequential(nn.Linear(objects * per_object, dim), nn.SiLU(), nn.Linear(dim, dim))
+            self.pool = nn.Linear(dim, dim)
+
+    def forward(self, points: torch.Tensor) -> Cond:
+        """Points (B, T, K, 2) normalised (x, y) in [0, 1], NaN where an object is absent -> Cond."""
+        if points.ndim != 4 or points.shape[-1] != 2 or points.shape[2] < 1:
+            raise ValueError(f"a trajectory is (B, T, objects, 2) normalised (x, y), got shape {tuple(points.shape)}")
+        maps = per_frame = pooled = None
+        if self.encoding in ("heatmap", "both"):
+            maps = render_heatmap(points, self.frame_size, self.frame_size, self.sigma)
+        if self.encoding in ("vector", "both"):
+            if points.shape[2] > self.objects:
+                raise ValueError(f"{points.shape[2]} objects in the trajectory; this model has slots for "
+                                 f"{self.objects} (cond.trajectory_objects)")
+            pad = points.new_full((*points.shape[:2], self.objects - points.shape[2], 2), float("nan"))
+            p = torch.cat([points, pad], dim=2).float()  # (B, T, K, 2)
+            present = (~p.isnan().any(dim=-1, keepdim=True)).float()  # (B, T, K, 1)
+            angles = torch.nan_to_num(p)[..., None] * self.freqs  # (B, T, K, 2, bands)
+            fourier = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2) * present  # (B, T, K, 4 bands)
+            feats = rearrange(torch.cat([present, fourier], dim=-1), "b t k f -> b t (k f)")
+            per_frame = self.mlp(feats)  # (B, T, D)
+            pooled = self.pool(per_frame.mean(1))
+        return Cond(per_frame=per_frame, pooled=pooled, maps=maps)
+
+
 # ---- all conditions of a model ----
 
-CONDITIONS = ("text", "image", "audio")
+CONDITIONS = ("text", "image", "audio", "trajectory")
 
 
 class Conditioner(nn.Module):
     """The encoders a model was trained with; encodes, drops per clip (CFG) and joins their conditions."""
 
-    def __init__(self, config: CondConfig, dim: int, *, in_channels: int = 1, tokenizer: Optional[Tokenizer] = None):
+    def __init__(self, config: CondConfig, dim: int, *, in_channels: int = 1, tokenizer: Optional[Tokenizer] = None,
+                 frame_size: int = 0):
         super().__init__()
         self.config = config
         if config.text == "gru":
@@ -239,6 +290,17 @@ class Conditioner(nn.Module):
             self.text = None
         self.image = ImageEncoder(in_channels, dim, config.image_latent) if config.image else None
         self.audio = AudioEncoder(config.n_mels, dim, config.audio_steps_per_frame) if config.audio else None
+        self.trajectory = None
+        if config.trajectory != "none":
+            if config.map_channels and frame_size < 1:
+                raise ValueError("a heatmap trajectory needs the frame size (Conditioner(frame_size=data.size))")
+            self.trajectory = TrajectoryEncoder(config.trajectory, dim, objects=config.trajectory_objects,
+                                                sigma=config.trajectory_sigma, frame_size=frame_size)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the encoders live (a heatmap-only conditioner has buffers, no parameters)."""
+        return next(itertools.chain(self.parameters(), self.buffers())).device
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -246,20 +308,22 @@ class Conditioner(nn.Module):
         return tuple(n for n in CONDITIONS if getattr(self, n) is not None)
 
     def encode(self, name: str, value, *, sample_latent: bool = False) -> tuple[Cond, Optional[torch.Tensor]]:
-        """One condition (text list[str], image (B, C, H, W), audio log-mel (B, n_mels, S)) -> (Cond, KL or None)."""
+        """One condition (text list[str], image (B, C, H, W), audio log-mel (B, n_mels, S), trajectory (B, T, K, 2))
+        -> (Cond, KL or None)."""
         if name not in CONDITIONS or getattr(self, name, None) is None:
             raise ValueError(f"this model takes no {name} condition (it was trained with {self.names or 'none'})")
-        device = next(self.parameters()).device
+        device = self.device
         if name == "image":
             return self.image(value.to(device), sample=sample_latent)
         return getattr(self, name)(value if name == "text" else value.to(device)), None
 
     def forward(self, batch_size: int, *, text: Optional[list[str]] = None, image: Optional[torch.Tensor] = None,
-                audio: Optional[torch.Tensor] = None, keep: Optional[dict[str, torch.Tensor]] = None,
+                audio: Optional[torch.Tensor] = None, trajectory: Optional[torch.Tensor] = None,
+                keep: Optional[dict[str, torch.Tensor]] = None,
                 sample_latent: bool = False) -> tuple[Optional[Cond], torch.Tensor]:
         """The joined Cond of a batch and the image KL (B,); conditions not given, or keep[name] False, are dropped."""
-        inputs = {"text": text, "image": image, "audio": audio}
-        kl = torch.zeros(batch_size, device=next(self.parameters()).device)
+        inputs = {"text": text, "image": image, "audio": audio, "trajectory": trajectory}
+        kl = torch.zeros(batch_size, device=self.device)
         parts = []
         for name, value in inputs.items():
             if value is None:

@@ -296,7 +296,7 @@ def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = Fa
     if cond is not None:
         tokenizer = Tokenizer(read_vocab(path)) if cond.text == "gru" else None
         conditioner = Conditioner(cond, model_config.cond_dim, in_channels=model_config.in_channels,
-                                  tokenizer=tokenizer)
+                                  tokenizer=tokenizer, frame_size=size)
         load_checked(conditioner, load_model_weights(path, "conditioner", trust_pickle=trust_pickle), path,
                      "conditioner")
     return VideoModel(path, model, conditioner, diffusion, size, num_frames, float(fps), audio_rate)

@@ -133,21 +133,33 @@ class SpaceTimeUNet(nn.Module):
             raise ValueError(f"H and W must be divisible by {f} (patch_size {cfg.patch_size} x 2^(levels-1) for "
                              f"channel_mult {cfg.channel_mult}), got H={x.shape[-2]}, W={x.shape[-1]}")
 
-    def frame_input(self, x: torch.Tensor, frames: Optional[FrameMask]) -> torch.Tensor:
-        """The stem's input: x, or [x, known frames (0 where unknown), mask] on channels (MCVD)."""
+    def frame_input(self, x: torch.Tensor, frames: Optional[FrameMask], maps: Optional[torch.Tensor] = None
+                    ) -> torch.Tensor:
+        """The stem's input: x, [known frames (0 where unknown), mask] on channels (MCVD), condition maps."""
+        parts = [x]
+        b, _, t, h, w = x.shape
         if not self.config.frame_conditioning:
             if frames is not None and bool(frames.mask.any()):
                 raise ValueError("this model was trained without frame conditioning (model.frame_conditioning "
                                  "is false); it cannot take known frames")
-            return x
-        b, _, t, h, w = x.shape
-        if frames is None:
-            return torch.cat([x, torch.zeros_like(x), x.new_zeros(b, 1, t, h, w)], dim=1)
-        if frames.mask.shape != (b, t) or frames.frames.shape != x.shape:
-            raise ValueError(f"frame mask {tuple(frames.mask.shape)} / frames {tuple(frames.frames.shape)} do not "
-                             f"match the video {tuple(x.shape)}")
-        mask = repeat(frames.mask.to(x.dtype), "b t -> b 1 t h w", h=h, w=w)
-        return torch.cat([x, frames.frames.to(x.dtype) * mask, mask], dim=1)  # (B, 2C+1, T, H, W)
+        elif frames is None:
+            parts += [torch.zeros_like(x), x.new_zeros(b, 1, t, h, w)]
+        else:
+            if frames.mask.shape != (b, t) or frames.frames.shape != x.shape:
+                raise ValueError(f"frame mask {tuple(frames.mask.shape)} / frames {tuple(frames.frames.shape)} do "
+                                 f"not match the video {tuple(x.shape)}")
+            mask = repeat(frames.mask.to(x.dtype), "b t -> b 1 t h w", h=h, w=w)
+            given = frames.frames.to(x.dtype) * mask
+            if self.config.frame_fill == "nearest":
+                given = fill_nearest(given, frames.mask)
+            parts += [given, mask]
+        m = self.config.map_channels
+        if maps is not None and maps.shape != (b, m, t, h, w):
+            raise ValueError(f"condition maps {tuple(maps.shape)} do not fit this model's (B, M, T, H, W) = "
+                             f"{(b, m, t, h, w)} (model.map_channels = {m})")
+        if m:
+            parts.append(x.new_zeros(b, m, t, h, w) if maps is None else maps.to(x.dtype))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else x  # (B, C', T, H, W)
 
     def embedding(self, step: torch.Tensor, x: torch.Tensor, cond: Optional[Cond]) -> torch.Tensor:
         """The FiLM input: step embedding + pooled condition (B, E), + frame-aligned conditions -> (B, T, E)."""
@@ -180,7 +192,7 @@ class SpaceTimeUNet(nn.Module):
             shape = None if cache.deep is None else tuple(cache.deep.shape)
             raise ValueError(f"cache.reuse is set but the cached features {shape} do not fit the input {tuple(x.shape)}")
         emb = self.embedding(step, x, cond)  # (B, E) or (B, T, E)
-        h = self.frame_input(x, frames)  # (B, C', T, H, W)
+        h = self.frame_input(x, frames, None if cond is None else cond.maps)  # (B, C', T, H, W)
         p = self.config.patch_size
         if p > 1:
             h = rearrange(h, "b c t (h p1) (w p2) -> b (c p1 p2) t h w", p1=p, p2=p)
@@ -225,6 +237,20 @@ class SpaceTimeUNet(nn.Module):
     def checkpointed(layer: Block, h: torch.Tensor, emb: torch.Tensor, cond: Optional[Cond]) -> torch.Tensor:
         """layer(h, emb, cond), saving only the inputs for backward (activation checkpointing)."""
         return recomputed(True, layer, h, emb, cond)
+
+
+def fill_nearest(given: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Known frames (B, C, T, H, W) with every unknown frame replaced by its nearest known one (the earlier on a tie).
+
+    A clip with no known frame stays as it is (zeros).
+    """
+    t = mask.shape[1]
+    pos = torch.arange(t, device=mask.device)
+    dist = (pos[:, None] - pos[None, :]).abs().float() + 0.5 * (pos[None, :] > pos[:, None])  # (T_to, T_from)
+    dist = torch.where(mask[:, None, :] > 0, dist, torch.inf)  # (B, T_to, T_from): only known frames are sources
+    source = dist.argmin(dim=-1)  # (B, T_to)
+    index = source[:, None, :, None, None].expand(-1, given.shape[1], -1, *given.shape[-2:])
+    return torch.gather(given, 2, index)  # (B, C, T, H, W); all-unknown rows gather frame 0 of zeros
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -121,7 +121,7 @@ class Trainer:
             if cfg.cond.text == "gru":
                 self.tokenizer = Tokenizer.build(captions) if base is None else base.conditioner.text.tokenizer
             self.conditioner = Conditioner(cfg.cond, cfg.model.cond_dim, in_channels=cfg.model.in_channels,
-                                           tokenizer=self.tokenizer)
+                                           tokenizer=self.tokenizer, frame_size=cfg.data.size)
             if base is not None:
                 self.conditioner.load_state_dict(base.conditioner.state_dict())
                 if self.tokenizer is not None:  # the new data's words, appended: old ids keep their rows
@@ -286,7 +286,7 @@ class Trainer:
         return terms
 
     def encode(self, conditioner, batch: dict, **options):
-        """The batch's conditions (caption, first frame, audio features) through `conditioner`: (Cond, KL (B,))."""
+        """The batch's conditions (caption, first frame, audio, tracks) through `conditioner`: (Cond, KL (B,))."""
         cc, video = self.config.cond, batch["video"]
         inputs = {}
         if cc.text != "none":
@@ -297,6 +297,8 @@ class Trainer:
             inputs["audio"] = audio_features(batch["audio"], rate=self.config.data.audio_rate,  # (B, A): the clip's
                                              num_frames=video.shape[2], n_mels=cc.n_mels,
                                              steps_per_frame=cc.audio_steps_per_frame)
+        if cc.trajectory != "none":
+            inputs["trajectory"] = batch["trajectory"]  # (B, T, K, 2): each digit's centre per frame
         return conditioner(video.shape[0], **inputs, **options)
 
     def step(self, batches: list[dict]) -> dict:

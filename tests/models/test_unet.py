@@ -16,7 +16,7 @@ from kinema.models.kernels import Conv3d, flop_counter
 from kinema.models.layers import ResBlock, TemporalAttention, TemporalConv, timestep_embedding
 from kinema.models.model_dir import save_model_dir
 from kinema.pipeline import VideoPipeline
-from kinema.types import Cond
+from kinema.types import Cond, FrameMask
 
 
 def _config(**overrides):
@@ -615,3 +615,27 @@ def test_gradient_checkpointing_gives_the_same_gradients_from_fewer_saved_tensor
     assert grads_ckpt.keys() == grads_full.keys() and len(grads_full) > 50
     for name in grads_full:
         torch.testing.assert_close(grads_ckpt[name], grads_full[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_nearest_fill_puts_the_nearest_given_frame_at_every_unknown_frame():
+    model = SpaceTimeUNet(_config(frame_conditioning=True, frame_fill="nearest"))
+    x = torch.randn(2, 1, 6, 8, 8, generator=_gen(2))
+    video = torch.randn(2, 1, 6, 8, 8, generator=_gen(3))
+    mask = torch.tensor([[0, 1, 0, 0, 1, 0], [1, 0, 1, 0, 0, 0]], dtype=torch.float32)
+    stem_in = model.frame_input(x, FrameMask(mask=mask, frames=video * mask[:, None, :, None, None]))
+    given, stem_mask = stem_in[:, 1:2], stem_in[:, 2]
+    nearest = [[1, 1, 1, 4, 4, 4], [0, 0, 2, 2, 2, 2]]  # a tie goes to the earlier frame
+    for b, sources in enumerate(nearest):
+        for t, s in enumerate(sources):
+            torch.testing.assert_close(given[b, :, t], video[b, :, s], rtol=0, atol=0)
+    torch.testing.assert_close(stem_mask[:, :, 0, 0], mask, rtol=0, atol=0)  # the mask still says what is given
+    zero = SpaceTimeUNet(_config(frame_conditioning=True))
+    plain = zero.frame_input(x, FrameMask(mask=mask, frames=video * mask[:, None, :, None, None]))[:, 1:2]
+    assert not plain[0, :, 0].any() and not given[0, :, 0].eq(0).all()
+    nothing = model.frame_input(x, FrameMask(mask=torch.zeros(2, 6), frames=torch.zeros_like(video)))
+    assert not nothing[:, 1:].any()
+
+
+def test_frame_fill_is_checked():
+    with pytest.raises(ValueError, match="model.frame_fill.*nearest"):
+        _config(frame_conditioning=True, frame_fill="previous")
