@@ -17,9 +17,12 @@ from pathlib import Path
 
 from .data import MovingDigits, MovingDigitsConfig, Video, to_uint8
 from .data.audio import write_wav
+from .inputs import draw_path, trajectory_input
 from .pipeline import VideoPipeline, task_inputs
 
 PROMPTS = ("digit 3 moving right", "digit 7 moving up", "digit 0 moving down left")
+PATH = "0.3,0.3;0.7,0.3;0.7,0.7;0.3,0.7"  # three sides of a square, clockwise from the top left
+PATH_PROMPT = "digit 2"
 
 
 @dataclass
@@ -93,6 +96,16 @@ def run_demo(model: str | Path = "moving-digits", out: str | Path = "outputs/dem
         items.append(DemoItem("audio → motion", "motion from a sound track",
                               "pitch = height, clicks = bounces; right: the clip the sound came from", gif, mp4,
                               [real_gif, "audio_input.wav"]))
+    if cc is not None and cc.trajectory != "none":
+        prompt = {"prompt": f"{PATH_PROMPT} moving right", "guidance": guidance} if cc.text != "none" else {}
+        video = pipe(trajectory=PATH, trajectory_guidance=guidance, seed=seed, **prompt, **common)
+        gif, mp4 = _save(video, out, "path")
+        drawn = Video(draw_path(video.numpy()[0], trajectory_input(PATH, 1, video.numpy().shape[1])[0])[None],
+                      fps=video.fps)
+        drawn_gif, _ = _save(drawn, out, "path_drawn")
+        items.append(DemoItem("path → motion", "a digit following a drawn path",
+                              f"waypoints {PATH}, guidance {guidance}; the path and each frame's target (ring) drawn "
+                              "over the result; below: the result alone", drawn_gif, mp4, [gif]))
     if not items:  # an unconditional model without frame conditioning: plain generation
         video = pipe(4, seed=seed, **common)
         for i in range(len(video)):

@@ -226,3 +226,39 @@ def trajectory_input(value, batch: int, num_frames: int) -> torch.Tensor:
     if points.shape[0] not in (1, batch):
         raise ValueError(f"{points.shape[0]} trajectories for {batch} clips")
     return points.expand(batch, *points.shape[1:]) if points.shape[0] == 1 else points
+
+
+PATH_COLOURS = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (64, 220, 120))  # per object
+
+
+def draw_path(video, points, scale: int = 4) -> np.ndarray:
+    """uint8 (T, H, W, C) frames with a path (T, K, 2) normalised (x, y) drawn over them -> uint8 (T, sH, sW, 3).
+
+    Each object's whole path is a thin line, and frame t marks where the object should be in it (a ring).
+    """
+    from PIL import Image, ImageDraw
+
+    frames = np.asarray(video)
+    if frames.dtype != np.uint8 or frames.ndim != 4:
+        raise ValueError(f"draw_path takes uint8 (T, H, W, C) frames, got {frames.dtype} {frames.shape}")
+    path = torch.as_tensor(np.asarray(points, dtype=np.float32))
+    if path.ndim != 3 or path.shape[0] != len(frames) or path.shape[-1] != 2:
+        raise ValueError(f"the path must be (T, K, 2) with T = {len(frames)}, got {tuple(path.shape)}")
+    t, h, w = frames.shape[:3]
+    size = np.array([w * scale, h * scale], dtype=np.float32)
+    out = []
+    for i, frame in enumerate(frames):
+        image = Image.fromarray(frame[..., 0] if frame.shape[-1] == 1 else frame).convert("RGB")
+        image = image.resize((w * scale, h * scale), Image.NEAREST)
+        draw = ImageDraw.Draw(image)
+        for k in range(path.shape[1]):
+            colour = PATH_COLOURS[k % len(PATH_COLOURS)]
+            xy = [tuple(p * size) for p in path[:, k].numpy() if np.isfinite(p).all()]
+            if len(xy) > 1:
+                draw.line(xy, fill=colour, width=max(1, scale // 2))
+            if np.isfinite(path[i, k].numpy()).all():
+                x, y = path[i, k].numpy() * size
+                r = 1.5 * scale
+                draw.ellipse([x - r, y - r, x + r, y + r], outline=colour, width=max(1, scale // 2))
+        out.append(np.asarray(image))
+    return np.stack(out)  # (T, sH, sW, 3)

@@ -2,7 +2,8 @@
 
     kinema serve --model moving-digits            # http://127.0.0.1:7860
 
-Prompt, negative prompt, an optional image / audio / context video, the task, sampler, steps,
+Prompt, negative prompt, an optional image / audio / context video, a path laid by clicking on the
+first frame (a model trained with a trajectory condition), the task, sampler, steps,
 guidance scales, seed, frame count and feature caching; a progress bar while sampling; the clip
 plays in the page and downloads as MP4. Requests wait in one queue: one clip is sampled at a time,
 nobody is turned away.
@@ -29,6 +30,7 @@ from typing import Callable, Optional
 import torch
 
 from .data import SAMPLING_TASKS, read_video
+from .models.encoders import CONDITIONS
 from .diffusion import SAMPLERS
 from .pipeline import MAX_SEED, VideoPipeline
 
@@ -76,7 +78,8 @@ def _finite(name: str, value) -> float:
 
 
 def check_request(pipe: VideoPipeline, *, prompt: str, negative_prompt: str, steps, frames, seed, guidance,
-                  audio_guidance, cache_interval, context_frames=None, max_cost: Optional[int] = None) -> dict:
+                  audio_guidance, cache_interval, context_frames=None, trajectory_guidance=1.0,
+                  max_cost: Optional[int] = None) -> dict:
     """The request's numbers as ints and finite floats, checked before any work; ValueError naming the field."""
     for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
         if len(text) > MAX_PROMPT_CHARS:
@@ -84,6 +87,7 @@ def check_request(pipe: VideoPipeline, *, prompt: str, negative_prompt: str, ste
     n = {"steps": _whole("steps", steps, 1, pipe.diffusion.num_steps), "frames": _whole("frames", frames, 2),
          "seed": _whole("seed", seed, 0, MAX_SEED), "guidance": _finite("guidance", guidance),
          "audio_guidance": _finite("audio guidance", audio_guidance),
+         "trajectory_guidance": _finite("path guidance", trajectory_guidance),
          "cache_interval": _whole("cache interval", cache_interval, 1)}
     if context_frames is not None:
         n["context_frames"] = _whole("context frames", context_frames, 1, n["frames"] - 1)
@@ -103,7 +107,8 @@ def generate_clip(pipe: VideoPipeline, *, task: str, out_dir: str | Path, prompt
                   image: Optional[str] = None, audio: Optional[str] = None, video: Optional[str] = None,
                   sampler: str = "dpmpp_2m", steps: int = 20, guidance: float = 3.0, audio_guidance: float = 2.0,
                   seed: int = 0, frames: int = 16, context_frames: Optional[int] = None, cache_interval: int = 1,
-                  max_cost: Optional[int] = None, cancelled: Optional[Callable[[], bool]] = None) -> Path:
+                  trajectory: str = "", trajectory_guidance: float = 1.0, max_cost: Optional[int] = None,
+                  cancelled: Optional[Callable[[], bool]] = None) -> Path:
     """One request of the page: check the form's values, call the pipeline, write the clip as MP4 into out_dir.
 
     `cancelled()` is asked before every network call; once it says True sampling stops with `Cancelled`.
@@ -112,7 +117,7 @@ def generate_clip(pipe: VideoPipeline, *, task: str, out_dir: str | Path, prompt
         raise ValueError(f"task must be one of {SAMPLING_TASKS}, got {task!r}")
     n = check_request(pipe, prompt=prompt, negative_prompt=negative_prompt, steps=steps, frames=frames, seed=seed,
                       guidance=guidance, audio_guidance=audio_guidance, cache_interval=cache_interval,
-                      context_frames=context_frames, max_cost=max_cost)
+                      context_frames=context_frames, trajectory_guidance=trajectory_guidance, max_cost=max_cost)
     cond = pipe.conditioner.config if pipe.conditioner is not None else None
     kwargs: dict = {"num_frames": n["frames"], "steps": n["steps"], "sampler": sampler, "seed": n["seed"],
                     "cache_interval": n["cache_interval"]}
@@ -122,6 +127,8 @@ def generate_clip(pipe: VideoPipeline, *, task: str, out_dir: str | Path, prompt
             kwargs["negative_prompt"] = negative_prompt.strip()
     if audio and cond is not None and cond.audio:
         kwargs.update(audio=audio, audio_guidance=n["audio_guidance"])
+    if trajectory.strip() and cond is not None and cond.trajectory != "none":
+        kwargs.update(trajectory=trajectory.strip(), trajectory_guidance=n["trajectory_guidance"])
     if image and cond is not None and cond.image and task == "generate":
         kwargs["image"] = image  # a reference image (global embedding) for plain generation
     frame_tasks = pipe.model.config.frame_conditioning
@@ -197,13 +204,14 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
     quiet = {"print_exception": False} if "print_exception" in inspect.signature(gr.Error).parameters else {}
 
     def run(task, prompt, negative, image, audio, video, sampler, steps, guidance, audio_guidance, seed, frames,
-            cache_interval, progress=gr.Progress(track_tqdm=True)):
+            cache_interval, path, path_guidance, progress=gr.Progress(track_tqdm=True)):
         with tempfile.TemporaryDirectory(prefix="kinema-serve-") as tmp:
             try:
                 path = generate_clip(pipe, task=task, out_dir=tmp, prompt=prompt or "", negative_prompt=negative or "",
                                      image=image, audio=audio, video=video, sampler=sampler, steps=steps,
                                      guidance=guidance, audio_guidance=audio_guidance, seed=seed, frames=frames,
-                                     cache_interval=cache_interval, max_cost=max_cost, cancelled=_client_gone())
+                                     cache_interval=cache_interval, trajectory=path or "",
+                                     trajectory_guidance=path_guidance, max_cost=max_cost, cancelled=_client_gone())
             except (ValueError, FileNotFoundError, Cancelled) as err:
                 raise gr.Error(str(err), **quiet) from None
             clip = result.move_resource_to_block_cache(path)  # gradio's copy, served and later deleted by gradio
@@ -211,7 +219,7 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
 
     with gr.Blocks(title=title, delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as app:
         gr.Markdown(f"# {title}\nA {pipe.size}×{pipe.size} model with a {pipe.num_frames}-frame window"
-                    + (f"; conditions: {', '.join(n for n in ('text', 'image', 'audio') if _has(cond, n))}."
+                    + (f"; conditions: {', '.join(n for n in CONDITIONS if _has(cond, n))}."
                        if cond is not None else "."))
         with gr.Row():
             with gr.Column():
@@ -223,11 +231,18 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
                 image = gr.Image(type="filepath", image_mode=None, label="Image (first frame / reference)")
                 audio = gr.Audio(type="filepath", label="Audio", visible=_has(cond, "audio"))
                 video = gr.Video(label="Context video (prediction) / end clip (interpolation)")
+                with gr.Group(visible=_has(cond, "trajectory")):
+                    canvas = gr.Image(interactive=False, elem_id="path-canvas",  # drawn when the page loads
+                                      label="Path: click points on the first frame, in order", show_label=True)
+                    path = gr.Textbox(label="Path (x,y;x,y;... normalised, 0,0 = top left)", elem_id="path")
+                    clear = gr.Button("Clear path", size="sm")
                 with gr.Accordion("Sampling", open=False):
                     sampler = gr.Dropdown(sorted(SAMPLERS), value="dpmpp_2m", label="Sampler")
                     steps = gr.Slider(2, 100, value=20, step=1, label="Steps")
                     guidance = gr.Slider(1, 10, value=3, step=0.5, label="Text guidance")
                     audio_guidance = gr.Slider(1, 10, value=2, step=0.5, label="Audio guidance")
+                    path_guidance = gr.Slider(1, 10, value=3, step=0.5, label="Path guidance",
+                                              visible=_has(cond, "trajectory"))
                     seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     frames = gr.Slider(2, 8 * pipe.num_frames, value=pipe.num_frames, step=1, label="Frames")
                     cache_interval = gr.Slider(1, 4, value=1, step=1, label="Full network every n-th step (faster "
@@ -237,14 +252,58 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
                 result = gr.Video(label="Result", elem_id="result", autoplay=True, loop=True)
                 download = gr.File(label="Download")
         button.click(run, [task, prompt, negative, image, audio, video, sampler, steps, guidance, audio_guidance,
-                           seed, frames, cache_interval], [result, download], api_name="generate")
+                           seed, frames, cache_interval, path, path_guidance], [result, download],
+                     api_name="generate")
+
+        if _has(cond, "trajectory"):
+            def add_point(current, first, evt: gr.SelectData):
+                x, y = evt.index  # pixels of the canvas image
+                side = pipe.size * CANVAS_SCALE
+                point = f"{min(max(x / side, 0), 1):.3f},{min(max(y / side, 0), 1):.3f}"
+                current = f"{current.strip()};{point}" if current and current.strip() else point
+                return current, path_canvas(pipe, first, current)
+
+            add_point.__annotations__["evt"] = gr.SelectData  # gradio injects the click by this type, not its name
+            canvas.select(add_point, [path, image], [path, canvas])
+            clear.click(lambda first: ("", path_canvas(pipe, first, "")), [image], [path, canvas])
+            path.submit(lambda first, p: path_canvas(pipe, first, p), [image, path], [canvas])
+            image.change(lambda first, p: path_canvas(pipe, first, p), [image, path], [canvas])
+            app.load(lambda: path_canvas(pipe, None, ""), None, canvas)  # an event's output: gradio's cache rules
     return app.queue(default_concurrency_limit=1, max_size=64)  # one clip at a time; others wait their turn
 
 
 def _has(cond, name: str) -> bool:
     if cond is None:
         return False
-    return cond.text != "none" if name == "text" else bool(getattr(cond, name))
+    if name in ("text", "trajectory"):
+        return getattr(cond, name) != "none"
+    return bool(getattr(cond, name))
+
+
+CANVAS_SCALE = 8  # the path canvas shows the model's frame this many times enlarged
+
+
+def path_canvas(pipe: VideoPipeline, first: Optional[str], path: str):
+    """The page's path canvas: the first frame (an uploaded image, or black) enlarged, the waypoints drawn on it."""
+    import numpy as np
+
+    from .inputs import as_video, draw_path, parse_path
+
+    frame = np.zeros((pipe.size, pipe.size, 3), np.uint8)
+    if first:
+        try:
+            image = as_video(first, size=pipe.size, channels=3, image=True)[0, :, 0]  # (3, H, W) in [-1, 1]
+            frame = ((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        except (ValueError, OSError):
+            pass  # an unreadable upload: the request itself will say why
+    try:
+        points = [p for obj in parse_path(path) for p in obj if p is not None] if path.strip() else []
+    except ValueError:
+        points = []  # the request names the bad point; the canvas shows none
+    if not points:
+        return np.kron(frame, np.ones((CANVAS_SCALE, CANVAS_SCALE, 1), np.uint8))
+    marks = np.array(points, np.float32)[:, None]  # (N, 1, 2): one "frame" per waypoint, the last one ringed
+    return draw_path(np.repeat(frame[None], len(points), axis=0), marks, scale=CANVAS_SCALE)[-1]
 
 
 def serve(model: "str | VideoPipeline" = "moving-digits", *, host: str = "127.0.0.1", port: int = 7860,

@@ -76,3 +76,27 @@ def test_eval_scores_how_far_the_digit_strays_from_its_track(run, tmp_path):
     floor = report["real"]["trajectory"]
     assert floor["trajectory_clips_scored"] == 4 and 0 <= floor["trajectory_error_px"] < 2  # a real digit is on it
     assert "tracker's floor" in (out / "report.md").read_text()
+
+
+def test_demo_draws_the_requested_path_over_the_result(run, tmp_path):
+    from kinema.demo import run_demo
+
+    summary = run_demo(run, tmp_path / "demo", steps=2, progress=False)
+    path = [c for c in summary["clips"] if c["task"] == "path → motion"]
+    assert len(path) == 1 and (tmp_path / "demo" / path[0]["gif"]).is_file()
+    assert path[0]["gif"] in (tmp_path / "demo" / "index.html").read_text()
+
+
+def test_draw_path_rings_each_frames_target():
+    from kinema.inputs import draw_path
+
+    video = np.zeros((3, 8, 8, 1), np.uint8)
+    points = np.array([[[0.25, 0.25]], [[0.5, 0.5]], [[np.nan, np.nan]]], np.float32)
+    drawn = draw_path(video, points, scale=4)  # (3, 32, 32, 3)
+    assert drawn.shape == (3, 32, 32, 3)
+    only = lambda a, b: np.argwhere(a.any(-1) & ~b.any(-1)).mean(0)  # noqa: E731  # (row, col) of a's own marks
+    assert abs(only(drawn[0], drawn[2]) - [8, 8]).max() <= 1.5  # frame 0's ring at (0.25, 0.25) of 32 px
+    assert abs(only(drawn[1], drawn[2]) - [16, 16]).max() <= 1.5  # frame 1's at the centre
+    assert drawn[2].any()  # an absent target: the line alone
+    with pytest.raises(ValueError, match="T = 3"):
+        draw_path(video, points[:2])

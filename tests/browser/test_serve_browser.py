@@ -46,7 +46,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_text_model(tmp_path_factory):
-    """A 1-step text-conditioned model directory (the page only needs a model that answers)."""
+    """A 1-step text- and path-conditioned model directory (the page only needs a model that answers)."""
     from kinema.config import load_config
     from kinema.training import Trainer
 
@@ -55,7 +55,7 @@ def tiny_text_model(tmp_path_factory):
         "model.channels": 8, "model.channel_mult": [1, 2], "model.num_res_blocks": 1, "model.head_dim": 8,
         "model.norm_groups": 4, "model.spatial_attention_levels": [1], "model.cond_dim": 16,
         "model.frame_conditioning": True, "diffusion.num_steps": 100, "data.size": 24, "data.num_frames": 4,
-        "data.length": 16, "cond.text": "gru", "train.steps": 1, "train.batch_size": 2,
+        "data.length": 16, "cond.text": "gru", "cond.trajectory": "heatmap", "train.steps": 1, "train.batch_size": 2,
         "train.sample_every": 0, "train.checkpoint_every": 1})
     Trainer(cfg, out).fit()
     return out / "model"
@@ -109,6 +109,29 @@ def test_prompt_to_playable_video(server, browser):
     assert duration > 0
     with urllib.request.urlopen(page.evaluate("() => document.querySelector('#result video').currentSrc")) as r:
         assert r.status == 200 and len(r.read()) > 1000
+
+
+def test_a_path_laid_by_clicks_gives_a_playable_clip(server, browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(server)
+    canvas = page.locator("#path-canvas img")
+    canvas.wait_for(state="visible", timeout=60_000)
+    box = canvas.bounding_box()
+    for n, (fx, fy) in enumerate(((0.2, 0.2), (0.8, 0.2), (0.8, 0.8)), start=1):  # right along the top, then down
+        canvas.click(position={"x": fx * box["width"], "y": fy * box["height"]})
+        page.wait_for_function(f"() => {{ const v = document.querySelector('#path textarea').value;"
+                               f" return v && v.split(';').length === {n}; }}", timeout=30_000)
+        page.locator("#path-canvas [data-testid='status-tracker'].pending").wait_for(state="detached",
+                                                                                      timeout=30_000)
+    points = [tuple(map(float, p.split(","))) for p in page.locator("#path textarea").input_value().split(";")]
+    for (x, y), (fx, fy) in zip(points, ((0.2, 0.2), (0.8, 0.2), (0.8, 0.8))):
+        assert abs(x - fx) < 0.05 and abs(y - fy) < 0.05, points  # where the clicks landed on the frame
+    page.locator("#prompt textarea").fill("digit 4 moving right")
+    page.locator("#generate").click()
+    page.wait_for_function("() => { const v = document.querySelector('#result video');"
+                           " return v && v.readyState >= 2 && v.duration > 0; }", timeout=120_000)
+    page.screenshot(path=str(ARTIFACTS / "serve-path.png"), full_page=True)
 
 
 def test_two_users_are_queued_not_crashed(server, browser):
