@@ -22,7 +22,7 @@ from .pipeline import VideoPipeline, task_inputs
 
 PROMPTS = ("digit 3 moving right", "digit 7 moving up", "digit 0 moving down left")
 PATH = "0.3,0.3;0.7,0.3;0.7,0.7;0.3,0.7"  # three sides of a square, clockwise from the top left
-PATH_PROMPT = "digit 2"
+PATH_PROMPT = "digit 2 moving right"  # the caption names the first step's direction, as in training
 
 
 @dataclass
@@ -97,7 +97,7 @@ def run_demo(model: str | Path = "moving-digits", out: str | Path = "outputs/dem
                               "pitch = height, clicks = bounces; right: the clip the sound came from", gif, mp4,
                               [real_gif, "audio_input.wav"]))
     if cc is not None and cc.trajectory != "none":
-        prompt = {"prompt": f"{PATH_PROMPT} moving right", "guidance": guidance} if cc.text != "none" else {}
+        prompt = {"prompt": PATH_PROMPT, "guidance": guidance} if cc.text != "none" else {}
         video = pipe(trajectory=PATH, trajectory_guidance=guidance, seed=seed, **prompt, **common)
         gif, mp4 = _save(video, out, "path")
         drawn = Video(draw_path(video.numpy()[0], trajectory_input(PATH, 1, video.numpy().shape[1])[0])[None],
