@@ -215,8 +215,10 @@ class Trainer:
         path = self.out / "config.json"
         if not path.is_file():
             return
-        saved = json.loads(path.read_text())
-        diffs = config_differences(saved, json.loads(json.dumps(to_dict(self.config))), ("model", "diffusion", "cond"),
+        saved, sections = json.loads(path.read_text()), ("model", "diffusion", "cond")
+        defaults = json.loads(json.dumps(to_dict(Config())))  # a key newer than the run's config.json: its default
+        saved = {name: {**defaults[name], **(saved.get(name) or {})} for name in sections}
+        diffs = config_differences(saved, json.loads(json.dumps(to_dict(self.config))), sections,
                                    ignore=COND_TRAINING_KEYS)  # how to train may change; the network not
         if diffs:
             raise ValueError(f"--resume: {self.out} was trained with other settings ({'; '.join(diffs[:6])}"

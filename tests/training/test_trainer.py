@@ -82,6 +82,18 @@ def test_resume_refuses_another_network_and_names_it(tmp_path):
     Trainer(tiny_config(**changed), tmp_path, resume=True).fit()
 
 
+def test_resume_of_a_run_older_than_a_config_key_takes_the_keys_default(tmp_path):
+    Trainer(tiny_config(**{"train.steps": 2}), tmp_path).fit()
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["model"]["map_channels"], saved["cond"]["trajectory"]  # as written before those keys existed
+    path.write_text(json.dumps(saved))
+    Trainer(tiny_config(**{"train.steps": 3}), tmp_path, resume=True).fit()  # absent = the default: the same run
+    with pytest.raises(ValueError, match=r"cond.trajectory: 'none' -> 'vector'"):
+        Trainer(tiny_config(**{"train.steps": 4, "cond.trajectory": "vector", "model.cond_dim": 8}), tmp_path,
+                resume=True)
+
+
 def test_cli_resume_without_config_continues_with_the_runs_own(tmp_path):
     from kinema.cli import main
 
