@@ -346,6 +346,44 @@ LORA_TARGETS = ("attention", "conv", "temporal", "film")
 
 
 @dataclass
+class AutoencoderConfig:
+    """The video autoencoder (models/autoencoder.py): pixels <-> a latent grid diffusion can run on."""
+
+    in_channels: int = 1  # video channels (1 grayscale, 3 RGB)
+    latent_channels: int = 4  # channels of the latent
+    spatial_factor: int = 4  # H and W shrink this much (4 or 8)
+    temporal_factor: int = 1  # frames shrink this much (1, 2 or 4); the first frame is encoded alone (causal)
+    channels: int = 32  # width of the first level; each downsampling doubles it, up to 4x
+    num_res_blocks: int = 1  # residual blocks per level
+    norm_groups: int = 8  # groups of the per-frame GroupNorm
+    variational: bool = True  # a Gaussian latent (mean, log variance) with a KL term; False = a plain latent
+
+    def __post_init__(self):
+        _check(self.in_channels >= 1, "autoencoder.in_channels", self.in_channels, ">= 1")
+        _check(self.latent_channels >= 1, "autoencoder.latent_channels", self.latent_channels, ">= 1")
+        _check(self.spatial_factor in (4, 8), "autoencoder.spatial_factor", self.spatial_factor, "4 or 8")
+        _check(self.temporal_factor in (1, 2, 4), "autoencoder.temporal_factor", self.temporal_factor, "1, 2 or 4")
+        _check(self.channels >= 1, "autoencoder.channels", self.channels, ">= 1")
+        _check(self.num_res_blocks >= 1, "autoencoder.num_res_blocks", self.num_res_blocks, ">= 1")
+        for width in self.widths:
+            _check(width % self.norm_groups == 0, "autoencoder.norm_groups", self.norm_groups,
+                   f"a divisor of every level width {list(self.widths)}")
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Channels per level, full size first: one level per halving of H and W, and the deepest."""
+        levels = self.spatial_factor.bit_length()  # 4 -> 3 levels, 8 -> 4
+        return tuple(self.channels * min(2 ** i, 4) for i in range(levels))
+
+    def latent_frames(self, frames: int) -> int:
+        """Latent frames of a clip of `frames` frames: 1 + (frames - 1) / temporal_factor."""
+        if frames < 1 or (frames - 1) % self.temporal_factor:
+            raise ValueError(f"a clip for temporal factor {self.temporal_factor} has 1 + a multiple of "
+                             f"{self.temporal_factor} frames (the first is encoded alone), got {frames}")
+        return 1 + (frames - 1) // self.temporal_factor
+
+
+@dataclass
 class FinetuneConfig:
     """Start from a trained model: all its weights, or low-rank adapters on a frozen base (LoRA)."""
 

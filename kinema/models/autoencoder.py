@@ -1,0 +1,210 @@
+"""A video autoencoder: pixels (B, C, T, H, W) <-> latents (B, Z, 1 + (T - 1) / ft, H / fs, W / fs).
+
+Convolutions are factorised like the UNet's: a 3x3 convolution per frame, then a size-3 convolution
+across frames that only looks back (causal: frame t's latent depends on frames <= t, the first frame
+is encoded alone, so an image is a one-frame video). Time shrinks after the first frame by grouping
+`temporal_factor` frames into one latent frame. The latent is Gaussian (mean, log variance; KL to
+N(0, I)) unless `variational` is off, and enters diffusion shifted and scaled per channel by
+statistics measured on training data (`measure_latent_stats`), so it has unit variance there.
+Decoding runs in chunks of latent frames with enough past latent frames in front that every kept
+frame equals the one a whole-clip decode gives: memory stays flat however long the video.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..config import AutoencoderConfig
+from .kernels import Conv3d
+from .layers import FrameNorm, spatial_conv
+
+
+class CausalTemporalConv(Conv3d):
+    """A size-3 convolution across frames at each pixel that sees frames t-2, t-1, t (the first one repeated)."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, (3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> same shape; frame t depends on frames <= t."""
+        pad = x[:, :, :1].expand(-1, -1, 2, -1, -1)  # the first frame repeated: a still start
+        return super().forward(torch.cat([pad, x], dim=2))
+
+
+class CausalResBlock(nn.Module):
+    """norm -> SiLU -> 3x3 conv -> causal temporal conv, twice, plus the input (projected if widths differ)."""
+
+    def __init__(self, c_in: int, c_out: int, groups: int):
+        super().__init__()
+        self.norm1, self.conv1, self.time1 = FrameNorm(groups, c_in), spatial_conv(c_in, c_out), CausalTemporalConv(c_out)
+        self.norm2, self.conv2 = FrameNorm(groups, c_out), spatial_conv(c_out, c_out)
+        self.time2 = CausalTemporalConv(c_out)
+        self.skip = Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.time1(self.conv1(F.silu(self.norm1(x))))
+        h = self.time2(self.conv2(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Down(nn.Module):
+    """Halve H and W (a stride-2 3x3 convolution per frame), and with `time` > 1 group frames after the first."""
+
+    def __init__(self, channels: int, time: int = 1):
+        super().__init__()
+        self.conv, self.time = spatial_conv(channels, channels, stride=2), time
+        self.mix = Conv3d(channels * time, channels, 1) if time > 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.mix is None or x.shape[2] == 1:  # one frame (an image) stays one frame
+            return x
+        first, rest = x[:, :, :1], x[:, :, 1:]  # (B, C, 1, H, W), (B, C, k * f, H, W)
+        rest = self.mix(rearrange(rest, "b c (k f) h w -> b (c f) k h w", f=self.time))  # (B, C, k, H, W)
+        return torch.cat([first, rest], dim=2)
+
+
+class Up(nn.Module):
+    """Double H and W (nearest, then a 3x3 convolution), and with `time` > 1 spread each later frame over `time`."""
+
+    def __init__(self, channels: int, time: int = 1):
+        super().__init__()
+        self.conv, self.time = spatial_conv(channels, channels), time
+        self.spread = Conv3d(channels, channels * time, 1) if time > 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spread is not None and x.shape[2] > 1:
+            first, rest = x[:, :, :1], self.spread(x[:, :, 1:])  # (B, C, 1, ...), (B, C f, k, ...)
+            x = torch.cat([first, rearrange(rest, "b (c f) k h w -> b c (k f) h w", f=self.time)], dim=2)
+        x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")
+        return self.conv(x)
+
+
+class VideoAutoencoder(nn.Module):
+    """Encoder and decoder of `AutoencoderConfig`, with the latent's measured per-channel shift and scale."""
+
+    def __init__(self, config: AutoencoderConfig):
+        super().__init__()
+        self.config = cfg = config
+        widths, g = cfg.widths, cfg.norm_groups
+        halvings_in_time = cfg.temporal_factor.bit_length() - 1  # 1 -> 0, 2 -> 1, 4 -> 2
+        times = [2 if i < halvings_in_time else 1 for i in range(len(widths) - 1)]  # time shrinks at the top levels
+        enc: list[nn.Module] = [Conv3d(cfg.in_channels, widths[0], (1, 3, 3), padding=(0, 1, 1))]
+        for i, width in enumerate(widths):
+            c_in = widths[max(i - 1, 0)]
+            enc += [CausalResBlock(c_in if j == 0 else width, width, g) for j in range(cfg.num_res_blocks)]
+            if i < len(widths) - 1:
+                enc.append(Down(width, times[i]))
+        enc += [CausalResBlock(widths[-1], widths[-1], g), FrameNorm(g, widths[-1]), nn.SiLU(),
+                Conv3d(widths[-1], cfg.latent_channels * (2 if cfg.variational else 1), 1)]
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = [Conv3d(cfg.latent_channels, widths[-1], (1, 3, 3), padding=(0, 1, 1)),
+                                CausalResBlock(widths[-1], widths[-1], g)]
+        for i in reversed(range(len(widths))):
+            c_in = widths[min(i + 1, len(widths) - 1)]
+            dec += [CausalResBlock(c_in if j == 0 else widths[i], widths[i], g) for j in range(cfg.num_res_blocks)]
+            if i > 0:
+                dec.append(Up(widths[i], times[i - 1]))
+        dec += [FrameNorm(g, widths[0]), nn.SiLU(), Conv3d(widths[0], cfg.in_channels, (1, 3, 3), padding=(0, 1, 1))]
+        self.decoder = nn.Sequential(*dec)
+        self.register_buffer("latent_shift", torch.zeros(cfg.latent_channels))
+        self.register_buffer("latent_scale", torch.ones(cfg.latent_channels))
+
+    # ---- shapes ----
+
+    def latent_shape(self, channels: int, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        """(Z, T', H', W') of the latent of a (C, T, H, W) clip; a ValueError naming what does not fit."""
+        cfg = self.config
+        if channels != cfg.in_channels:
+            raise ValueError(f"this autoencoder takes {cfg.in_channels}-channel video, got {channels} channels")
+        if height % cfg.spatial_factor or width % cfg.spatial_factor:
+            raise ValueError(f"H and W must be multiples of the spatial factor {cfg.spatial_factor}, got {height} x "
+                             f"{width}")
+        return cfg.latent_channels, cfg.latent_frames(frames), height // cfg.spatial_factor, width // cfg.spatial_factor
+
+    @property
+    def decoder_context(self) -> int:
+        """Past latent frames a chunk needs in front so its frames decode exactly as in a whole-clip decode."""
+        convs = sum(isinstance(m, CausalTemporalConv) for m in self.decoder.modules())
+        return 2 * convs  # each causal conv reaches two frames further back (an upper bound across up-steps)
+
+    # ---- encode / decode ----
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Video (B, C, T, H, W) in [-1, 1] -> the raw latent's mean and log variance (None if not variational)."""
+        self.latent_shape(*x.shape[1:])
+        h = self.encoder(x)
+        if not self.config.variational:
+            return h, None
+        mean, log_var = h.chunk(2, dim=1)
+        return mean, log_var.clamp(-30, 20)
+
+    def encode(self, x: torch.Tensor, sample: bool = False, generator: Optional[torch.Generator] = None
+               ) -> torch.Tensor:
+        """Video (B, C, T, H, W) -> the latent diffusion sees: shifted and scaled per channel (unit variance)."""
+        mean, log_var = self.moments(x)
+        z = mean
+        if sample and log_var is not None:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            z = mean + (0.5 * log_var).exp() * noise
+        return (z - self.latent_shift.view(-1, 1, 1, 1)) / self.latent_scale.view(-1, 1, 1, 1)
+
+    def decode(self, z: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+        """Latent (B, Z, T', H', W') as `encode` gives it -> video (B, C, T, H, W); `chunk` latent frames at a time.
+
+        Each chunk is decoded with `decoder_context` latent frames in front and keeps only its own frames,
+        which equal a whole-clip decode's (the decoder is causal), so memory stays flat for long videos.
+        """
+        raw = z * self.latent_scale.view(-1, 1, 1, 1) + self.latent_shift.view(-1, 1, 1, 1)
+        t = raw.shape[2]
+        if chunk is None or chunk >= t:
+            return self.decoder(raw)
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1 latent frame, got {chunk}")
+        f, ctx, parts = self.config.temporal_factor, self.decoder_context, []
+        for start in range(0, t, chunk):
+            lo = max(start - ctx, 0)
+            out = self.decoder(raw[:, :, lo:start + chunk])
+            # the first latent frame of a decode gives 1 frame, every later one f: skip the context's frames
+            skip = 0 if lo == start else 1 + (start - lo - 1) * f
+            parts.append(out[:, :, skip:])
+        return torch.cat(parts, dim=2)
+
+    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> dict:
+        """Training: video -> {"recon": decoded sample, "kl": (B,) KL to N(0, I) per clip (0 if not variational)}."""
+        mean, log_var = self.moments(x)
+        if log_var is None:
+            return {"recon": self.decoder(mean), "kl": mean.new_zeros(mean.shape[0])}
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        z = mean + (0.5 * log_var).exp() * noise
+        return {"recon": self.decoder(z), "kl": gaussian_kl(mean, log_var)}
+
+
+def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(log_var)) || N(0, I)) summed over every latent element of each item: (B,)."""
+    return 0.5 * (mean.square() + log_var.exp() - 1 - log_var).flatten(1).sum(dim=1)
+
+
+@torch.no_grad()
+def measure_latent_stats(autoencoder: VideoAutoencoder, clips: Iterable[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Set and return the latent's per-channel shift (mean) and scale (std) over `clips` (batches of video)."""
+    total = total_sq = None
+    count = 0
+    for x in clips:
+        mean, _ = autoencoder.moments(x)
+        per_channel = rearrange(mean.double(), "b z t h w -> z (b t h w)")
+        total = per_channel.sum(1) if total is None else total + per_channel.sum(1)
+        total_sq = per_channel.square().sum(1) if total_sq is None else total_sq + per_channel.square().sum(1)
+        count += per_channel.shape[1]
+    if not count:
+        raise ValueError("measure_latent_stats needs at least one clip")
+    shift = total / count
+    scale = (total_sq / count - shift.square()).clamp_min(1e-12).sqrt()
+    autoencoder.latent_shift.copy_(shift.float())
+    autoencoder.latent_scale.copy_(scale.float())
+    return {"shift": autoencoder.latent_shift.clone(), "scale": autoencoder.latent_scale.clone()}

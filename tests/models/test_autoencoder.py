@@ -1,0 +1,118 @@
+"""The video autoencoder: shapes, the KL in closed form, causality, the latent's unit variance, chunked decoding."""
+
+import pytest
+import torch
+
+from kinema.config import AutoencoderConfig
+from kinema.models.autoencoder import VideoAutoencoder, gaussian_kl, measure_latent_stats
+
+
+def _ae(**kw):
+    torch.manual_seed(0)
+    return VideoAutoencoder(AutoencoderConfig(channels=8, norm_groups=4, **kw)).eval()
+
+
+def _video(b=2, c=1, t=5, size=16, seed=1):
+    return torch.rand(b, c, t, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("spatial", [4, 8])
+@pytest.mark.parametrize("temporal", [1, 2, 4])
+def test_shapes_for_every_spatial_and_temporal_factor(spatial, temporal):
+    ae = _ae(spatial_factor=spatial, temporal_factor=temporal, latent_channels=3, in_channels=3)
+    t = 1 + 2 * temporal
+    with torch.no_grad():
+        z = ae.encode(_video(c=3, t=t, size=32))
+        assert z.shape == (2, 3, 3, 32 // spatial, 32 // spatial) == (2, *ae.latent_shape(3, t, 32, 32))
+        assert ae.decode(z).shape == (2, 3, t, 32, 32)
+        assert ae.decode(ae.encode(_video(b=1, c=3, t=1, size=32))).shape == (1, 3, 1, 32, 32)  # an image
+
+
+def test_frames_and_sizes_that_do_not_fit_are_refused():
+    ae = _ae(temporal_factor=4)
+    with pytest.raises(ValueError, match="1 \\+ a multiple of 4"):
+        ae.encode(_video(t=4))
+    with pytest.raises(ValueError, match="multiples of the spatial factor 4"):
+        ae.encode(_video(t=5, size=18))
+    with pytest.raises(ValueError, match="spatial_factor"):
+        AutoencoderConfig(spatial_factor=2)
+
+
+def test_kl_matches_the_closed_form_of_torch_distributions():
+    mean, log_var = torch.randn(3, 4, 2, 2, 2), torch.randn(3, 4, 2, 2, 2)
+    q = torch.distributions.Normal(mean, (0.5 * log_var).exp())
+    p = torch.distributions.Normal(torch.zeros_like(mean), torch.ones_like(mean))
+    expected = torch.distributions.kl_divergence(q, p).flatten(1).sum(1)
+    torch.testing.assert_close(gaussian_kl(mean, log_var), expected)
+    assert gaussian_kl(torch.zeros(1, 5), torch.zeros(1, 5)).item() == 0
+
+
+@pytest.mark.parametrize("temporal", [1, 2, 4])
+def test_the_first_frames_latent_ignores_later_frames(temporal):
+    ae = _ae(temporal_factor=temporal)
+    x = _video(t=1 + 2 * temporal)
+    y = x.clone()
+    y[:, :, 1:] = -y[:, :, 1:]  # every later frame changed
+    with torch.no_grad():
+        zx, zy = ae.encode(x), ae.encode(y)
+    torch.testing.assert_close(zx[:, :, 0], zy[:, :, 0], rtol=0, atol=1e-6)
+    assert not torch.allclose(zx[:, :, 1:], zy[:, :, 1:], atol=1e-3)
+    with torch.no_grad():  # and the decoder: frame 0 comes from latent frame 0 alone
+        dx, dy = ae.decode(zx), ae.decode(zy)
+    torch.testing.assert_close(dx[:, :, 0], dy[:, :, 0], rtol=0, atol=1e-6)
+
+
+def test_measured_shift_and_scale_give_the_latent_unit_variance():
+    ae = _ae()
+    clips = [_video(t=3, seed=s) * 0.5 + 0.2 for s in range(4)]
+    stats = measure_latent_stats(ae, clips)
+    assert stats["scale"].shape == (4,) and (stats["scale"] > 0).all()
+    with torch.no_grad():
+        z = torch.cat([ae.encode(x) for x in clips])  # (N, Z, T, H, W)
+    per_channel = z.transpose(0, 1).flatten(1)
+    torch.testing.assert_close(per_channel.mean(1), torch.zeros(4), rtol=0, atol=1e-4)
+    torch.testing.assert_close(per_channel.std(1, correction=0), torch.ones(4), rtol=0, atol=1e-3)
+    with torch.no_grad():  # decoding undoes the scaling: the same video as the raw latent gives
+        mean, _ = ae.moments(clips[0])
+        torch.testing.assert_close(ae.decode(ae.encode(clips[0])), ae.decoder(mean), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("temporal", [1, 4])
+def test_chunked_decoding_equals_whole_clip_decoding(temporal):
+    ae = _ae(temporal_factor=temporal)
+    z = torch.randn(1, 4, 9, 4, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        whole = ae.decode(z)
+        for chunk in (1, 2, 4):
+            torch.testing.assert_close(ae.decode(z, chunk=chunk), whole, rtol=1e-4, atol=1e-5)
+
+
+def test_the_variational_latent_is_sampled_in_training_and_a_plain_one_has_no_kl():
+    ae = _ae()
+    x = _video(t=3)
+    out = ae(x, generator=torch.Generator().manual_seed(0))
+    assert out["recon"].shape == x.shape and out["kl"].shape == (2,) and (out["kl"] > 0).all()
+    plain = _ae(variational=False)
+    out = plain(x)
+    assert out["recon"].shape == x.shape and not out["kl"].any()
+    with torch.no_grad():
+        torch.testing.assert_close(plain.encode(x, sample=True), plain.encode(x))
+
+
+def test_chunked_decoding_keeps_its_largest_activation_whatever_the_length():
+    ae = _ae(temporal_factor=2)
+    largest = []
+    hook = lambda module, args, out: largest.append(out.numel())  # noqa: E731
+    handles = [m.register_forward_hook(hook) for m in ae.decoder]
+    try:
+        sizes = {}
+        for frames in (32, 256):
+            largest.clear()
+            with torch.no_grad():
+                video = ae.decode(torch.randn(1, 4, frames, 4, 4), chunk=8)
+            assert video.shape[2] == 1 + (frames - 1) * 2
+            sizes[frames] = max(largest)
+    finally:
+        for h in handles:
+            h.remove()
+    assert sizes[32] == sizes[256]  # memory for activations is set by the chunk, not the video's length
