@@ -41,7 +41,8 @@ class CausalResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, groups: int):
         super().__init__()
-        self.norm1, self.conv1, self.time1 = FrameNorm(groups, c_in), spatial_conv(c_in, c_out), CausalTemporalConv(c_out)
+        self.norm1, self.conv1 = FrameNorm(groups, c_in), spatial_conv(c_in, c_out)
+        self.time1 = CausalTemporalConv(c_out)
         self.norm2, self.conv2 = FrameNorm(groups, c_out), spatial_conv(c_out, c_out)
         self.time2 = CausalTemporalConv(c_out)
         self.skip = Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
