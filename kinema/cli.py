@@ -9,6 +9,7 @@
     kinema edit    --model M --video in.mp4 --prompt "digit 3 moving up" --strength 0.6 --out o.mp4
     kinema augment --model M --prompts prompts.txt --per-prompt 4 --out DIR   (a captioned video folder)
     kinema train-flow --data moving-digits --out flow/ [--steps N] [--set flow.width=32]
+    kinema train-ae --config configs/autoencoder-digits.yaml --out runs/ae   (pixels <-> latents)
     kinema eval    --model M [--task predict] --num 256 --sampler dpmpp_2m --steps 10 --out report/ [--i3d W]
     kinema demo  [--model moving-digits] [--out outputs/demo]   (every task once + index.html)
     kinema serve [--model moving-digits] [--port 7860]           (a web page; pip install 'kinema[ui]')
@@ -28,7 +29,7 @@ import warnings
 from typing import Optional
 
 from .commands import (cmd_augment, cmd_data, cmd_demo, cmd_edit, cmd_eval, cmd_finetune, cmd_frames, cmd_sample,
-                       cmd_serve, cmd_train, cmd_train_flow)
+                       cmd_serve, cmd_train, cmd_train_ae, cmd_train_flow)
 
 # ---- parsing ----
 
@@ -111,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (checkpoints, model/, metrics, samples)")
     _add_run_args(p, "train.batch_size=4")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-ae", help="train a video autoencoder (latent diffusion's pixels <-> latents)")
+    p.add_argument("--config", help="YAML run config: its autoencoder, ae_loss, data and train sections (default: "
+                                    "built-in defaults; with --resume, the run's own config.json)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, model/, metrics, samples)")
+    _add_run_args(p, "autoencoder.spatial_factor=8")
+    p.set_defaults(func=cmd_train_ae)
 
     p = sub.add_parser("finetune", help="fine-tune a trained model on new clips: every weight, or LoRA adapters")
     p.add_argument("--model", help="the base: a model directory or bundled name (not needed with --resume)")

@@ -14,8 +14,21 @@ from .config import parse_override
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model from a YAML config into a run directory."""
-    from .config import load_config
     from .training import Trainer
+
+    return _train(args, Trainer)
+
+
+def cmd_train_ae(args: argparse.Namespace) -> int:
+    """Train a video autoencoder from a YAML config (its autoencoder, ae_loss, data and train sections)."""
+    from .training.autoencoder_trainer import AutoencoderTrainer
+
+    return _train(args, AutoencoderTrainer)
+
+
+def _train(args: argparse.Namespace, trainer_class) -> int:
+    """`trainer_class` on the config of --config (or, resuming, the run's own) with --set and --steps."""
+    from .config import load_config, read_config
 
     overrides = dict(parse_override(s) for s in args.set)
     if args.steps is not None:
@@ -23,8 +36,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = args.config
     if path is None and args.resume and (Path(args.out) / "config.json").is_file():
         path = Path(args.out) / "config.json"  # resuming continues with the run's own settings
+    if trainer_class.__name__ == "AutoencoderTrainer" and "model.in_channels" not in overrides:
+        section = read_config(path, overrides)  # the clips' channels are the autoencoder's
+        overrides["model.in_channels"] = (section.get("autoencoder") or {}).get("in_channels", 1)
     config = load_config(path, overrides)
-    trainer = Trainer(config, args.out, resume=args.resume)
+    trainer = trainer_class(config, args.out, resume=args.resume)
     trainer.fit()
     print(f"model: {Path(args.out) / 'model'}  metrics: {Path(args.out) / 'metrics.jsonl'}  "
           f"plot: {Path(args.out) / 'loss.png'}")

@@ -384,6 +384,25 @@ class AutoencoderConfig:
 
 
 @dataclass
+class AutoencoderLossConfig:
+    """What `kinema train-ae` minimises: reconstruction, the latent's KL and, given LPIPS weights, a perceptual term."""
+
+    reconstruction: str = "l1"  # "l1" or "l2" per pixel
+    kl_weight: float = 1e-6  # of the Gaussian latent's KL to N(0, I) (mean over clips of the sum over elements)
+    lpips_weight: float = 0.0  # > 0 adds LPIPS (the network at lpips_path) of every frame
+    lpips_path: str = ""  # an LPIPS (AlexNet) state dict, the one `kinema eval --lpips` loads
+    stats_clips: int = 64  # training clips the latent's shift and scale are measured on at each save
+
+    def __post_init__(self):
+        _check(self.reconstruction in ("l1", "l2"), "ae_loss.reconstruction", self.reconstruction, "l1, l2")
+        _check(self.kl_weight >= 0, "ae_loss.kl_weight", self.kl_weight, ">= 0")
+        _check(self.lpips_weight >= 0, "ae_loss.lpips_weight", self.lpips_weight, ">= 0")
+        _check(self.lpips_weight == 0 or bool(self.lpips_path), "ae_loss.lpips_path", self.lpips_path,
+               "an LPIPS weights file when ae_loss.lpips_weight > 0")
+        _check(self.stats_clips >= 1, "ae_loss.stats_clips", self.stats_clips, ">= 1")
+
+
+@dataclass
 class FinetuneConfig:
     """Start from a trained model: all its weights, or low-rank adapters on a frozen base (LoRA)."""
 
@@ -417,6 +436,8 @@ class Config:
     cond: CondConfig = field(default_factory=CondConfig)
     temporal: TemporalConfig = field(default_factory=TemporalConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)  # kinema train-ae
+    ae_loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)  # kinema train-ae
 
     def __post_init__(self):
         if self.cond.enabled and self.model.cond_dim < 1:

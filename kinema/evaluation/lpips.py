@@ -83,6 +83,11 @@ def load_lpips(path: str | Path, trust_pickle: bool = False) -> tuple[LPIPS, str
 @torch.no_grad()
 def lpips_per_frame(net: LPIPS, pred: torch.Tensor, target: torch.Tensor, size: int = 64) -> torch.Tensor:
     """LPIPS of each frame of (N, C, T, H, W) clips in [-1, 1]: (N, T); grey is repeated to RGB, small frames upsampled."""
+    return lpips_frames(net, pred, target, size)
+
+
+def lpips_frames(net: LPIPS, pred: torch.Tensor, target: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """`lpips_per_frame` with gradients (a training loss term)."""
     if pred.shape != target.shape or pred.ndim != 5:
         raise ValueError(f"need two videos (N, C, T, H, W) of one shape, got {tuple(pred.shape)} and "
                          f"{tuple(target.shape)}")

@@ -120,13 +120,7 @@ class VideoAutoencoder(nn.Module):
 
     def latent_shape(self, channels: int, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(Z, T', H', W') of the latent of a (C, T, H, W) clip; a ValueError naming what does not fit."""
-        cfg = self.config
-        if channels != cfg.in_channels:
-            raise ValueError(f"this autoencoder takes {cfg.in_channels}-channel video, got {channels} channels")
-        if height % cfg.spatial_factor or width % cfg.spatial_factor:
-            raise ValueError(f"H and W must be multiples of the spatial factor {cfg.spatial_factor}, got {height} x "
-                             f"{width}")
-        return cfg.latent_channels, cfg.latent_frames(frames), height // cfg.spatial_factor, width // cfg.spatial_factor
+        return latent_shape(self.config, channels, frames, height, width)
 
     @property
     def decoder_context(self) -> int:
@@ -184,6 +178,17 @@ class VideoAutoencoder(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z = mean + (0.5 * log_var).exp() * noise
         return {"recon": self.decoder(z), "kl": gaussian_kl(mean, log_var)}
+
+
+def latent_shape(cfg: AutoencoderConfig, channels: int, frames: int, height: int, width: int
+                 ) -> tuple[int, int, int, int]:
+    """(Z, T', H', W') of the latent of a (C, T, H, W) clip under `cfg`; a ValueError naming what does not fit."""
+    if channels != cfg.in_channels:
+        raise ValueError(f"this autoencoder takes {cfg.in_channels}-channel video, got {channels} channels")
+    if height % cfg.spatial_factor or width % cfg.spatial_factor:
+        raise ValueError(f"H and W must be multiples of the spatial factor {cfg.spatial_factor}, got {height} x "
+                         f"{width}")
+    return cfg.latent_channels, cfg.latent_frames(frames), height // cfg.spatial_factor, width // cfg.spatial_factor
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

@@ -317,6 +317,20 @@ def load_flow_net(name_or_path: str | os.PathLike) -> FlowNet:
     return load_checked(FlowNet(from_dict(FlowConfig, config["flow"], "flow.")), load_model_weights(root), root, "flow")
 
 
+def load_autoencoder(name_or_path: str | os.PathLike):
+    """A VideoAutoencoder (with its latent shift and scale) from a model directory or bundled name, in eval mode."""
+    from ..config import AutoencoderConfig
+    from .autoencoder import VideoAutoencoder
+
+    root = resolve_model_dir(name_or_path)
+    config = read_model_config(root)
+    if config.get("kind") != "autoencoder":
+        raise ValueError(f"{root} is not an autoencoder model directory (config.json kind={config.get('kind')!r}, "
+                         f"expected 'autoencoder')")
+    model = VideoAutoencoder(from_dict(AutoencoderConfig, config["autoencoder"], "autoencoder."))
+    return load_checked(model, load_model_weights(root), root, "autoencoder").eval()
+
+
 # ---- adapter directories (LoRA) ----
 
 ADAPTER_FILE = "adapter.json"

@@ -61,6 +61,9 @@ def collect_captions(dataset, limit: int = 5000) -> list[str]:
 class Trainer:
     """Train a SpaceTimeUNet on a data set; write checkpoints, a model directory, metrics and samples to `out`."""
 
+    run_sections = ("model", "diffusion", "cond")  # config sections a resumed run must keep
+    logged_terms = ("loss", "mse", "vb", "kl", "flow", "cycle")  # loss terms written to metrics.jsonl
+
     def __init__(self, config: Config, out: str | Path, *, resume: bool = False):
         self.config, self.out = config, Path(out)
         tc = config.train
@@ -215,7 +218,7 @@ class Trainer:
         path = self.out / "config.json"
         if not path.is_file():
             return
-        saved, sections = json.loads(path.read_text()), ("model", "diffusion", "cond")
+        saved, sections = json.loads(path.read_text()), self.run_sections
         defaults = json.loads(json.dumps(to_dict(Config())))  # a key newer than the run's config.json: its default
         saved = {name: {**defaults[name], **(saved.get(name) or {})} for name in sections}
         diffs = config_differences(saved, json.loads(json.dumps(to_dict(self.config))), sections,
@@ -311,7 +314,7 @@ class Trainer:
             with nullcontext() if last else self.accelerator.no_sync(self.model):
                 terms = self.loss(batch)
                 self.accelerator.backward(terms["loss"] / len(batches))
-            for k in ("loss", "mse", "vb", "kl", "flow", "cycle"):
+            for k in self.logged_terms:
                 if k in terms:
                     logs[k] = logs.get(k, 0.0) + terms[k].item() / len(batches)
         logs = self.mean_over_processes(logs)
@@ -436,6 +439,10 @@ class Trainer:
             state["ema_conditioner"] = self.ema_conditioner.state_dict()
             extra["conditioner"] = self.ema_conditioner
         save_checkpoint(self.out, self.step_count, state, keep=self.config.train.keep_checkpoints)
+        self.write_model_dir(extra)
+
+    def write_model_dir(self, extra: dict) -> None:
+        """The EMA weights as a model directory `out/model` (a LoRA run: the adapter directory `out/adapter`)."""
         ft = self.config.finetune
         if ft.lora_rank:  # only what the run trained: the adapter and the new words' rows
             rows = self.ema_conditioner.text.embed.weight[-len(self.new_words):] if self.new_words else None

@@ -1,0 +1,93 @@
+"""`kinema train-ae`: the Trainer's machinery (resume, EMA, bf16, atomic checkpoints, metrics, DDP) for the video
+autoencoder, with reconstruction, KL and (given LPIPS weights) perceptual terms, and grids of input beside output."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..data import make_grid, to_uint8, write_video
+from ..models.autoencoder import VideoAutoencoder, latent_shape, measure_latent_stats
+from ..models.model_dir import save_model_dir
+from .trainer import Trainer
+
+
+class AutoencoderTrainer(Trainer):
+    """Train `config.autoencoder` on `config.data`; the model directory holds the EMA weights and latent statistics."""
+
+    run_sections = ("autoencoder",)
+    logged_terms = ("loss", "rec", "kl", "lpips")
+
+    def check_memory(self) -> None:
+        """Clips must fit the autoencoder: 1 + a multiple of the temporal factor frames, sizes the spatial factor."""
+        ac, dc = self.config.autoencoder, self.config.data
+        try:
+            latent_shape(ac, ac.in_channels, dc.num_frames, dc.size, dc.size)
+        except ValueError as err:
+            raise ValueError(f"data.num_frames / data.size do not fit the autoencoder: {err}") from None
+
+    def build_model(self) -> None:
+        """The autoencoder, its EMA copy and (with ae_loss.lpips_weight) the frozen LPIPS network."""
+        cfg = self.config
+        if cfg.autoencoder.in_channels != cfg.model.in_channels:
+            raise ValueError(f"autoencoder.in_channels {cfg.autoencoder.in_channels} differs from the clips' "
+                             f"model.in_channels {cfg.model.in_channels}")
+        self.model = VideoAutoencoder(cfg.autoencoder)
+        self.conditioner = self.ema_conditioner = self.tokenizer = self.flow_net = None
+        self.new_words = []
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.lpips = None
+        if cfg.ae_loss.lpips_weight > 0:
+            from ..evaluation.lpips import load_lpips
+
+            self.lpips = load_lpips(cfg.ae_loss.lpips_path)[0].requires_grad_(False).to(self.accelerator.device)
+
+    def loss(self, batch: dict) -> dict:
+        """Reconstruction (L1 or L2) + kl_weight * KL (+ lpips_weight * LPIPS) of one micro-batch."""
+        lc = self.config.ae_loss
+        x = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
+        out = self.model(x)  # the latent's noise from the global RNG, which checkpoints restore (exact resume)
+        recon = out["recon"].float()
+        rec = (recon - x).abs().mean() if lc.reconstruction == "l1" else (recon - x).square().mean()
+        terms = {"rec": rec, "kl": out["kl"].float().mean()}
+        terms["loss"] = rec + lc.kl_weight * terms["kl"]
+        if self.lpips is not None:
+            from ..evaluation.lpips import lpips_frames
+
+            terms["lpips"] = lpips_frames(self.lpips, recon, x).mean()
+            terms["loss"] = terms["loss"] + lc.lpips_weight * terms["lpips"]
+        return terms
+
+    def write_model_dir(self, extra: dict) -> None:
+        """`out/model`: the EMA autoencoder with its latent shift and scale measured on training clips."""
+        n = min(self.config.ae_loss.stats_clips, len(self.dataset))
+        device = self.accelerator.device
+        clips = (torch.stack([self.dataset[i]["video"] for i in range(lo, min(lo + 8, n))]).to(device)
+                 for lo in range(0, n, 8))
+        self.ema.to(device)
+        with self.accelerator.autocast():
+            measure_latent_stats(self.ema, clips)
+        dc = self.config.data
+        save_model_dir(self.out / "model", self.ema, {"kind": "autoencoder",
+                                                      "autoencoder": asdict(self.config.autoencoder),
+                                                      "data": {"size": dc.size, "num_frames": dc.num_frames}})
+
+    @torch.no_grad()
+    def sample_grid(self, step: int) -> Optional[Path]:
+        """The first training clips beside their EMA reconstructions, as one gif grid (input left, output right)."""
+        if not self.accelerator.is_main_process:
+            return None
+        n = self.config.train.num_samples
+        x = torch.stack([self.dataset[i]["video"] for i in range(n)]).to(self.accelerator.device)
+        self.ema.to(x.device)
+        with self.accelerator.autocast():
+            recon = self.ema.decode(self.ema.encode(x)).float().clamp(-1, 1)
+        pairs = torch.cat([x, recon], dim=-1)  # (N, C, T, H, 2W)
+        path = self.out / "samples" / f"step_{step:08d}.gif"
+        write_video(path, make_grid(to_uint8(pairs.cpu())), fps=8)
+        return path
+
