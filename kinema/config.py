@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class UNetConfig:
     cond_dim: int = 0  # width D of condition tokens / vectors (text, image, audio); 0 = unconditional
     map_channels: int = 0  # condition maps laid beside the input frames (a trajectory's heatmap: 1); 0 = none
     patch_size: int = 1  # fold p x p pixels into channels at the stem: every level runs 1/p the size, ~1/p^2 FLOPs
+    autoencoder: str = ""  # latent diffusion: an autoencoder model directory (kinema train-ae) or bundled name; the
+    # UNet then runs on its latents (in_channels = its latent channels) and sampling decodes. "" = pixels
 
     def __post_init__(self):
         _check(self.cond_dim >= 0, "model.cond_dim", self.cond_dim, ">= 0 (0 = no conditions)")
@@ -456,11 +459,12 @@ class Config:
             raise ValueError("cond.audio needs data.audio: true (the clips' audio tracks)")
         if self.diffusion.loss == "hybrid" and not self.model.learned_variance:
             raise ValueError("diffusion.loss 'hybrid' needs model.learned_variance: true")
-        if self.data.kind != "moving-digits" and self.model.in_channels != 3:
+        latent = bool(self.model.autoencoder)  # channels and sizes are the autoencoder's: checked when it is loaded
+        if self.data.kind != "moving-digits" and self.model.in_channels != 3 and not latent:
             raise ValueError(f"data.kind {self.data.kind!r} yields RGB clips: set model.in_channels to 3, "
                              f"got {self.model.in_channels}")
         f = self.model.downsample_factor
-        if self.data.size % f:
+        if self.data.size % f and not latent:
             raise ValueError(f"data.size {self.data.size} is not divisible by {f} "
                              f"(model.patch_size {self.model.patch_size} x 2^(levels-1) for model.channel_mult "
                              f"{self.model.channel_mult})")
@@ -567,7 +571,7 @@ def parse_override(text: str) -> tuple[str, object]:
     if not sep or "." not in key:
         raise ValueError(f"--set expects section.key=value, got {text!r}")
     try:
-        parsed = yaml.safe_load(value)
+        parsed = yaml.load(value, Loader=_ConfigLoader)
     except yaml.YAMLError as err:
         raise ValueError(f"--set {text!r}: the value is not valid YAML: {yaml_error(err)}") from err
     if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
@@ -580,6 +584,15 @@ def parse_override(text: str) -> tuple[str, object]:
     return key, parsed
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader that also reads 1e-6 (no dot: a string to YAML 1.1) as a float, as people write it."""
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def read_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> dict:
     """A YAML run config as plain sections (data only, no tags), with dotted `overrides` applied; not validated."""
     data: dict = {}
@@ -588,7 +601,11 @@ def read_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}  # data only: tags such as !!python/object are refused
+            text = path.read_text()
+            # data only: tags such as !!python/object are refused; JSON (a run's config.json) read as JSON
+            data = (json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_ConfigLoader)) or {}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from err
         except yaml.YAMLError as err:
             raise ValueError(f"{path} is not valid YAML data: {yaml_error(err)}") from err
         if not isinstance(data, dict):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .config import DiffusionConfig, is_int, resolve_precision
@@ -78,15 +79,23 @@ class VideoPipeline:
 
     def __init__(self, model: SpaceTimeUNet, diffusion: DiffusionConfig, *, size: int, num_frames: int,
                  conditioner: Optional[Conditioner] = None, fps: float = 8.0, audio_rate: int = 16000,
-                 device: Optional[str] = None, precision: str = "auto"):
+                 device: Optional[str] = None, precision: str = "auto", autoencoder: Optional[nn.Module] = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # a latent model: the UNet samples latents on a grid `spatial_factor` times smaller, decoded at the end
+        self.autoencoder = None if autoencoder is None else autoencoder.to(self.device).eval().requires_grad_(False)
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.conditioner = None if conditioner is None else conditioner.to(self.device).eval().requires_grad_(False)
         self.fps, self.audio_rate = fps, audio_rate
         self.diffusion, self.size, self.num_frames = diffusion, size, num_frames
+        self.grid = size // (autoencoder.config.spatial_factor if autoencoder is not None else 1)  # the UNet's H, W
         self.schedule = make_schedule(diffusion.schedule, diffusion.num_steps, diffusion.shift, diffusion.frame_noise)
         self.precision = resolve_precision(precision, self.device.type)
         self._base_sha256: Optional[str] = None  # hashed when an adapter first needs it, before any change
+
+    @property
+    def channels(self) -> int:
+        """Channels of the video the pipeline takes and returns (1 grayscale, 3 RGB)."""
+        return self.model.config.in_channels if self.autoencoder is None else self.autoencoder.config.in_channels
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: Optional[str] = None, precision: str = "auto",
@@ -104,7 +113,7 @@ class VideoPipeline:
         loaded = load_video_model(path, trust_pickle=trust_pickle)
         return cls(loaded.model, loaded.diffusion, size=loaded.size, num_frames=loaded.num_frames,
                    conditioner=loaded.conditioner, fps=loaded.fps, audio_rate=loaded.audio_rate, device=device,
-                   precision=precision)
+                   precision=precision, autoencoder=loaded.autoencoder)
 
     @torch.no_grad()
     def __call__(self, num_videos: int = 1, *, num_frames: Optional[int] = None, context=None,
@@ -175,7 +184,7 @@ class VideoPipeline:
         known = {(p if p >= 0 else total + p): f for p, f in known.items()}  # -1 = the last frame
         if min(known, default=0) < 0 or max(known, default=0) >= total or len(known) >= total:
             raise ValueError(f"num_frames={total} leaves no frame to generate beside the {len(known)} given")
-        result = batch * total * self.model.config.in_channels * self.size**2 * 9  # float sum, stack, uint8
+        result = batch * total * self.channels * self.size**2 * 9  # float sum, stack, uint8
         free = available_memory()
         if free is not None and result > free:
             raise ValueError(f"num_frames={total} x num_videos={batch} at {self.size}x{self.size} needs about "
@@ -194,16 +203,17 @@ class VideoPipeline:
         self._check_memory(batch, window, len(conds[0]) if conds[1] else 1, what=f"num_videos={batch}")
         generator = self._generator(seed)
         bar = tqdm(total=draws * len(plan) * steps, desc=f"sample ({sampler})", unit="step", disable=not progress)
-        video = 0.0
+        video, latent_known = 0.0, self._encode_known(known)
         for _ in range(draws):
-            done = dict(known)  # given frames, then each window's new frames
+            done = dict(latent_known)  # given frames, then each window's new frames
             for start, length, keep in plan:
                 frames = self._window(done, batch, start, length, conds=conds, steps=steps, sampler=sampler,
                                       spacing=spacing, generator=generator, bar=bar, cache_interval=cache_interval,
                                       **sampler_options)  # (B, C, L, H, W)
                 for i in keep:
                     done.setdefault(start + i, frames[:, :, i])
-            video = video + torch.stack([done[p] for p in range(total)], dim=2).float() / draws  # (B, C, T, H, W)
+            clip = torch.stack([done[p] for p in range(total)], dim=2).float()  # (B, C or Z, T, H, W)
+            video = video + self._decode(clip, window) / draws  # (B, C, T, H, W)
         bar.close()
         for p, f in known.items():  # given frames exact, not a float mean of copies
             video[:, :, p] = f.float()
@@ -227,6 +237,8 @@ class VideoPipeline:
         """
         x0 = self._as_video(video)  # (B, C, T, H, W)
         b, _, t = x0.shape[:3]
+        if self.autoencoder is not None:
+            x0 = self.autoencoder.encode(x0)  # (B, Z, T, H / f, W / f): SDEdit runs on the latent
         spacing = spacing or default_spacing(sampler)
         chain, scales = self.conditions(b, t, prompt=prompt, negative_prompt=negative_prompt, image=image,
                                         audio=audio, trajectory=trajectory,
@@ -242,7 +254,7 @@ class VideoPipeline:
                        sampler=sampler, num_steps=steps, spacing=spacing, generator=generator,
                        callback=lambda info: bar.update(1), **sampler_options)
         bar.close()
-        return Video(to_uint8(out.float().cpu()), fps=self.fps)
+        return Video(to_uint8(self._decode(out.float(), self.num_frames).cpu()), fps=self.fps)
 
     def _generator(self, seed: Optional[int]) -> torch.Generator:
         """A generator on the device seeded with `seed` (0 .. MAX_SEED), or a fresh seed when None."""
@@ -253,7 +265,7 @@ class VideoPipeline:
     def _check_memory(self, batch: int, frames: int, branches: int, what: str) -> None:
         """Refuse, before sampling, a network call on batch x branches clips of `frames` frames that cannot fit."""
         shown = f"{what}{f' x {branches} guidance branches' if branches > 1 else ''} x {frames} frames"
-        check_activation_memory(self.model.config, batch * branches, frames, self.size, self.size, grad=False,
+        check_activation_memory(self.model.config, batch * branches, frames, self.grid, self.grid, grad=False,
                                 device=str(self.device), what=shown)
 
     def _denoiser(self, cache_interval: int, chain: list[dict], scales: list[float],
@@ -285,7 +297,7 @@ class VideoPipeline:
     def _window(self, known: dict, batch: int, start: int, length: int, *, conds, steps: int, sampler: str,
                 spacing: str, generator: torch.Generator, bar, cache_interval: int = 1, **options) -> torch.Tensor:
         """Sample one window of `length` frames from `start`, with the frames already known kept exact."""
-        c, hw = self.model.config.in_channels, (self.size, self.size)
+        c, hw = self.model.config.in_channels, (self.grid, self.grid)
         mask = torch.zeros(batch, length, device=self.device)
         given = torch.zeros(batch, c, length, *hw, device=self.device)
         for i in range(length):
@@ -404,9 +416,33 @@ class VideoPipeline:
         return audio_input(value, batch, num_frames, rate=self.audio_rate, fps=self.fps, n_mels=cfg.n_mels,
                            steps_per_frame=cfg.audio_steps_per_frame)
 
+    def _encode_known(self, known: dict) -> dict:
+        """Given pixel frames {position: (B, C, H, W)} as the UNet takes them: a latent model's latents, else as is.
+
+        The autoencoder is causal, frame t's latent reads frames <= t: the given frames from position 0 on
+        are encoded together as the clip they begin (as in training); any other given frame alone.
+        """
+        if self.autoencoder is None or not known:
+            return known
+        prefix = 0
+        while prefix in known:
+            prefix += 1
+        out = {}
+        if prefix:
+            latents = self.autoencoder.encode(torch.stack([known[p] for p in range(prefix)], dim=2).float())
+            out.update({p: latents[:, :, p] for p in range(prefix)})
+        for p, frame in known.items():
+            if p >= prefix:
+                out[p] = self.autoencoder.encode(frame[:, :, None].float())[:, :, 0]
+        return out
+
+    def _decode(self, clip: torch.Tensor, chunk: int) -> torch.Tensor:
+        """A sampled clip (B, C or Z, T, H, W) as pixels: a latent model decodes it `chunk` latent frames at a time."""
+        return clip if self.autoencoder is None else self.autoencoder.decode(clip, chunk=chunk).float()
+
     def _known_frames(self, num_videos, context, context_frames, first_frame, last_frame):
         """{position: (B, C, H, W) frame} from the user's inputs (position -1 = the last frame), and B."""
-        known, batch = known_frames(num_videos, size=self.size, channels=self.model.config.in_channels,
+        known, batch = known_frames(num_videos, size=self.size, channels=self.channels,
                                     window=self.num_frames, frame_conditioning=self.model.config.frame_conditioning,
                                     context=context, context_frames=context_frames, first_frame=first_frame,
                                     last_frame=last_frame)
@@ -414,4 +450,4 @@ class VideoPipeline:
 
     def _as_video(self, x, image: bool = False) -> torch.Tensor:
         """A path, uint8 array or float tensor as float (B, C, T, H, W) at the model's size, on its device."""
-        return as_video(x, size=self.size, channels=self.model.config.in_channels, image=image).to(self.device)
+        return as_video(x, size=self.size, channels=self.channels, image=image).to(self.device)

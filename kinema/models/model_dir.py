@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 import torch
 from torch import Tensor, nn
 
-from ..config import CondConfig, Config, DiffusionConfig, FlowConfig, UNetConfig, from_dict, is_int, to_dict
+from ..config import (AutoencoderConfig, CondConfig, Config, DiffusionConfig, FlowConfig, UNetConfig, from_dict, is_int,
+                      to_dict)
 from ..files import atomic_write, fsync_dir
 from .encoders import Conditioner, Tokenizer
 from .flow import FlowNet
@@ -255,6 +256,7 @@ class VideoModel:
     num_frames: int  # the training window
     fps: float  # frame rate the audio is aligned to (8 when the model records none)
     audio_rate: int  # audio samples per second
+    autoencoder: Optional[nn.Module] = None  # a latent model's VideoAutoencoder (its own copy, in the directory)
 
 
 def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = False) -> VideoModel:
@@ -277,12 +279,20 @@ def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = Fa
         cond = from_dict(CondConfig, config["cond"], prefix="cond.") if "cond" in config else None
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from err
-    data, f = config["data"], model_config.downsample_factor
+    autoencoder = None
+    if "autoencoder" in config:  # a latent model: its autoencoder's weights are in the directory beside the UNet's
+        from .autoencoder import VideoAutoencoder
+
+        ae_config = from_dict(AutoencoderConfig, config["autoencoder"], "autoencoder.")
+        autoencoder = load_checked(VideoAutoencoder(ae_config), load_model_weights(path, "autoencoder",
+                                   trust_pickle=trust_pickle), path, "autoencoder").eval()
+    data = config["data"]
+    f = model_config.downsample_factor * (autoencoder.config.spatial_factor if autoencoder is not None else 1)
     size, num_frames, audio_rate = data.get("size"), data.get("num_frames"), data.get("audio_rate", 16000)
     fps = 8.0 if data.get("fps") is None else data["fps"]  # unconditioned models record none
     if not is_int(size) or size < 1 or size % f:
         raise ValueError(f"{where}: data.size = {size!r} is not a positive multiple of {f}, the UNet's "
-                         "downsampling factor")
+                         "downsampling factor (times the autoencoder's)")
     if not is_int(num_frames) or num_frames < 2:
         raise ValueError(f"{where}: data.num_frames = {num_frames!r} must be an integer >= 2 (the frames the model "
                          "was trained on)")
@@ -295,11 +305,13 @@ def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = Fa
     conditioner = None
     if cond is not None:
         tokenizer = Tokenizer(read_vocab(path)) if cond.text == "gru" else None
-        conditioner = Conditioner(cond, model_config.cond_dim, in_channels=model_config.in_channels,
-                                  tokenizer=tokenizer, frame_size=size)
+        grid = size // (autoencoder.config.spatial_factor if autoencoder is not None else 1)
+        conditioner = Conditioner(cond, model_config.cond_dim, tokenizer=tokenizer, frame_size=grid,
+                                  in_channels=model_config.in_channels if autoencoder is None
+                                  else autoencoder.config.in_channels)
         load_checked(conditioner, load_model_weights(path, "conditioner", trust_pickle=trust_pickle), path,
                      "conditioner")
-    return VideoModel(path, model, conditioner, diffusion, size, num_frames, float(fps), audio_rate)
+    return VideoModel(path, model, conditioner, diffusion, size, num_frames, float(fps), audio_rate, autoencoder)
 
 
 def save_flow_net(out_dir: str | os.PathLike, net: FlowNet, extra: Optional[dict] = None) -> Path:
@@ -317,12 +329,31 @@ def load_flow_net(name_or_path: str | os.PathLike) -> FlowNet:
     return load_checked(FlowNet(from_dict(FlowConfig, config["flow"], "flow.")), load_model_weights(root), root, "flow")
 
 
+def latent_autoencoder(model_config: UNetConfig, size: int):
+    """The autoencoder `model.autoencoder` names, checked against the UNet and the frame size; frozen, eval mode."""
+    ae = load_autoencoder(model_config.autoencoder).requires_grad_(False)
+    ac, where = ae.config, f"model.autoencoder {model_config.autoencoder}"
+    if ac.temporal_factor != 1:
+        raise ValueError(f"{where} compresses time ({ac.temporal_factor}x); latent diffusion takes autoencoders "
+                         "with autoencoder.temporal_factor 1 so far")
+    if model_config.in_channels != ac.latent_channels:
+        raise ValueError(f"{where} has {ac.latent_channels} latent channels: set model.in_channels to "
+                         f"{ac.latent_channels}, got {model_config.in_channels}")
+    f = ac.spatial_factor * model_config.downsample_factor
+    if size % f:
+        raise ValueError(f"data.size {size} is not divisible by {f}: the autoencoder's spatial factor "
+                         f"{ac.spatial_factor} x the UNet's downsampling factor {model_config.downsample_factor}")
+    return ae
+
+
 def load_autoencoder(name_or_path: str | os.PathLike):
-    """A VideoAutoencoder (with its latent shift and scale) from a model directory or bundled name, in eval mode."""
-    from ..config import AutoencoderConfig
+    """A VideoAutoencoder (with its latent shift and scale) from a model directory, a `kinema train-ae` run directory
+    (its `model/`) or a bundled name, in eval mode."""
     from .autoencoder import VideoAutoencoder
 
     root = resolve_model_dir(name_or_path)
+    if not (root / "model.safetensors").is_file() and (root / "model" / "config.json").is_file():
+        root = root / "model"
     config = read_model_config(root)
     if config.get("kind") != "autoencoder":
         raise ValueError(f"{root} is not an autoencoder model directory (config.json kind={config.get('kind')!r}, "

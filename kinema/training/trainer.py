@@ -13,6 +13,7 @@ import os
 import time
 import warnings
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -30,8 +31,8 @@ from ..diffusion import generate, make_schedule, sampling_denoiser, training_los
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.encoders import CONDITIONS, Conditioner, Tokenizer
 from ..models.lora import add_adapter, freeze_base
-from ..models.model_dir import (load_flow_net, load_video_model, read_model_config, save_adapter_dir, save_model_dir,
-                                video_model_config, weights_sha256)
+from ..models.model_dir import (latent_autoencoder, load_flow_net, load_video_model, read_model_config,
+                                save_adapter_dir, save_model_dir, video_model_config, weights_sha256)
 from ..models.unet import check_activation_memory
 from ..types import FrameMask
 from .checkpoint import (flatten_state, list_checkpoints, load_checkpoint, nonfinite_tensors, remove_stale,
@@ -97,9 +98,17 @@ class Trainer:
     # ---- setup helpers ----
 
     def check_memory(self) -> None:
-        """Refuse, before building anything, a batch whose training activations cannot fit in memory."""
+        """Load a latent model's autoencoder; refuse, before building anything, a batch whose training activations
+        cannot fit in memory."""
         cfg, tc = self.config, self.config.train
-        check_activation_memory(cfg.model, tc.batch_size, cfg.data.num_frames, cfg.data.size, cfg.data.size,
+        self.autoencoder, self.grid = None, cfg.data.size  # grid: the H and W the UNet runs at
+        if cfg.model.autoencoder:
+            if cfg.temporal.enabled:
+                raise ValueError("temporal.flow_model: the flow and cycle losses read pixels; a latent model "
+                                 "(model.autoencoder) cannot take them")
+            self.autoencoder = latent_autoencoder(cfg.model, cfg.data.size).to(self.accelerator.device)
+            self.grid = cfg.data.size // self.autoencoder.config.spatial_factor
+        check_activation_memory(cfg.model, tc.batch_size, cfg.data.num_frames, self.grid, self.grid,
                                 grad=not tc.gradient_checkpointing, device=str(self.accelerator.device),
                                 what=f"train.batch_size={tc.batch_size} x data.num_frames={cfg.data.num_frames}")
 
@@ -123,8 +132,9 @@ class Trainer:
             captions = collect_captions(self.dataset) if cfg.cond.text == "gru" else []
             if cfg.cond.text == "gru":
                 self.tokenizer = Tokenizer.build(captions) if base is None else base.conditioner.text.tokenizer
-            self.conditioner = Conditioner(cfg.cond, cfg.model.cond_dim, in_channels=cfg.model.in_channels,
-                                           tokenizer=self.tokenizer, frame_size=cfg.data.size)
+            pixels = cfg.model.in_channels if self.autoencoder is None else self.autoencoder.config.in_channels
+            self.conditioner = Conditioner(cfg.cond, cfg.model.cond_dim, in_channels=pixels,
+                                           tokenizer=self.tokenizer, frame_size=self.grid)
             if base is not None:
                 self.conditioner.load_state_dict(base.conditioner.state_dict())
                 if self.tokenizer is not None:  # the new data's words, appended: old ids keep their rows
@@ -262,6 +272,9 @@ class Trainer:
         """The diffusion loss terms of one micro-batch; with frame conditioning, over the unknown frames only."""
         dcfg, extra = self.config.diffusion, {}
         x0 = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
+        if self.autoencoder is not None:  # latent diffusion: the clip's latent, frame t's latent at frame t
+            with torch.no_grad():
+                x0 = self.autoencoder.encode(x0).float()  # (B, Z, T, H / f, W / f)
         gens = example_generators(batch)  # a clip's draws do not depend on how the global batch is split
         given = torch.zeros(x0.shape[0], dtype=torch.bool)  # (B,) clips with given frames
         if self.config.model.frame_conditioning:
@@ -450,7 +463,10 @@ class Trainer:
                              base_sha256=self.base_sha256, rank=ft.lora_rank, alpha=float(ft.lora_alpha or ft.lora_rank),
                              targets=tuple(ft.lora_targets), new_words=self.new_words, embeddings=rows)
         else:
-            save_model_dir(self.out / "model", self.ema, video_model_config(self.config, self.fps), extra=extra,
+            config = video_model_config(self.config, self.fps)
+            if self.autoencoder is not None:  # the directory carries its own copy: it samples without the original
+                config["autoencoder"], extra["autoencoder"] = asdict(self.autoencoder.config), self.autoencoder
+            save_model_dir(self.out / "model", self.ema, config, extra=extra,
                            vocab=self.tokenizer.words if self.tokenizer else None)
 
     @torch.no_grad()
@@ -459,7 +475,7 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return None
         tc, dc = self.config.train, self.config.data
-        shape = (tc.num_samples, self.config.model.in_channels, dc.num_frames, dc.size, dc.size)
+        shape = (tc.num_samples, self.config.model.in_channels, dc.num_frames, self.grid, self.grid)
         device = self.accelerator.device
         self.ema.to(device)
         cond = captions = None
@@ -472,6 +488,8 @@ class Trainer:
             x0 = generate(denoise, shape, schedule=self.schedule,
                           sampler="ddim", num_steps=tc.sample_steps,
                           generator=torch.Generator(device).manual_seed(tc.seed), device=device)
+            if self.autoencoder is not None:
+                x0 = self.autoencoder.decode(x0.float(), chunk=dc.num_frames)
         path = self.out / "samples" / f"step_{step:08d}.gif"
         write_video(path, make_grid(to_uint8(x0.float().cpu())), fps=8)
         if captions:

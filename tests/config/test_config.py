@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kinema.config import Config, DiffusionConfig, UNetConfig, from_dict, load_config, to_dict
+from kinema.config import Config, DiffusionConfig, UNetConfig, from_dict, load_config, parse_override, to_dict
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -96,7 +96,7 @@ def test_unknown_key_suggests_the_close_one(tmp_path, text, bad, close):
         ("model:\n  learned_variance: 'yes'\n", "model.learned_variance"),
         ("model:\n  channel_mult: 2\n", "model.channel_mult"),
         ("model:\n  channel_mult: [1, two]\n", "model.channel_mult"),
-        ("train:\n  lr: 1e-3\n", "train.lr"),  # YAML 1.1 reads 1e-3 (no dot) as a string
+        ("train:\n  lr: 1e-3x\n", "train.lr"),
         ("diffusion:\n  schedule: 3\n", "diffusion.schedule"),
     ],
 )
@@ -159,6 +159,13 @@ def test_to_dict_from_dict_round_trip():
     assert data["model"]["channel_mult"] == [1, 2]
     assert from_dict(Config, data) == config
     assert from_dict(Config, json.loads(json.dumps(data))) == config
+
+
+def test_exponents_without_a_dot_read_as_numbers(tmp_path):
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a config and --set read it as people mean it
+    config = load_config(_write(tmp_path, "train:\n  lr: 1e-3\n  weight_decay: 2E-2\n"))
+    assert config.train.lr == 1e-3 and config.train.weight_decay == 2e-2
+    assert parse_override("cond.kl_weight=1e-6") == ("cond.kl_weight", 1e-6)
 
 
 def test_overrides_apply_over_the_file(tmp_path):
