@@ -12,6 +12,7 @@ frame equals the one a whole-clip decode gives: memory stays flat however long t
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Iterable, Optional
 
 import torch
@@ -122,6 +123,10 @@ class VideoAutoencoder(nn.Module):
         """(Z, T', H', W') of the latent of a (C, T, H, W) clip; a ValueError naming what does not fit."""
         return latent_shape(self.config, channels, frames, height, width)
 
+    def describe(self) -> dict:
+        """What a model directory records to rebuild this autoencoder: its config."""
+        return asdict(self.config)
+
     @property
     def decoder_context(self) -> int:
         """Past latent frames a chunk needs in front so its frames decode exactly as in a whole-clip decode."""
@@ -214,3 +219,109 @@ def measure_latent_stats(autoencoder: VideoAutoencoder, clips: Iterable[torch.Te
     autoencoder.latent_shift.copy_(shift.float())
     autoencoder.latent_scale.copy_(scale.float())
     return {"shift": autoencoder.latent_shift.clone(), "scale": autoencoder.latent_scale.clone()}
+
+
+# ---- diffusers autoencoders ----
+
+DIFFUSERS_CLASSES = ("AutoencoderKL", "AutoencoderKLCogVideoX", "AutoencoderKLWan")
+
+
+@dataclass
+class LatentSpec:
+    """What kinema reads of a foreign autoencoder: its video channels, latent channels and compression."""
+
+    in_channels: int
+    latent_channels: int
+    spatial_factor: int
+    temporal_factor: int
+
+
+class DiffusersAutoencoder(nn.Module):
+    """A diffusers autoencoder (`AutoencoderKL` per frame, `AutoencoderKLCogVideoX`, `AutoencoderKLWan`) behind
+    VideoAutoencoder's interface: video in [-1, 1] <-> latents normalised as diffusers' own pipelines do."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        name = type(vae).__name__
+        if name not in DIFFUSERS_CLASSES:
+            raise ValueError(f"a diffusers autoencoder of class {name} is not supported; kinema takes "
+                             f"{', '.join(DIFFUSERS_CLASSES)}")
+        self.vae, self.kind, c = vae, name, vae.config
+        if name == "AutoencoderKL":
+            spatial, temporal, latent = 2 ** (len(c.block_out_channels) - 1), 1, c.latent_channels
+            mean, scale = [c.shift_factor or 0.0] * latent, [1 / c.scaling_factor] * latent
+        elif name == "AutoencoderKLCogVideoX":  # time shrinks in the first log2(ratio) of the downsampling blocks
+            spatial, latent = 2 ** (len(c.block_out_channels) - 1), c.latent_channels
+            temporal = 2 ** min(int(c.temporal_compression_ratio).bit_length() - 1, len(c.block_out_channels) - 1)
+            mean, scale = [0.0] * latent, [1 / c.scaling_factor] * latent
+        else:
+            spatial, temporal, latent = 2 ** (len(c.dim_mult) - 1), 2 ** sum(map(bool, c.temperal_downsample)), c.z_dim
+            mean, scale = list(c.latents_mean), list(c.latents_std)
+        self.config = LatentSpec(getattr(c, "in_channels", 3), latent, spatial, temporal)
+        self.register_buffer("latent_shift", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("latent_scale", torch.tensor(scale, dtype=torch.float32))
+
+    @property
+    def per_frame(self) -> bool:
+        """Whether the wrapped model is an image autoencoder applied to each frame."""
+        return self.kind == "AutoencoderKL"
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Video (B, C, T, H, W) -> the raw latent's mean and log variance (B, Z, T', H', W')."""
+        b = x.shape[0]
+        if self.per_frame:
+            dist = self.vae.encode(rearrange(x, "b c t h w -> (b t) c h w")).latent_dist
+            return tuple(rearrange(v, "(b t) z h w -> b z t h w", b=b) for v in (dist.mean, dist.logvar))
+        dist = self.vae.encode(x).latent_dist
+        return dist.mean, dist.logvar
+
+    def encode(self, x: torch.Tensor, sample: bool = False, generator: Optional[torch.Generator] = None
+               ) -> torch.Tensor:
+        """Video -> the normalised latent diffusion sees (as diffusers' pipelines normalise it)."""
+        mean, log_var = self.moments(x)
+        z = mean
+        if sample:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            z = mean + (0.5 * log_var).exp() * noise
+        return (z - self.latent_shift.view(-1, 1, 1, 1)) / self.latent_scale.view(-1, 1, 1, 1)
+
+    def decode(self, z: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+        """Normalised latent -> video (B, C, T, H, W); an image autoencoder decodes `chunk` frames at a time."""
+        raw = z * self.latent_scale.view(-1, 1, 1, 1) + self.latent_shift.view(-1, 1, 1, 1)
+        if not self.per_frame:
+            return self.vae.decode(raw).sample
+        b, t = raw.shape[0], raw.shape[2]
+        step = t if chunk is None else max(int(chunk), 1)
+        parts = [self.vae.decode(rearrange(raw[:, :, s:s + step], "b z t h w -> (b t) z h w")).sample
+                 for s in range(0, t, step)]
+        return torch.cat([rearrange(p, "(b t) c h w -> b c t h w", b=b) for p in parts], dim=2)
+
+    def describe(self) -> dict:
+        """What a model directory records to rebuild the wrapped model: its class and diffusers config."""
+        return {"diffusers": {"class": self.kind, "config": dict(self.vae.config)}}
+
+
+def load_diffusers_autoencoder(path: str) -> DiffusersAutoencoder:
+    """The diffusers autoencoder saved (save_pretrained) at `path`, wrapped; needs `pip install diffusers`."""
+    try:
+        import diffusers
+    except ImportError as err:
+        raise RuntimeError("model.autoencoder diffusers:PATH needs diffusers: pip install diffusers") from err
+    import json
+    from pathlib import Path
+
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        raise ValueError(f"diffusers:{path}: no config.json there; save the autoencoder with save_pretrained")
+    name = json.loads(config_file.read_text()).get("_class_name")
+    if name not in DIFFUSERS_CLASSES:
+        raise ValueError(f"diffusers:{path} holds a {name!r}; kinema takes {', '.join(DIFFUSERS_CLASSES)}")
+    return DiffusersAutoencoder(getattr(diffusers, name).from_pretrained(path)).eval()
+
+
+def diffusers_from_record(record: dict) -> DiffusersAutoencoder:
+    """A DiffusersAutoencoder rebuilt (weights not loaded) from what `describe` recorded."""
+    import diffusers
+
+    cls = getattr(diffusers, record["class"])
+    return DiffusersAutoencoder(cls.from_config(record["config"]))

@@ -281,11 +281,13 @@ def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = Fa
         raise ValueError(f"{where}: {err}") from err
     autoencoder = None
     if "autoencoder" in config:  # a latent model: its autoencoder's weights are in the directory beside the UNet's
-        from .autoencoder import VideoAutoencoder
+        from .autoencoder import VideoAutoencoder, diffusers_from_record
 
-        ae_config = from_dict(AutoencoderConfig, config["autoencoder"], "autoencoder.")
-        autoencoder = load_checked(VideoAutoencoder(ae_config), load_model_weights(path, "autoencoder",
-                                   trust_pickle=trust_pickle), path, "autoencoder").eval()
+        record = config["autoencoder"]
+        autoencoder = (diffusers_from_record(record["diffusers"]) if "diffusers" in record
+                       else VideoAutoencoder(from_dict(AutoencoderConfig, record, "autoencoder.")))
+        autoencoder = load_checked(autoencoder, load_model_weights(path, "autoencoder", trust_pickle=trust_pickle),
+                                   path, "autoencoder").eval()
     data = config["data"]
     f = model_config.downsample_factor * (autoencoder.config.spatial_factor if autoencoder is not None else 1)
     size, num_frames, audio_rate = data.get("size"), data.get("num_frames"), data.get("audio_rate", 16000)
@@ -348,8 +350,11 @@ def latent_autoencoder(model_config: UNetConfig, size: int):
 
 def load_autoencoder(name_or_path: str | os.PathLike):
     """A VideoAutoencoder (with its latent shift and scale) from a model directory, a `kinema train-ae` run directory
-    (its `model/`) or a bundled name, in eval mode."""
-    from .autoencoder import VideoAutoencoder
+    (its `model/`) or a bundled name, in eval mode; "diffusers:PATH" wraps a diffusers autoencoder saved there."""
+    from .autoencoder import VideoAutoencoder, load_diffusers_autoencoder
+
+    if str(name_or_path).startswith("diffusers:"):
+        return load_diffusers_autoencoder(str(name_or_path)[len("diffusers:"):])
 
     root = resolve_model_dir(name_or_path)
     if not (root / "model.safetensors").is_file() and (root / "model" / "config.json").is_file():

@@ -13,7 +13,6 @@ import os
 import time
 import warnings
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -465,7 +464,7 @@ class Trainer:
         else:
             config = video_model_config(self.config, self.fps)
             if self.autoencoder is not None:  # the directory carries its own copy: it samples without the original
-                config["autoencoder"], extra["autoencoder"] = asdict(self.autoencoder.config), self.autoencoder
+                config["autoencoder"], extra["autoencoder"] = self.autoencoder.describe(), self.autoencoder
             save_model_dir(self.out / "model", self.ema, config, extra=extra,
                            vocab=self.tokenizer.words if self.tokenizer else None)
 
