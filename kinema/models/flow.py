@@ -135,3 +135,44 @@ class FlowNet(nn.Module):
         fw, bw = self(torch.cat([a, n]), torch.cat([n, a])).chunk(2)
         split = "(b t) c h w -> b t c h w"
         return rearrange(fw, split, b=b, t=t - 1), rearrange(bw, split, b=b, t=t - 1)
+
+
+# ---- following a point through the flow ----
+
+
+def sample_flow(flow: Tensor, points: Tensor) -> Tensor:
+    """The flow (B, 2, H, W) at sub-pixel points (B, 2) as (x, y) pixels, bilinear, borders repeated -> (B, 2)."""
+    h, w = flow.shape[-2:]
+    scale = torch.tensor([max(w - 1, 1), max(h - 1, 1)], device=flow.device, dtype=torch.float32)
+    grid = (points.float() / scale * 2 - 1)[:, None, None, :]  # (B, 1, 1, 2) in [-1, 1]
+    return F.grid_sample(flow.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0, 0]
+
+
+@torch.no_grad()
+def track_points(net: "FlowNet", video: Tensor, start: Tensor) -> Tensor:
+    """Follow points through a clip: video (B, C, T, H, W), start (B, 2) (x, y) pixels in frame 0 -> (B, T, 2).
+
+    Each step moves the point by the forward flow sampled where it is: p(t+1) = p(t) + flow_t(p(t)).
+    """
+    forward, _ = net.video_flows(video)  # (B, T-1, 2, H, W)
+    h, w = video.shape[-2:]
+    limit = torch.tensor([w - 1, h - 1], device=start.device, dtype=torch.float32)
+    path = [start.float()]
+    for t in range(forward.shape[1]):
+        path.append((path[-1] + sample_flow(forward[:, t], path[-1])).clamp(min=torch.zeros_like(limit), max=limit))
+    return torch.stack(path, dim=1)
+
+
+@torch.no_grad()
+def motion_start(net: "FlowNet", video: Tensor, min_motion: float = 0.5) -> Tensor:
+    """Where the main moving thing is in frame 0: the flow-magnitude-weighted centre of the pixels moving more than
+    `min_motion` pixels from frame 0 to 1 -> (B, 2) (x, y); the frame's centre where nothing moves."""
+    flow = net(video[:, :, 0], video[:, :, 1])  # (B, 2, H, W)
+    h, w = flow.shape[-2:]
+    speed = flow.norm(dim=1)  # (B, H, W)
+    weight = torch.where(speed > min_motion, speed, torch.zeros_like(speed))
+    grid = _pixel_grid(h, w, flow.device, torch.float32)[0]  # (2, H, W) x, y
+    total = weight.sum(dim=(1, 2))  # (B,)
+    centre = torch.einsum("bhw,chw->bc", weight, grid) / total.clamp_min(1e-6)[:, None]
+    middle = torch.tensor([(w - 1) / 2, (h - 1) / 2], device=flow.device)
+    return torch.where((total > 0)[:, None], centre, middle)

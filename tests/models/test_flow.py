@@ -100,3 +100,46 @@ def test_bundled_flow_model_end_point_error_below_half_a_pixel():
     untrained = translation_epe(FlowNet(net.config), n=256, max_shift=2.5, seed=1)
     assert epe < 0.5, epe
     assert untrained > 1.0  # the task is not trivially easy
+
+
+# ---- following a point ----
+
+
+class _ConstantFlow(torch.nn.Module):
+    """A stand-in FlowNet: every pixel moves by `step` from each frame to the next; only inside a box for f(a, b)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = torch.tensor(step, dtype=torch.float32)
+
+    def video_flows(self, video):
+        b, _, t, h, w = video.shape
+        fw = self.step.view(1, 1, 2, 1, 1).expand(b, t - 1, 2, h, w).clone()
+        return fw, -fw
+
+    def forward(self, f1, f2):
+        flow = torch.zeros(f1.shape[0], 2, *f1.shape[-2:])
+        flow[:, :, 4:8, 10:14] = self.step.view(1, 2, 1, 1)  # rows 4-7, columns 10-13 move
+        return flow
+
+
+def test_a_followed_point_moves_by_the_flow_each_frame_and_stays_inside():
+    from kinema.models.flow import track_points
+
+    net = _ConstantFlow([1.5, -0.5])
+    path = track_points(net, torch.zeros(2, 1, 5, 16, 16), torch.tensor([[2.0, 8.0], [14.0, 1.0]]))
+    assert path.shape == (2, 5, 2)
+    torch.testing.assert_close(path[0], torch.tensor([[2.0, 8.0], [3.5, 7.5], [5.0, 7.0], [6.5, 6.5], [8.0, 6.0]]))
+    assert path[1, :, 0].max() <= 15 and path[1, :, 1].min() >= 0  # clamped to the frame
+
+
+def test_sample_flow_is_bilinear_and_motion_start_finds_the_moving_box():
+    from kinema.models.flow import motion_start, sample_flow
+
+    flow = torch.zeros(1, 2, 4, 4)
+    flow[0, 0, 1, 2], flow[0, 0, 1, 3] = 2.0, 4.0  # x-flow at row 1, columns 2 and 3
+    torch.testing.assert_close(sample_flow(flow, torch.tensor([[2.5, 1.0]])), torch.tensor([[3.0, 0.0]]))
+    start = motion_start(_ConstantFlow([2.0, 0.0]), torch.zeros(1, 1, 2, 16, 16))
+    torch.testing.assert_close(start, torch.tensor([[11.5, 5.5]]))  # the centre of columns 10-13, rows 4-7
+    still = motion_start(_ConstantFlow([0.0, 0.0]), torch.zeros(1, 1, 2, 16, 16))
+    torch.testing.assert_close(still, torch.tensor([[7.5, 7.5]]))  # nothing moves: the frame's centre
