@@ -216,6 +216,8 @@ class CondConfig:
     audio_steps_per_frame: int = 4  # audio feature columns per video frame (before the encoder pools them)
     trajectory_objects: int = 2  # objects a "vector" trajectory has a slot for (a heatmap takes any number)
     trajectory_sigma: float = 0.05  # width of a heatmap's blob, as a share of the frame side
+    trajectory_flow: str = ""  # clips without true tracks (videos): a flow model (kinema train-flow, or
+    # "flow-moving-digits") whose forward flow each clip's main motion is followed through, in training
 
     def __post_init__(self):
         _check(self.text in TEXT_ENCODERS, "cond.text", self.text, ", ".join(TEXT_ENCODERS))
@@ -252,7 +254,8 @@ class CondConfig:
 
 # cond keys that change how training draws and weighs, not the network: a resumed run or a fine-tune may change them
 COND_TRAINING_KEYS = tuple(f"cond.{k}" for k in ("drop_text", "drop_image", "drop_audio", "drop_trajectory",
-                                                 "drop_text_with_frames", "drop_image_with_frames", "kl_weight"))
+                                                 "drop_text_with_frames", "drop_image_with_frames", "kl_weight",
+                                                 "trajectory_flow"))
 
 
 @dataclass
@@ -452,9 +455,10 @@ class Config:
             raise ValueError(f"cond.trajectory {self.cond.trajectory!r} lays {self.cond.map_channels} map channel(s) "
                              f"beside the frames, but model.map_channels is {self.model.map_channels}: set it to "
                              f"{self.cond.map_channels}")
-        if self.cond.trajectory != "none" and self.data.kind not in TRACKED_KINDS:
+        if self.cond.trajectory != "none" and self.data.kind not in TRACKED_KINDS and not self.cond.trajectory_flow:
             raise ValueError(f"cond.trajectory needs clips with tracks: data.kind {self.data.kind!r} has none "
-                             f"(kinds with tracks: {', '.join(TRACKED_KINDS)})")
+                             f"(kinds with tracks: {', '.join(TRACKED_KINDS)}); set cond.trajectory_flow to a flow "
+                             "model to follow each clip's main motion instead")
         if self.cond.audio and not self.data.audio:
             raise ValueError("cond.audio needs data.audio: true (the clips' audio tracks)")
         if self.diffusion.loss == "hybrid" and not self.model.learned_variance:

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from kinema.cli import main
 from kinema.config import load_config
@@ -61,9 +62,24 @@ def test_cli_sample_and_animate_along_a_path(run, tmp_path, capsys):
     assert "expected two numbers" in capsys.readouterr().err
 
 
-def test_training_needs_clips_with_tracks():
-    with pytest.raises(ValueError, match="needs clips with tracks"):
-        load_config(None, {**TINY, "data.kind": "folder", "data.root": "/videos", "model.in_channels": 3})
+def test_training_needs_clips_with_tracks_or_a_flow_model_to_follow_them():
+    folder = {**TINY, "data.kind": "folder", "data.root": "/videos", "model.in_channels": 3}
+    with pytest.raises(ValueError, match="needs clips with tracks.*cond.trajectory_flow"):
+        load_config(None, folder)
+    assert load_config(None, {**folder, "cond.trajectory_flow": "flow-moving-digits"}).cond.trajectory_flow
+
+
+def test_clips_without_tracks_are_followed_through_the_flow(tmp_path):
+    from kinema.data.datasets import MovingDigits, MovingDigitsConfig
+
+    trainer = Trainer(load_config(None, {**TINY, "cond.trajectory_flow": "flow-moving-digits", "data.size": 32,
+                                         "data.num_frames": 8}), tmp_path)
+    data = MovingDigits(MovingDigitsConfig(size=32, num_frames=8, max_digits=1, split="test", length=8))
+    video = torch.stack([data[i]["video"] for i in range(8)])
+    truth = torch.stack([data[i]["trajectory"] for i in range(8)])  # (B, T, 1, 2)
+    tracks = trainer.flow_tracks(video)
+    assert tracks.shape == truth.shape
+    assert float(((tracks - truth) * 32).norm(dim=-1).mean()) < 2.5  # px: the flow's start sits on the ink
 
 
 def test_eval_scores_how_far_the_digit_strays_from_its_track(run, tmp_path):

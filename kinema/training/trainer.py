@@ -30,6 +30,7 @@ from ..diffusion import generate, make_schedule, sampling_denoiser, training_los
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.encoders import CONDITIONS, Conditioner, Tokenizer
 from ..models.lora import add_adapter, freeze_base
+from ..models.flow import motion_start, track_points
 from ..models.model_dir import (latent_autoencoder, load_flow_net, load_video_model, read_model_config,
                                 save_adapter_dir, save_model_dir, video_model_config, weights_sha256)
 from ..models.unet import check_activation_memory
@@ -78,6 +79,7 @@ class Trainer:
         dcfg = config.diffusion
         self.schedule = make_schedule(dcfg.schedule, dcfg.num_steps, dcfg.shift, dcfg.frame_noise)
         self.step_count, self.bad_in_row, self.skipped = 0, 0, 0
+        self.track_net = None  # the flow model clips without true tracks are followed with (cond.trajectory_flow)
         self.check_memory()
         self.build_dataset()
         self.build_model()
@@ -315,8 +317,20 @@ class Trainer:
                                              num_frames=video.shape[2], n_mels=cc.n_mels,
                                              steps_per_frame=cc.audio_steps_per_frame)
         if cc.trajectory != "none":
-            inputs["trajectory"] = batch["trajectory"]  # (B, T, K, 2): each digit's centre per frame
+            inputs["trajectory"] = batch["trajectory"] if "trajectory" in batch else self.flow_tracks(video)
         return conditioner(video.shape[0], **inputs, **options)
+
+    def flow_tracks(self, video: torch.Tensor) -> torch.Tensor:
+        """Clips (B, C, T, H, W) without true tracks: their main motion followed through cond.trajectory_flow's
+        forward flow, as normalised (x, y) (B, T, 1, 2) (benchmarks/flow_tracking.md says how well it tracks)."""
+        if self.track_net is None:
+            self.track_net = load_flow_net(self.config.cond.trajectory_flow).to(video.device).requires_grad_(False)
+        if self.track_net.config.in_channels != video.shape[1]:
+            raise ValueError(f"cond.trajectory_flow {self.config.cond.trajectory_flow!r} takes "
+                             f"{self.track_net.config.in_channels}-channel frames, the clips have {video.shape[1]}")
+        path = track_points(self.track_net, video.float(), motion_start(self.track_net, video.float()))  # pixels
+        size = torch.tensor([video.shape[-1], video.shape[-2]], device=path.device, dtype=torch.float32)
+        return ((path + 0.5) / size)[:, :, None]  # pixel centres -> [0, 1]
 
     def step(self, batches: list[dict]) -> dict:
         """forward -> loss -> backward (accumulated) -> clip -> (skip if NaN / Inf) -> optimizer -> LR -> EMA."""
