@@ -398,6 +398,8 @@ class AutoencoderLossConfig:
     lpips_weight: float = 0.0  # > 0 adds LPIPS (the network at lpips_path) of every frame
     lpips_path: str = ""  # an LPIPS (AlexNet) state dict, the one `kinema eval --lpips` loads
     stats_clips: int = 64  # training clips the latent's shift and scale are measured on at each save
+    disc_weight: float = 0.0  # > 0: a per-frame patch discriminator (hinge loss) against blurry reconstructions
+    disc_start: int = 0  # steps of reconstruction alone before the discriminator joins
 
     def __post_init__(self):
         _check(self.reconstruction in ("l1", "l2"), "ae_loss.reconstruction", self.reconstruction, "l1, l2")
@@ -406,6 +408,8 @@ class AutoencoderLossConfig:
         _check(self.lpips_weight == 0 or bool(self.lpips_path), "ae_loss.lpips_path", self.lpips_path,
                "an LPIPS weights file when ae_loss.lpips_weight > 0")
         _check(self.stats_clips >= 1, "ae_loss.stats_clips", self.stats_clips, ">= 1")
+        _check(self.disc_weight >= 0, "ae_loss.disc_weight", self.disc_weight, ">= 0")
+        _check(self.disc_start >= 0, "ae_loss.disc_start", self.disc_start, ">= 0")
 
 
 @dataclass

@@ -185,6 +185,22 @@ class VideoAutoencoder(nn.Module):
         return {"recon": self.decoder(z), "kl": gaussian_kl(mean, log_var)}
 
 
+class PatchDiscriminator(nn.Module):
+    """Per frame: strided convolutions to a grid of real / fake logits, one per patch (B, C, T, H, W) -> (B, T, h, w)."""
+
+    def __init__(self, in_channels: int, width: int = 32, groups: int = 8):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.GroupNorm(groups, 2 * width), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 1, 3, padding=1))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        b = video.shape[0]
+        logits = self.net(rearrange(video, "b c t h w -> (b t) c h w"))
+        return rearrange(logits, "(b t) 1 h w -> b t h w", b=b)
+
+
 def latent_shape(cfg: AutoencoderConfig, channels: int, frames: int, height: int, width: int
                  ) -> tuple[int, int, int, int]:
     """(Z, T', H', W') of the latent of a (C, T, H, W) clip under `cfg`; a ValueError naming what does not fit."""

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from ..data import make_grid, to_uint8, write_video
-from ..models.autoencoder import VideoAutoencoder, latent_shape, measure_latent_stats
+from ..models.autoencoder import PatchDiscriminator, VideoAutoencoder, latent_shape, measure_latent_stats
 from ..models.model_dir import save_model_dir
 from .trainer import Trainer
 
@@ -20,7 +21,7 @@ class AutoencoderTrainer(Trainer):
     """Train `config.autoencoder` on `config.data`; the model directory holds the EMA weights and latent statistics."""
 
     run_sections = ("autoencoder",)
-    logged_terms = ("loss", "rec", "kl", "lpips")
+    logged_terms = ("loss", "rec", "kl", "lpips", "gan")
 
     def check_memory(self) -> None:
         """Clips must fit the autoencoder: 1 + a multiple of the temporal factor frames, sizes the spatial factor."""
@@ -40,6 +41,9 @@ class AutoencoderTrainer(Trainer):
         self.conditioner = self.ema_conditioner = self.tokenizer = self.flow_net = None
         self.new_words = []
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.disc = self.disc_optimizer = None
+        if cfg.ae_loss.disc_weight > 0:
+            self.disc = PatchDiscriminator(cfg.autoencoder.in_channels).to(self.accelerator.device)
         self.lpips = None
         if cfg.ae_loss.lpips_weight > 0:
             from ..evaluation.lpips import load_lpips
@@ -60,7 +64,51 @@ class AutoencoderTrainer(Trainer):
 
             terms["lpips"] = lpips_frames(self.lpips, recon, x).mean()
             terms["loss"] = terms["loss"] + lc.lpips_weight * terms["lpips"]
+        if self.adversarial:
+            terms["gan"] = -self.disc(recon).mean()  # the generator's hinge term: look real to the discriminator
+            terms["loss"] = terms["loss"] + lc.disc_weight * terms["gan"]
+            self.last_pair = (x.detach(), recon.detach())  # what the discriminator learns from after this step
         return terms
+
+    @property
+    def adversarial(self) -> bool:
+        """Whether the discriminator is on at this step (ae_loss.disc_weight > 0, after ae_loss.disc_start)."""
+        return self.disc is not None and self.step_count >= self.config.ae_loss.disc_start
+
+    def build_optimizer(self) -> None:
+        """The autoencoder's AdamW, and the discriminator's."""
+        super().build_optimizer()
+        if self.disc is not None:
+            tc = self.config.train
+            self.disc_optimizer = torch.optim.AdamW(self.disc.parameters(), lr=tc.lr, betas=(0.5, 0.9))
+            self.disc, self.disc_optimizer = self.accelerator.prepare(self.disc, self.disc_optimizer)  # DDP too
+
+    def step(self, batches: list[dict]) -> dict:
+        """The autoencoder's step, then (when on) one hinge step of the discriminator on the last micro-batch."""
+        on = self.adversarial
+        logs = super().step(batches)
+        if on and not logs.get("skipped"):
+            real, fake = self.last_pair
+            self.disc_optimizer.zero_grad(set_to_none=True)  # drop what the generator's term left on it
+            disc = F.relu(1 - self.disc(real)).mean() + F.relu(1 + self.disc(fake)).mean()
+            disc.backward()
+            self.disc_optimizer.step()
+            logs["disc"] = disc.item()
+        return logs
+
+    def extra_state(self) -> dict:
+        """The discriminator and its optimizer, when there is one."""
+        if self.disc is None:
+            return {}
+        return {"disc": self.accelerator.unwrap_model(self.disc).state_dict(),
+                "disc_optimizer": self.disc_optimizer.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.disc is not None:
+            if "disc" not in state:
+                raise ValueError("--resume: the checkpoint has no discriminator; ae_loss.disc_weight was 0 there")
+            self.accelerator.unwrap_model(self.disc).load_state_dict(state["disc"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
 
     def write_model_dir(self, extra: dict) -> None:
         """`out/model`: the EMA autoencoder with its latent shift and scale measured on training clips."""

@@ -254,6 +254,7 @@ class Trainer:
             self.ema_conditioner.load_state_dict(state["ema_conditioner"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.load_extra_state(state)
         if self.accelerator.scaler is not None and state.get("scaler") is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
         rngs = state["rng"]  # one per process of the run that saved it
@@ -266,6 +267,13 @@ class Trainer:
                           "(batch_size x processes x grad_accum): it continues, with other batches than an "
                           "uninterrupted run would see", stacklevel=2)
         self._truncate_metrics(step)
+
+    def extra_state(self) -> dict:
+        """What a subclass adds to each checkpoint (e.g. a discriminator and its optimizer); none here."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` added."""
 
     # ---- one optimizer step ----
 
@@ -453,7 +461,8 @@ class Trainer:
                  "optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
                  "scaler": scaler.state_dict() if scaler is not None else None, "rng": rngs,
                  "data": {"step": self.step_count, "seed": self.config.train.seed, "global_batch": self.global_batch()},
-                 "bad_steps": (self.bad_in_row, self.skipped), "config": to_dict(self.config)}
+                 "bad_steps": (self.bad_in_row, self.skipped), "config": to_dict(self.config),
+                 **self.extra_state()}
         bad = nonfinite_tensors(flatten_state(state)[0])
         if bad:
             last = list_checkpoints(self.out)

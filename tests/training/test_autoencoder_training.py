@@ -57,3 +57,14 @@ def test_cli_train_ae_trains_and_refuses_a_bad_config(tmp_path, capsys):
     assert load_autoencoder(tmp_path / "ae" / "model").config.in_channels == 1
     assert main(["train-ae", "--out", str(tmp_path / "x"), "--set", "autoencoder.spatial_factor=3"]) == 2
     assert "autoencoder.spatial_factor" in capsys.readouterr().err
+
+
+def test_the_discriminator_joins_after_its_start_and_resumes_exactly(tmp_path):
+    gan = {"ae_loss.disc_weight": 0.1, "ae_loss.disc_start": 2}
+    AutoencoderTrainer(tiny(**gan, **{"train.steps": 4}), tmp_path / "straight").fit()
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert "gan" not in rows[0] and "gan" not in rows[1] and "gan" in rows[2] and "disc" in rows[3]
+    AutoencoderTrainer(tiny(**gan, **{"train.steps": 3}), tmp_path / "split").fit()
+    AutoencoderTrainer(tiny(**gan, **{"train.steps": 4}), tmp_path / "split", resume=True).fit()
+    a, b = (load_file(tmp_path / r / "model" / "model.safetensors") for r in ("straight", "split"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the discriminator and its optimizer came back too
