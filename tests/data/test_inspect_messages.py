@@ -112,7 +112,7 @@ def test_inspect_with_a_broken_caption_line_succeeds_and_warns(tmp_path, capsys)
     root = tmp_path / "v"
     write_av(root / "a.mp4", gradient_frames())
     (root / "captions.jsonl").write_text('{"path": "a.mp4", "caption": "ok"}\n{"path": \n')
-    with pytest.warns(UserWarning, match=f"captions.jsonl:2:"):
+    with pytest.warns(UserWarning, match="captions.jsonl:2:"):
         code = main(["data", "inspect", str(root), "--preview", str(tmp_path / "p.png"),
                      "--set", "data.num_frames=8", "--set", "data.size=16"])
     assert code == 0 and "captions: 1 of 1" in capsys.readouterr().out

@@ -5,7 +5,6 @@ import json
 import shutil
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from video_fixtures import gradient_frames, write_av, write_frame_folder
