@@ -17,8 +17,7 @@ from pathlib import Path
 
 from .data import MovingDigits, MovingDigitsConfig, Video, to_uint8
 from .data.audio import write_wav
-from .inputs import draw_path, trajectory_input
-from .pipeline import VideoPipeline, task_inputs
+from .pipeline import VideoPipeline, draw_path, task_inputs, trajectory_input
 
 PROMPTS = ("digit 3 moving right", "digit 7 moving up", "digit 0 moving down left")
 PATH = "0.3,0.3;0.7,0.3;0.7,0.7;0.3,0.7"  # three sides of a square, clockwise from the top left

@@ -22,7 +22,11 @@ from .config import DiffusionConfig, is_int, resolve_precision
 from .data import Video, task_mask, to_uint8
 from .diffusion import edit, generate, make_schedule, sampling_denoiser
 from .models import SpaceTimeUNet, StepCache
-from .inputs import as_video, audio_input, known_frames, prompts, trajectory_input
+from .inputs import as_video, audio_input, draw_path, known_frames, parse_path, prompts, trajectory_input
+
+# the pipeline's names, and the input helpers demo and serve take from here (they sit above the pipeline)
+__all__ = ["MAX_SEED", "VideoPipeline", "default_spacing", "task_inputs", "as_video", "draw_path", "parse_path",
+           "trajectory_input"]
 from .models.encoders import Conditioner
 from .models.lora import add_adapter, adapters, merge, set_scale
 from .models.model_dir import load_adapter_dir, load_video_model, weights_sha256

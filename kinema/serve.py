@@ -30,7 +30,6 @@ from typing import Callable, Optional
 import torch
 
 from .data import SAMPLING_TASKS, read_video
-from .models.encoders import CONDITIONS
 from .diffusion import SAMPLERS
 from .pipeline import MAX_SEED, VideoPipeline
 
@@ -219,7 +218,7 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
 
     with gr.Blocks(title=title, delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as app:
         gr.Markdown(f"# {title}\nA {pipe.size}×{pipe.size} model with a {pipe.num_frames}-frame window"
-                    + (f"; conditions: {', '.join(n for n in CONDITIONS if _has(cond, n))}."
+                    + (f"; conditions: {', '.join(pipe.conditioner.names)}."
                        if cond is not None else "."))
         with gr.Row():
             with gr.Column():
@@ -287,7 +286,7 @@ def path_canvas(pipe: VideoPipeline, first: Optional[str], path: str):
     """The page's path canvas: the first frame (an uploaded image, or black) enlarged, the waypoints drawn on it."""
     import numpy as np
 
-    from .inputs import as_video, draw_path, parse_path
+    from .pipeline import as_video, draw_path, parse_path
 
     frame = np.zeros((pipe.size, pipe.size, 3), np.uint8)
     if first:

@@ -40,7 +40,7 @@ from .features import (
     load_feature_net,
 )
 from .frame_metrics import UINT8_MSE_FLOOR, naive_baselines, psnr_per_frame, ssim_per_frame
-from .lpips import load_lpips, lpips_per_frame
+from ..models.lpips import load_lpips, lpips_per_frame
 from .protocol import EvalProtocol, rows_of
 from .temporal import flicker_index, warping_error
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..data.datasets import DIRECTIONS, MovingDigits, MovingDigitsConfig
 from ..models.model_dir import load_checked
-from .fvd import read_weights_sha
+from ..models.model_dir import read_weights_sha
 
 WEIGHTS = Path(__file__).parent / "weights" / "digit-features.safetensors"
 

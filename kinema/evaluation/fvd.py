@@ -18,7 +18,6 @@ The protocol is the reference one:
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..models.model_dir import load_checked, read_weights
+from ..models.model_dir import load_checked, read_weights_sha
 
 FVD_FRAMES = 16  # frames per clip in the reference protocol
 FVD_SIZE = 224  # frame side the network was trained at
@@ -132,14 +131,6 @@ class I3D(nn.Module):
 
 
 # ---- weights ----
-
-
-def read_weights_sha(path: str | Path, what: str, trust_pickle: bool = False) -> tuple[dict, str]:
-    """The state dict in a user-given weights file (read by `models.model_dir.read_weights`) and the file's sha256."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} weights not found: {path}")
-    return read_weights(path, trust_pickle=trust_pickle), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_i3d(path: str | Path, trust_pickle: bool = False) -> tuple[I3D, str]:

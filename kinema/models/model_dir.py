@@ -348,6 +348,14 @@ def latent_autoencoder(model_config: UNetConfig, size: int):
     return ae
 
 
+def read_weights_sha(path: str | Path, what: str, trust_pickle: bool = False) -> tuple[dict, str]:
+    """The state dict in a user-given weights file (read by `read_weights`) and the file's sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found: {path}")
+    return read_weights(path, trust_pickle=trust_pickle), hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def load_autoencoder(name_or_path: str | os.PathLike):
     """A VideoAutoencoder (with its latent shift and scale) from a model directory, a `kinema train-ae` run directory
     (its `model/`) or a bundled name, in eval mode; "diffusers:PATH" wraps a diffusers autoencoder saved there."""

@@ -46,7 +46,7 @@ class AutoencoderTrainer(Trainer):
             self.disc = PatchDiscriminator(cfg.autoencoder.in_channels).to(self.accelerator.device)
         self.lpips = None
         if cfg.ae_loss.lpips_weight > 0:
-            from ..evaluation.lpips import load_lpips
+            from ..models.lpips import load_lpips
 
             self.lpips = load_lpips(cfg.ae_loss.lpips_path)[0].requires_grad_(False).to(self.accelerator.device)
 
@@ -60,7 +60,7 @@ class AutoencoderTrainer(Trainer):
         terms = {"rec": rec, "kl": out["kl"].float().mean()}
         terms["loss"] = rec + lc.kl_weight * terms["kl"]
         if self.lpips is not None:
-            from ..evaluation.lpips import lpips_frames
+            from ..models.lpips import lpips_frames
 
             terms["lpips"] = lpips_frames(self.lpips, recon, x).mean()
             terms["loss"] = terms["loss"] + lc.lpips_weight * terms["lpips"]

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from kinema.evaluation.evaluate import frame_scores
-from kinema.evaluation.lpips import LPIPS, load_lpips, lpips_per_frame
+from kinema.models.lpips import LPIPS, load_lpips, lpips_per_frame
 
 
 def random_lpips(seed=0):

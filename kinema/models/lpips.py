@@ -17,8 +17,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..models.model_dir import load_checked
-from .fvd import read_weights_sha
+from .model_dir import load_checked, read_weights_sha
 
 WIDTHS = (64, 192, 384, 256, 256)  # channels of the five tapped ReLUs
 
