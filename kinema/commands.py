@@ -36,7 +36,7 @@ def _train(args: argparse.Namespace, trainer_class) -> int:
     path = args.config
     if path is None and args.resume and (Path(args.out) / "config.json").is_file():
         path = Path(args.out) / "config.json"  # resuming continues with the run's own settings
-    if trainer_class.__name__ == "AutoencoderTrainer" and "model.in_channels" not in overrides:
+    if "autoencoder" in trainer_class.run_sections and "model.in_channels" not in overrides:
         section = read_config(path, overrides)  # the clips' channels are the autoencoder's
         overrides["model.in_channels"] = (section.get("autoencoder") or {}).get("in_channels", 1)
     config = load_config(path, overrides)

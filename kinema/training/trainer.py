@@ -80,6 +80,7 @@ class Trainer:
         self.schedule = make_schedule(dcfg.schedule, dcfg.num_steps, dcfg.shift, dcfg.frame_noise)
         self.step_count, self.bad_in_row, self.skipped = 0, 0, 0
         self.track_net = None  # the flow model clips without true tracks are followed with (cond.trajectory_flow)
+        self.load_autoencoder()
         self.check_memory()
         self.build_dataset()
         self.build_model()
@@ -98,10 +99,9 @@ class Trainer:
 
     # ---- setup helpers ----
 
-    def check_memory(self) -> None:
-        """Load a latent model's autoencoder; refuse, before building anything, a batch whose training activations
-        cannot fit in memory."""
-        cfg, tc = self.config, self.config.train
+    def load_autoencoder(self) -> None:
+        """A latent model's frozen autoencoder (model.autoencoder), and the grid the UNet runs at."""
+        cfg = self.config
         self.autoencoder, self.grid = None, cfg.data.size  # grid: the H and W the UNet runs at
         if cfg.model.autoencoder:
             if cfg.temporal.enabled:
@@ -109,6 +109,10 @@ class Trainer:
                                  "(model.autoencoder) cannot take them")
             self.autoencoder = latent_autoencoder(cfg.model, cfg.data.size).to(self.accelerator.device)
             self.grid = cfg.data.size // self.autoencoder.config.spatial_factor
+
+    def check_memory(self) -> None:
+        """Refuse, before building anything, a batch whose training activations cannot fit in memory."""
+        cfg, tc = self.config, self.config.train
         check_activation_memory(cfg.model, tc.batch_size, cfg.data.num_frames, self.grid, self.grid,
                                 grad=not tc.gradient_checkpointing, device=str(self.accelerator.device),
                                 what=f"train.batch_size={tc.batch_size} x data.num_frames={cfg.data.num_frames}")
