@@ -4,7 +4,9 @@
     python benchmarks/train_throughput.py --arm digits=configs/moving-digits-all.yaml \\
         --arm digits-p1=configs/moving-digits-all.yaml:model.patch_size=1 --steps 8
 
-Each arm is NAME=CONFIG[:SECTION.KEY=VALUE,...]. The Trainers are built as `kinema train` builds them
+Each arm is NAME=CONFIG[:SECTION.KEY=VALUE,...]; `kernels.fused_norm=false` (PyTorch's group norm, FiLM and SiLU
+op by op instead of `kernels.norm_act`) and `kernels.fast_weight_grad=false` switch a kernel route for that
+arm alone. The Trainers are built as `kinema train` builds them
 (fused AdamW, clipping, EMA, bf16 autocast where the CPU has it) and their steps alternate, one of each
 in turn after a warm-up, so the machine's drift hits every arm alike. Reports per arm: the median step,
 clips/s, GFLOP per step (forward + backward, counted by torch's FLOP counter), achieved TFLOP/s and its
@@ -25,7 +27,8 @@ import torch
 from torch.profiler import profile
 
 from kinema.config import load_config, parse_override
-from kinema.models.kernels import flop_counter
+from kinema.models.kernels import Conv3d, flop_counter
+from kinema.models.layers import FrameNorm
 from kinema.runtime import keep_freed_memory
 from kinema.training import Trainer
 
@@ -33,17 +36,32 @@ from generation_speed import cpu_name  # benchmarks/ is on the path of a script 
 from peers import matmul_peak
 
 RESULTS = Path(__file__).parent / "results"
-SHIPPED = ["digits-p1=configs/moving-digits-all.yaml:model.patch_size=1", "digits=configs/moving-digits-all.yaml",
-           "text=configs/moving-digits-text.yaml", "text-p2=configs/moving-digits-text.yaml:model.patch_size=2"]
+SHIPPED = ["digits-p1-stock=configs/moving-digits-all.yaml:model.patch_size=1,kernels.fused_norm=false",
+           "digits-p1=configs/moving-digits-all.yaml:model.patch_size=1",
+           "digits-stock=configs/moving-digits-all.yaml:kernels.fused_norm=false", "digits=configs/moving-digits-all.yaml",
+           "text-p1-stock=configs/moving-digits-text.yaml:model.patch_size=1,kernels.fused_norm=false",
+           "text=configs/moving-digits-text.yaml"]
+SWITCHES = {"kernels.fused_norm": (FrameNorm, "fused"), "kernels.fast_weight_grad": (Conv3d, "fast_weight_grad")}
 
 
-def parse_arm(text: str) -> tuple[str, str, dict]:
-    """NAME=CONFIG[:KEY=VALUE,...] -> (name, config path, overrides)."""
+def parse_arm(text: str) -> tuple[str, str, dict, dict]:
+    """NAME=CONFIG[:KEY=VALUE,...] -> (name, config path, config overrides, kernel switches)."""
     name, sep, rest = text.partition("=")
     if not sep or not name:
         raise SystemExit(f"--arm must be NAME=CONFIG[:SECTION.KEY=VALUE,...], got {text!r}")
     path, _, sets = rest.partition(":")
-    return name, path, dict(parse_override(s) for s in sets.split(",") if s)
+    overrides = dict(parse_override(s) for s in sets.split(",") if s)
+    switches = {k: overrides.pop(k) for k in list(overrides) if k.startswith("kernels.")}
+    for key, value in switches.items():
+        if key not in SWITCHES or not isinstance(value, bool):
+            raise SystemExit(f"kernel switches are {sorted(SWITCHES)} = true|false, got {key}={value!r}")
+    return name, path, overrides, switches
+
+
+def set_switches(switches: dict) -> None:
+    """Each kernel route on (the default) unless this arm switches it off."""
+    for key, (owner, attr) in SWITCHES.items():
+        setattr(owner, attr, switches.get(key, True))
 
 
 def top_ops(prof, k: int) -> list[dict]:
@@ -69,13 +87,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         trainers = []
-        for name, path, sets in arms:
+        for name, path, sets, _ in arms:
             config = load_config(path, {**sets, "train.sample_every": 0})
             trainer = Trainer(config, f"{tmp}/{name}")
             trainers.append((trainer, iter(trainer.loader), config))
 
         def step(i: int) -> float:
             trainer, batches, config = trainers[i]
+            set_switches(arms[i][3])
             start = time.perf_counter()
             trainer.step([next(batches) for _ in range(config.train.grad_accum)])
             return time.perf_counter() - start
@@ -92,17 +111,18 @@ def main() -> None:
                 seconds = step(i)
                 if r >= args.warmup:
                     times[i].append(seconds)
-        for i, (name, path, sets) in enumerate(arms):
+        for i, (name, path, sets, switches) in enumerate(arms):
             with profile() as prof:
                 step(i)
                 step(i)
             trainer, _, config = trainers[i]
             clips = config.train.batch_size * config.train.grad_accum
             median = statistics.median(times[i])
-            rows.append({"arm": name, "config": path, "overrides": sets, "precision": trainer.accelerator.mixed_precision,
+            rows.append({"arm": name, "config": path, "overrides": {**sets, **switches}, "precision": trainer.accelerator.mixed_precision,
                          "params": sum(q.numel() for q in trainer.unwrapped_model.parameters()), "clips_per_step": clips,
                          "step_s": median, "clips_per_s": clips / median, "gflop_per_step": flops[i] / 1e9,
                          "tflops": flops[i] / median / 1e12, "runs": times[i], "top": top_ops(prof, args.top)})
+        set_switches({})
     peaks = {dtype: matmul_peak(getattr(torch, dtype)) / 1e12 for dtype in {"float32", *(
         "bfloat16" for r in rows if r["precision"] == "bf16")}}
     for r in rows:

@@ -327,8 +327,8 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto" (bf16 where the hardware has it), "bf16" or "no"
     compile: bool = False  # torch.compile the UNet (inductor): the first steps compile, later ones run faster
     gradient_checkpointing: bool = False  # recompute each UNet block in backward: less memory, ~1/3 more compute
-    recompute_activations: bool = False  # recompute norm-SiLU-FiLM and temporal attention in backward: ~40 % less
-    # activation memory for ~8 % more time (benchmarks/results/train_step-recompute.md)
+    recompute_activations: bool = False  # recompute norm-SiLU-FiLM and temporal attention in backward: less
+    # activation memory for more time (benchmarks/results/train_step-recompute.md: ~40 % / ~8 % before the fused norm)
     seed: int = 0  # seed of weights, noise and timesteps
     log_every: int = 10  # steps between metrics.jsonl lines
     sample_every: int = 500  # steps between sample grids (0 = off)

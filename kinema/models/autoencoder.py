@@ -49,8 +49,8 @@ class CausalResBlock(nn.Module):
         self.skip = Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.time1(self.conv1(F.silu(self.norm1(x))))
-        h = self.time2(self.conv2(F.silu(self.norm2(h))))
+        h = self.time1(self.conv1(self.norm1(x, silu=True)))
+        h = self.time2(self.conv2(self.norm2(h, silu=True)))
         return self.skip(x) + h
 
 

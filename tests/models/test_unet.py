@@ -141,10 +141,18 @@ def test_resblock_temporal_receptive_field_is_two_frames():
     assert (changed > 1e-6).nonzero().flatten().tolist() == [3, 4, 5, 6, 7]
 
 
+class _ClipNorm(nn.GroupNorm):
+    """GroupNorm over whole clips (statistics pool frames), called as FrameNorm is."""
+
+    def forward(self, x, silu=False):
+        out = super().forward(x)
+        return torch.nn.functional.silu(out) if silu else out
+
+
 def test_a_norm_over_time_breaks_the_shift_check():
     # the equivariance test above can fail: the same check on a block whose first norm pools over T
     block = _randomise(ResBlock(8, 16, 12, groups=4), std=0.3).eval()
-    block.norm1 = nn.GroupNorm(4, 8)  # normalises (C/G, T, H, W) together
+    block.norm1 = _ClipNorm(4, 8)  # normalises (C/G, T, H, W) together
     with torch.no_grad():
         block.norm1.weight.copy_(torch.randn(8, generator=_gen(3)))
     T, s = 12, 3
@@ -577,10 +585,13 @@ def _saved_bytes_and_grads(model, x, cond):
     return sum(saved), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("whole_blocks", [False, True])
-def test_recomputed_activations_give_the_same_gradients_from_fewer_saved_tensors(whole_blocks):
+@pytest.mark.parametrize("whole_blocks, fused_norm", [(False, False), (False, True), (True, True)])
+def test_recomputed_activations_give_the_same_gradients_from_fewer_saved_tensors(whole_blocks, fused_norm,
+                                                                                  monkeypatch):
     """recompute_activations: norm-SiLU-FiLM and temporal attention run again in backward; alone and inside
-    checkpointed blocks the gradients are those of the plain step."""
+    checkpointed blocks the gradients are those of the plain step. The fused norm keeps only its input
+    already, so recomputing saves less beside it."""
+    monkeypatch.setattr(layers.FrameNorm, "fused", fused_norm)
     model = _randomise(SpaceTimeUNet(_config(in_channels=3, cond_dim=8, dropout=0.1)), std=0.1).train()
     x = torch.randn(2, 3, 4, 16, 16, generator=_gen(1))
     cond = Cond(tokens=torch.randn(2, 3, 8, generator=_gen(2)))
@@ -594,7 +605,7 @@ def test_recomputed_activations_give_the_same_gradients_from_fewer_saved_tensors
     torch.manual_seed(0)
     kept, grads = _saved_bytes_and_grads(model, x, cond)
     if not whole_blocks:
-        assert kept < 0.75 * full, (kept, full)
+        assert kept < (0.9 if fused_norm else 0.75) * full, (kept, full)
     assert grads.keys() == grads_full.keys() and len(grads_full) > 50
     for name in grads_full:
         torch.testing.assert_close(grads[name], grads_full[name], rtol=1e-4, atol=1e-5, msg=name)
