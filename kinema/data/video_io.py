@@ -310,8 +310,20 @@ class Video:
         return self.frames.shape[0]
 
     def __getitem__(self, i: int) -> "Video":
-        """The i-th clip as a one-clip Video."""
+        """The i-th clip as a one-clip Video (negative i counts from the end)."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"clip {i} of a Video of {n} clips")
+        i %= n
         return Video(self.frames[i : i + 1], self.fps)
+
+    def __iter__(self):
+        """One one-clip Video per clip."""
+        return (self[i] for i in range(len(self)))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """np.asarray(video): the uint8 (B, T, H, W, C) frames."""
+        return self.frames if dtype is None else self.frames.astype(dtype)
 
     def numpy(self) -> np.ndarray:
         """uint8 (B, T, H, W, C)."""

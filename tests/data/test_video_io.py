@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from kinema.data import make_grid, read_image, read_video, to_tensor, to_uint8, write_image, write_video
+from kinema.data.video_io import Video
 
 
 def moving_gradient(t=12, h=32, w=48):
@@ -180,3 +181,17 @@ def test_make_grid_shape_and_placement(n, ncol, rows, cols):
     assert (grid[:, :2] == 0).all() and (grid[:, :, :2] == 0).all()  # black border
     np.testing.assert_array_equal(grid[:, 2:8, 2:9], videos[0])  # first cell top-left
     assert (grid == 200).sum() == videos.size  # every video once, nothing else
+
+
+def test_a_video_iterates_over_its_clips_and_converts_to_numpy():
+    """`for clip in video` ends after the last clip, indexing past it raises, np.asarray gives the frames."""
+    frames = np.random.default_rng(0).integers(0, 255, (3, 2, 4, 4, 1), dtype=np.uint8)
+    video = Video(frames, fps=8)
+    clips = list(video)
+    assert len(clips) == 3 and all(len(c) == 1 for c in clips)
+    assert np.array_equal(clips[2].numpy()[0], frames[2]) and np.array_equal(video[-1].numpy()[0], frames[2])
+    with pytest.raises(IndexError, match="clip 3 of a Video of 3 clips"):
+        video[3]
+    with pytest.raises(IndexError):
+        video[-4]
+    assert np.asarray(video).shape == (3, 2, 4, 4, 1) and np.asarray(video).dtype == np.uint8
