@@ -136,6 +136,7 @@ class DataConfig:
     max_digits: int = 2  # moving-digits: up to this many digits per clip
     length: int = 10000  # moving-digits: clips per (virtual) epoch
     inverted: float = 0.0  # moving-digits: share of clips drawn inverted (light square, dark digit), "..., inverted"
+    lead_frames: int = 1  # moving-digits: steps the caption's direction holds from frame 0 before any bounce
     num_workers: int = 0  # DataLoader worker processes
     seed: int = 0  # data seed (moving-digits clips are a pure function of it and the index)
     audio: bool = False  # also yield each clip's audio track (mono, "audio": (A,))

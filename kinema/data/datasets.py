@@ -101,6 +101,7 @@ class MovingDigitsConfig:
     seed: int = 0  # item i is a pure function of (seed, split, i)
     min_speed: float = 1.5  # slowest speed, pixels per frame along the direction
     max_speed: float = 2.5  # fastest speed, pixels per frame along the direction
+    lead_frames: int = 1  # frame-to-frame steps the caption's direction holds from frame 0 before any bounce
     audio: bool = False  # also yield a sound track: a tone whose pitch follows each digit's height, clicks at bounces
     audio_rate: int = 16000  # audio sample rate in Hz
     fps: float = 8.0  # nominal frame rate: how much audio one frame spans
@@ -133,6 +134,11 @@ class MovingDigitsConfig:
             raise ValueError(
                 f"need 0 < min_speed <= max_speed <= size - digit_size = {room}, got "
                 f"min_speed={self.min_speed}, max_speed={self.max_speed}"
+            )
+        if not 1 <= self.lead_frames * self.max_speed <= room:
+            raise ValueError(
+                f"need lead_frames >= 1 and lead_frames * max_speed <= size - digit_size = {room}, got "
+                f"lead_frames={self.lead_frames}, max_speed={self.max_speed}"
             )
 
 
@@ -225,9 +231,10 @@ class MovingDigits(torch.utils.data.Dataset):
             direction = int(rng.integers(len(DIRECTIONS)))
             speed = float(rng.uniform(cfg.min_speed, cfg.max_speed))
             velocity = speed * _UNIT[direction]  # (dy, dx) pixels per frame
-            # (y, x) top-left, inside with room for the first step: the caption's direction is the motion one
-            # sees from frame 0 to 1, and bounces come later
-            start = rng.uniform(np.maximum(0, -velocity), room - np.maximum(0, velocity))
+            # (y, x) top-left, inside with room for the first lead_frames steps: the caption's direction is the
+            # motion one sees from frame 0 on, and bounces come later
+            lead = cfg.lead_frames * velocity
+            start = rng.uniform(np.maximum(0, -lead), room - np.maximum(0, lead))
             path = _bounce(start, velocity, cfg.num_frames, room)
             positions = np.round(path).astype(np.int64)  # (T, 2)
             assert positions.min() >= 0 and positions.max() <= room, positions
@@ -315,7 +322,7 @@ def dataset_options(config: DataConfig, split: str = "train") -> dict:
     if c.kind == "moving-digits":
         sound = dict(audio=True, audio_rate=c.audio_rate) if c.audio else {}
         return dict(size=c.size, num_frames=c.num_frames, max_digits=c.max_digits, length=c.length, seed=c.seed,
-                    split=split, inverted=c.inverted, **sound)
+                    split=split, inverted=c.inverted, lead_frames=c.lead_frames, **sound)
     if c.kind == "cache":
         return dict(root=c.root, size=c.size, num_frames=c.num_frames, flip=c.flip, audio=c.audio)
     options = dict(root=c.root, num_frames=c.num_frames, size=c.size, frame_stride=c.frame_stride,

@@ -189,3 +189,27 @@ def test_inverted_clips_are_light_with_a_dark_digit_and_say_so():
             assert torch.equal(b["video"], a["video"]) and b["caption"] == a["caption"]  # the others do not move
     with pytest.raises(ValueError, match="inverted"):
         MovingDigitsConfig(inverted=1.5)
+
+
+@pytest.mark.parametrize("lead", [1, 4])
+def test_the_captions_direction_holds_for_lead_frames_steps(lead):
+    """With lead_frames = k every digit's first k steps go the caption's way (no bounce before), each step within a
+    pixel of the track's speed along the direction (positions are rounded); bounces still come later."""
+    ds = MovingDigits(MovingDigitsConfig(size=32, num_frames=16, max_digits=1, lead_frames=lead, length=200))
+    unit = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1), "up and left": (-1, -1),
+            "up and right": (-1, 1), "down and left": (1, -1), "down and right": (1, 1)}
+    bounced_early = 0
+    for i in range(len(ds)):
+        (track,) = ds.tracks(i)
+        want = np.array(unit[DIRECTIONS[track.direction]], dtype=float)
+        want /= np.linalg.norm(want)
+        steps = np.diff(track.positions, axis=0).astype(float)  # (T - 1, 2)
+        for s in steps[:lead]:
+            assert np.abs(s - track.speed * want).max() <= 1.0, (i, lead, steps[:lead], track.speed, want)
+        bounced_early += bool((np.sign(steps[lead:lead + 2]) * np.sign(want) < 0).any())
+    assert bounced_early > 0  # reflections off the walls happen right after the lead
+
+
+def test_lead_frames_must_fit_the_room():
+    with pytest.raises(ValueError, match="lead_frames \\* max_speed <= size - digit_size = 18"):
+        MovingDigitsConfig(size=32, lead_frames=8)
