@@ -1,6 +1,6 @@
 """Clips per second of `kinema train` for the configs we ship: step time, achieved TFLOP/s, share of the matmul peak.
 
-    python benchmarks/train_throughput.py                       # the shipped configs, with and without 2x2 patches
+    python benchmarks/train_throughput.py   # the shipped recipes, each also at patch 1 with stock kernels
     python benchmarks/train_throughput.py --arm digits=configs/moving-digits-all.yaml \\
         --arm digits-p1=configs/moving-digits-all.yaml:model.patch_size=1 --steps 8
 
@@ -39,8 +39,8 @@ RESULTS = Path(__file__).parent / "results"
 SHIPPED = ["digits-p1-stock=configs/moving-digits-all.yaml:model.patch_size=1,kernels.fused_norm=false",
            "digits-p1=configs/moving-digits-all.yaml:model.patch_size=1",
            "digits-stock=configs/moving-digits-all.yaml:kernels.fused_norm=false", "digits=configs/moving-digits-all.yaml",
-           "text-p1-stock=configs/moving-digits-text.yaml:model.patch_size=1,kernels.fused_norm=false",
-           "text=configs/moving-digits-text.yaml"]
+           "text-p1-stock=configs/moving-digits-motion.yaml:model.patch_size=1,kernels.fused_norm=false",
+           "text=configs/moving-digits-motion.yaml"]
 SWITCHES = {"kernels.fused_norm": (FrameNorm, "fused"), "kernels.fast_weight_grad": (Conv3d, "fast_weight_grad")}
 
 

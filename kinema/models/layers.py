@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .kernels import Conv3d, attention, norm_act, recomputed
+from .kernels import Conv3d, attention, norm_act, norm_act_pays, recomputed
 
 # ---- helpers ----
 
@@ -39,9 +39,11 @@ def zero_(module: nn.Module) -> nn.Module:
 class FrameNorm(nn.GroupNorm):
     """GroupNorm over each frame separately: statistics never mix frames or batch items.
 
-    `forward(x, scale, shift, silu=True)` also applies FiLM (`* (1 + scale) + shift`) and SiLU, in one
-    pass each way (`kernels.norm_act`); `FrameNorm.fused = False` runs PyTorch's group norm and the
-    elementwise ops one by one instead (same result up to float rounding; benchmarks time both).
+    `forward(x, scale, shift, silu=True)` also applies FiLM (`* (1 + scale) + shift`) and SiLU: in a
+    few passes each way (`kernels.norm_act`) where that is faster (`kernels.norm_act_pays`: small
+    frames, few channels per group, on a CPU), else PyTorch's group norm and the elementwise ops one by
+    one. `FrameNorm.fused = False` always takes the latter (same result up to float rounding;
+    benchmarks time both).
     """
 
     fused = True
@@ -49,7 +51,7 @@ class FrameNorm(nn.GroupNorm):
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
                 silu: bool = False) -> torch.Tensor:
         """x (B, C, T, H, W); scale, shift (B, C, T or 1, 1, 1) or None -> (B, C, T, H, W)."""
-        if self.fused:
+        if self.fused and norm_act_pays(x, self.num_groups):
             return norm_act(x, self.num_groups, self.weight, self.bias, self.eps, scale, shift, silu)
         b = x.shape[0]
         h = rearrange(super().forward(rearrange(x, "b c t h w -> (b t) c h w")), "(b t) c h w -> b c t h w", b=b)

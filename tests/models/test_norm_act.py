@@ -137,3 +137,19 @@ def test_unet_output_and_gradients_agree_with_the_fused_norm_off(monkeypatch):
     torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-4, atol=1e-5)
     for name, g in runs[False][1].items():
         torch.testing.assert_close(runs[True][1][name], g, rtol=1e-3, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("channels, hw, fused", [(32, 16, True), (64, 8, True), (48, 32, False), (384, 8, False)])
+def test_frame_norm_takes_the_fused_kernel_only_where_it_pays(channels, hw, fused, monkeypatch):
+    """On the CPU the fused kernel runs for at most 8 channels per group and 256 pixels per frame (where PyTorch's
+    channels-last kernel is slow), PyTorch's group norm elsewhere; both give the same values."""
+    from kinema.models import layers
+
+    calls = []
+    real = layers.norm_act
+    monkeypatch.setattr(layers, "norm_act", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x = torch.randn(1, channels, 2, hw, hw, generator=_gen(4))
+    norm = FrameNorm(8, channels)
+    out = norm(x, silu=True)
+    assert bool(calls) == fused
+    torch.testing.assert_close(out, reference(x, 8, norm.weight, norm.bias, None, None, True), rtol=1e-4, atol=1e-4)
