@@ -135,7 +135,7 @@ class MovingDigitsConfig:
                 f"need 0 < min_speed <= max_speed <= size - digit_size = {room}, got "
                 f"min_speed={self.min_speed}, max_speed={self.max_speed}"
             )
-        if not 1 <= self.lead_frames * self.max_speed <= room:
+        if not (self.lead_frames >= 1 and self.lead_frames * self.max_speed <= room):
             raise ValueError(
                 f"need lead_frames >= 1 and lead_frames * max_speed <= size - digit_size = {room}, got "
                 f"lead_frames={self.lead_frames}, max_speed={self.max_speed}"

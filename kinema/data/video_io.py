@@ -322,8 +322,9 @@ class Video:
         return (self[i] for i in range(len(self)))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        """np.asarray(video): the uint8 (B, T, H, W, C) frames."""
-        return self.frames if dtype is None else self.frames.astype(dtype)
+        """np.asarray(video): the uint8 (B, T, H, W, C) frames (a copy when numpy asks for one)."""
+        frames = self.frames if dtype is None else self.frames.astype(dtype)
+        return frames.copy() if copy and frames is self.frames else frames
 
     def numpy(self) -> np.ndarray:
         """uint8 (B, T, H, W, C)."""

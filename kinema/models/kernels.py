@@ -47,10 +47,10 @@ def norm_act(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: to
     scale, shift: (B, C, T or 1, 1, 1) or None. Equals `F.silu(group_norm(frame) * (1 + scale) + shift)`
     up to float rounding, in x's dtype and memory layout. PyTorch's CPU group norm on small channels-last
     bf16 frames with few channels per group runs 10-20x slower than on contiguous ones (`norm_act_pays`
-    says where this pays), and FiLM and SiLU each add a pass and keep a
-    tensor for backward; here each direction is a few passes over a (B, T, H*W, C) view (a view in
-    either layout) and only x and per-frame statistics are kept for backward. Train steps of the bundled
-    recipe: 15 % faster at patch 2, 8 % at patch 1 (benchmarks/results/train_throughput.md).
+    says where this pays), and FiLM and SiLU each add a pass and keep a tensor for backward; here each
+    direction is a few passes over a (B, T, H*W, C) view (a view in either layout) and only x and
+    per-frame statistics are kept for backward. Train steps of the bundled recipe: 15 % faster at
+    patch 2, 8 % at patch 1 (benchmarks/results/train_throughput.md).
     """
     b, c, t = x.shape[:3]
     if c % groups:

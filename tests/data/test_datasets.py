@@ -213,3 +213,8 @@ def test_the_captions_direction_holds_for_lead_frames_steps(lead):
 def test_lead_frames_must_fit_the_room():
     with pytest.raises(ValueError, match="lead_frames \\* max_speed <= size - digit_size = 18"):
         MovingDigitsConfig(size=32, lead_frames=8)
+
+
+def test_slow_digits_still_fit_one_lead_step():
+    """The lead check does not refuse speeds below one pixel per frame (valid before lead_frames existed)."""
+    MovingDigitsConfig(size=32, min_speed=0.3, max_speed=0.5)

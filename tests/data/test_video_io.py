@@ -1,5 +1,6 @@
 """Contracts of kinema.data.video_io: round trips, encoder settings, errors."""
 
+import itertools
 import json
 import os
 import shutil
@@ -187,7 +188,7 @@ def test_a_video_iterates_over_its_clips_and_converts_to_numpy():
     """`for clip in video` ends after the last clip, indexing past it raises, np.asarray gives the frames."""
     frames = np.random.default_rng(0).integers(0, 255, (3, 2, 4, 4, 1), dtype=np.uint8)
     video = Video(frames, fps=8)
-    clips = list(video)
+    clips = list(itertools.islice(video, 10))  # islice: an iteration that never ends fails here instead of hanging
     assert len(clips) == 3 and all(len(c) == 1 for c in clips)
     assert np.array_equal(clips[2].numpy()[0], frames[2]) and np.array_equal(video[-1].numpy()[0], frames[2])
     with pytest.raises(IndexError, match="clip 3 of a Video of 3 clips"):
