@@ -120,7 +120,7 @@ class DiffusionConfig:
 class DataConfig:
     """Where training clips come from (the kinds: see kinema/data/datasets.py)."""
 
-    kind: str = "moving-digits"  # "moving-digits" (built in), "folder", "ucf101", "kinetics400" or "cache"
+    kind: str = "moving-digits"  # "moving-digits", "natural" (built in), "folder", "ucf101", "kinetics400", "cache"
     root: str = ""  # folder / ucf101 / kinetics400: the videos' root directory; cache: the cache directory
     split_file: str = ""  # ucf101: trainlist0k.txt or testlist0k.txt (classInd.txt beside it); or under root
     annotations: str = ""  # kinetics400: the official CSV (label, youtube_id, time_start, time_end, split)
@@ -134,7 +134,7 @@ class DataConfig:
     crop: str = "center"  # video files: "center" or "random" square crop
     flip: bool = False  # video files and cache: random left-right flip
     max_digits: int = 2  # moving-digits: up to this many digits per clip
-    length: int = 10000  # moving-digits: clips per (virtual) epoch
+    length: int = 10000  # moving-digits, natural: clips per (virtual) epoch
     inverted: float = 0.0  # moving-digits: share of clips drawn inverted (light square, dark digit), "..., inverted"
     lead_frames: int = 1  # moving-digits: steps the caption's direction holds from frame 0 before any bounce
     num_workers: int = 0  # DataLoader worker processes
@@ -143,9 +143,9 @@ class DataConfig:
     audio_rate: int = 16000  # audio sample rate in Hz
 
     def __post_init__(self):
-        kinds = ("moving-digits", "folder", "ucf101", "kinetics400", "cache")
+        kinds = ("moving-digits", "natural", "folder", "ucf101", "kinetics400", "cache")
         _check(self.kind in kinds, "data.kind", self.kind, ", ".join(kinds))
-        _check(self.kind == "moving-digits" or bool(self.root), "data.root", self.root,
+        _check(self.kind in ("moving-digits", "natural") or bool(self.root), "data.root", self.root,
                f"a directory for data.kind {self.kind!r}")
         _check(self.kind != "ucf101" or bool(self.split_file), "data.split_file", self.split_file,
                "a trainlist0k.txt / testlist0k.txt path for data.kind 'ucf101'")

