@@ -136,6 +136,7 @@ class DataConfig:
     max_digits: int = 2  # moving-digits: up to this many digits per clip
     length: int = 10000  # moving-digits, natural: clips per (virtual) epoch
     inverted: float = 0.0  # moving-digits: share of clips drawn inverted (light square, dark digit), "..., inverted"
+    zigzag: float = 0.0  # moving-digits: share of clips whose digits zigzag left or right, "digit 5 zigzagging right"
     lead_frames: int = 1  # moving-digits: steps the caption's direction holds from frame 0 before any bounce
     num_workers: int = 0  # DataLoader worker processes
     seed: int = 0  # data seed (moving-digits clips are a pure function of it and the index)
@@ -384,9 +385,11 @@ class AutoencoderConfig:
 
     def latent_frames(self, frames: int) -> int:
         """Latent frames of a clip of `frames` frames: 1 + (frames - 1) / temporal_factor."""
-        if frames < 1 or (frames - 1) % self.temporal_factor:
-            raise ValueError(f"a clip for temporal factor {self.temporal_factor} has 1 + a multiple of "
-                             f"{self.temporal_factor} frames (the first is encoded alone), got {frames}")
+        f = self.temporal_factor
+        if frames < 1 or (frames - 1) % f:
+            below = 1 + max(frames - 1, 0) // f * f
+            raise ValueError(f"a clip for temporal factor {f} has 1 + a multiple of {f} frames (the first is encoded "
+                             f"alone), got {frames}; {below} or {below + f} fit")
         return 1 + (frames - 1) // self.temporal_factor
 
 

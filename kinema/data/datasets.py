@@ -109,10 +109,13 @@ class MovingDigitsConfig:
     audio_rate: int = 16000  # audio sample rate in Hz
     fps: float = 8.0  # nominal frame rate: how much audio one frame spans
     inverted: float = 0.0  # share of clips drawn inverted (dark digits on a light square), captioned "..., inverted"
+    zigzag: float = 0.0  # share of clips whose digits zigzag: left or right while going up and down every frame
 
     def __post_init__(self):
         if not 0 <= self.inverted <= 1:
             raise ValueError(f"inverted must be a share in [0, 1], got {self.inverted}")
+        if not 0 <= self.zigzag <= 1:
+            raise ValueError(f"zigzag must be a share in [0, 1], got {self.zigzag}")
         if self.size < 24:
             raise ValueError(f"size must be >= 24, got {self.size}")
         if self.num_frames < 1:
@@ -143,15 +146,28 @@ class MovingDigitsConfig:
                 f"need lead_frames >= 1 and lead_frames * max_speed <= size - digit_size = {room}, got "
                 f"lead_frames={self.lead_frames}, max_speed={self.max_speed}"
             )
+        if self.zigzag > 0 and room < 2 * self.zigzag_amplitude:
+            raise ValueError(f"zigzag clips need size - digit_size = {room} >= 2 x their amplitude "
+                             f"{self.zigzag_amplitude} px")
+
+    @property
+    def zigzag_amplitude(self) -> int:
+        """How far a zigzagging digit rises and falls around its line, in pixels (3 at size 32)."""
+        return max(1, round(3 * self.size / 32))
 
 
 @dataclass
 class DigitTrack:
     image_index: int  # index into scikit-learn's load_digits() images
     digit: int  # class 0..9
-    direction: int  # index into DIRECTIONS (the initial motion)
+    direction: int  # index into DIRECTIONS (the initial motion; "left" or "right" for a zigzag)
     speed: float  # pixels per frame
     positions: np.ndarray  # int (T, 2) top-left (y, x) per frame, always fully inside
+    zigzag: bool = False  # the digit zigzags: along its direction, up and down around a line
+
+
+# a zigzag's vertical offset per frame, in amplitudes: up, back, down, back, ... (a triangle wave of period 4)
+_ZIGZAG = np.array([0, -1, 0, 1], dtype=np.float64)
 
 
 def _bounce(start: np.ndarray, velocity: np.ndarray, num_frames: int, room: int) -> np.ndarray:
@@ -168,8 +184,8 @@ def _bounce(start: np.ndarray, velocity: np.ndarray, num_frames: int, room: int)
 
 
 def _caption(tracks: list[DigitTrack]) -> str:
-    """Plain words for the initial motion: "digit 3 moving up and digit 7 moving left"."""
-    parts = [f"digit {tr.digit} moving {DIRECTIONS[tr.direction]}" for tr in tracks]
+    """Plain words for the initial motion: "digit 3 moving up and digit 7 moving left" ("digit 5 zigzagging right")."""
+    parts = [f"digit {tr.digit} {'zigzagging' if tr.zigzag else 'moving'} {DIRECTIONS[tr.direction]}" for tr in tracks]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
@@ -228,20 +244,28 @@ class MovingDigits(torch.utils.data.Dataset):
         rng = np.random.default_rng([cfg.seed, self._split_id, index])
         _, classes = _load_digits()
         room = cfg.size - cfg.digit_size
+        zigzag = self.is_zigzag(index)
         tracks = []
         for _ in range(int(rng.integers(cfg.min_digits, cfg.max_digits + 1))):
             image_index = int(rng.choice(self.image_indices))
             direction = int(rng.integers(len(DIRECTIONS)))
+            if zigzag:
+                direction = DIRECTIONS.index("left" if direction % 2 == 0 else "right")
             speed = float(rng.uniform(cfg.min_speed, cfg.max_speed))
             velocity = speed * _UNIT[direction]  # (dy, dx) pixels per frame
             # (y, x) top-left, inside with room for the first lead_frames steps: the caption's direction is the
             # motion one sees from frame 0 on, and bounces come later
             lead = cfg.lead_frames * velocity
             start = rng.uniform(np.maximum(0, -lead), room - np.maximum(0, lead))
+            if zigzag:  # the line it zigzags around keeps the whole wave inside
+                amp = cfg.zigzag_amplitude
+                start[0] = np.clip(start[0], amp, room - amp)
             path = _bounce(start, velocity, cfg.num_frames, room)
+            if zigzag:
+                path[:, 0] += cfg.zigzag_amplitude * np.resize(_ZIGZAG, cfg.num_frames)
             positions = np.round(path).astype(np.int64)  # (T, 2)
             assert positions.min() >= 0 and positions.max() <= room, positions
-            tracks.append(DigitTrack(image_index, int(classes[image_index]), direction, speed, positions))
+            tracks.append(DigitTrack(image_index, int(classes[image_index]), direction, speed, positions, zigzag))
         return tracks
 
     def trajectory(self, tracks: list[DigitTrack]) -> torch.Tensor:
@@ -257,6 +281,11 @@ class MovingDigits(torch.utils.data.Dataset):
         """Whether item `index` is drawn inverted (its own random stream: the other items' draws do not move)."""
         share = self.config.inverted
         return share > 0 and np.random.default_rng([self.config.seed, self._split_id, index, 2]).random() < share
+
+    def is_zigzag(self, index: int) -> bool:
+        """Whether item `index`'s digits zigzag (its own random stream, as `is_inverted`)."""
+        share = self.config.zigzag
+        return share > 0 and np.random.default_rng([self.config.seed, self._split_id, index, 3]).random() < share
 
     def caption(self, index: int) -> str:
         """The caption of item `index`, without rendering it."""
@@ -328,7 +357,7 @@ def dataset_options(config: DataConfig, split: str = "train") -> dict:
     if c.kind == "moving-digits":
         sound = dict(audio=True, audio_rate=c.audio_rate) if c.audio else {}
         return dict(size=c.size, num_frames=c.num_frames, max_digits=c.max_digits, length=c.length, seed=c.seed,
-                    split=split, inverted=c.inverted, lead_frames=c.lead_frames, **sound)
+                    split=split, inverted=c.inverted, zigzag=c.zigzag, lead_frames=c.lead_frames, **sound)
     if c.kind == "cache":
         return dict(root=c.root, size=c.size, num_frames=c.num_frames, flip=c.flip, audio=c.audio)
     if c.kind == "natural":
