@@ -2,10 +2,15 @@
 
     python benchmarks/finetune.py --base moving-digits --adapter runs/inverted/adapter --out benchmarks/results/finetune
     python benchmarks/finetune.py --base moving-digits --tuned runs/inverted-full --cost-steps 0 --out ...
+    python benchmarks/finetune.py --new zigzag --adapter runs/zigzag/adapter --out benchmarks/results/finetune-zigzag
 
-- New prompts: `--num` held-out captions (test-split digits, data seed 321) with ", inverted"
-  appended, sampled from base + adapter: a clip is right when most of its frames are light (the
-  look the new word names) and, read inverted, it shows the prompt's digit.
+- New prompts (`--new inverted`): `--num` held-out captions (test-split digits, data seed 321) with
+  ", inverted" appended, sampled from base + adapter: a clip is right when most of its frames are
+  light (the look the new word names) and, read inverted, it shows the prompt's digit.
+- New prompts (`--new zigzag`): `--num` held-out captions "digit D zigzagging left / right": a clip is
+  right when it shows the prompt's digit, its first step goes the caption's way across, and its
+  centre turns up / down at least ZIGZAG_TURNS times (a zigzag of 16 frames turns 7 times, a
+  bouncing digit at most ~3); the real clips of both kinds are scored too, as the scorer's check.
 - Old prompts: the same captions without the new word, from the base alone and from base + adapter:
   digit accuracy and first-step direction (the evaluation's own scorers, kinema.evaluation.alignment).
 - Cost: the adapter's file size against the model's; a LoRA step's and a full fine-tune step's time
@@ -26,18 +31,46 @@ import numpy as np
 import torch
 
 from kinema.data import make_grid, write_video
-from kinema.data.datasets import MovingDigits, MovingDigitsConfig
+from kinema.data.datasets import DIRECTIONS, MovingDigits, MovingDigitsConfig
 from kinema.evaluation.alignment import DigitClassifier, centroid_track, direction_of
 from kinema.models.model_dir import resolve_model_dir
 from kinema.pipeline import VideoPipeline
 
 
-def prompts(num: int, size: int, frames: int) -> tuple[list[str], np.ndarray]:
-    """`num` held-out captions and their (digit, direction) labels."""
+ZIGZAG_TURNS = 5  # vertical turns (up <-> down steps of >= 1 px) that make a clip a zigzag
+
+
+def prompts(num: int, size: int, frames: int, zigzag: float = 0.0) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """`num` held-out captions, their (digit, direction) labels and the real clips (N, T, H, W, 1) uint8."""
     data = MovingDigits(MovingDigitsConfig(size=size, num_frames=frames, max_digits=1, split="test", seed=321,
-                                           length=num))
+                                           length=num, zigzag=zigzag))
     items = [data[i] for i in range(num)]
-    return [it["caption"] for it in items], np.stack([it["labels"][0].numpy() for it in items])
+    clips = np.stack([((it["video"] + 1) * 127.5).round().permute(1, 2, 3, 0).numpy() for it in items])
+    return ([it["caption"] for it in items], np.stack([it["labels"][0].numpy() for it in items]),
+            clips.astype(np.uint8))
+
+
+def vertical_turns(track: np.ndarray) -> int:
+    """How often a (T, 2) (y, x) track's vertical steps of >= 1 px change sign."""
+    dy = np.diff(track[:, 0])
+    dy = np.sign(dy[np.isfinite(dy) & (np.abs(dy) >= 1)])
+    return int((dy[1:] != dy[:-1]).sum())
+
+
+def score_zigzag(clips: np.ndarray, labels: np.ndarray, classifier: DigitClassifier) -> dict:
+    """Share of clips that show the digit, go the caption's way across first, zigzag; and all three."""
+    digit, across, zig = [], [], []
+    for clip, (d, m) in zip(clips, labels):
+        track = centroid_track(clip)
+        digit.append(classifier.predict(clip) == d)
+        steps = np.diff(track[:, 1])
+        steps = steps[np.isfinite(steps)]
+        want = 1 if DIRECTIONS[m].endswith("right") else -1 if DIRECTIONS[m].endswith("left") else 0
+        across.append(len(steps) > 0 and want != 0 and np.sign(steps[0]) == want)
+        zig.append(vertical_turns(track) >= ZIGZAG_TURNS)
+    digit, across, zig = np.array(digit), np.array(across), np.array(zig)
+    return {"digit": float(digit.mean()), "across": float(across.mean()), "zigzag": float(zig.mean()),
+            "right": float((digit & across & zig).mean())}
 
 
 def sample(pipe: VideoPipeline, captions: list[str], args) -> np.ndarray:
@@ -94,6 +127,7 @@ print(json.dumps({{"median_s": statistics.median(times[2:]),
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", default="moving-digits")
+    p.add_argument("--new", default="inverted", choices=("inverted", "zigzag"), help="what the fine-tune taught")
     p.add_argument("--adapter", help="a LoRA adapter directory trained on --base")
     p.add_argument("--tuned", help="instead: a fully fine-tuned model directory (its file size is not compared)")
     p.add_argument("--out", required=True)
@@ -112,17 +146,27 @@ def main() -> None:
     tuned = VideoPipeline.from_pretrained(args.tuned or args.base)
     if args.adapter:
         tuned.load_adapter(args.adapter)
-    captions, labels = prompts(args.num, base.size, base.num_frames)
+    captions, labels, real = prompts(args.num, base.size, base.num_frames)
     classifier = DigitClassifier()
     t0 = time.perf_counter()
-    new = sample(tuned, [c + ", inverted" for c in captions], args)  # (N, T, H, W, C) uint8
-    old_tuned = sample(tuned, captions, args)
-    old_base = sample(base, captions, args)
     arm = "base + adapter" if args.adapter else "fine-tuned"
     names = (f"new prompts ({arm})", "old prompts, base", f"old prompts, {arm}")
-    result = {names[0]: score(new, labels, classifier), names[1]: score(old_base, labels, classifier),
+    if args.new == "inverted":
+        new = sample(tuned, [c + ", inverted" for c in captions], args)  # (N, T, H, W, C) uint8
+        new_scores = score(new, labels, classifier)
+    else:
+        zig_captions, zig_labels, zig_real = prompts(args.num, base.size, base.num_frames, zigzag=1.0)
+        new = sample(tuned, zig_captions, args)
+        new_scores = score_zigzag(new, zig_labels, classifier)
+        checks = {"real zigzag clips": score_zigzag(zig_real, zig_labels, classifier),
+                  "real plain clips": score_zigzag(real, labels, classifier)}
+    old_tuned = sample(tuned, captions, args)
+    old_base = sample(base, captions, args)
+    result = {names[0]: new_scores, names[1]: score(old_base, labels, classifier),
               names[2]: score(old_tuned, labels, classifier),
               "sampling_s": round(time.perf_counter() - t0, 1)}
+    if args.new == "zigzag":
+        result["scorer check"] = checks
     strip = np.concatenate([new[:4], old_tuned[:4]])  # (8, T, H, W, C)
     write_video(out / "finetune.gif", make_grid(strip), fps=8)
     if args.adapter:
@@ -137,10 +181,15 @@ def main() -> None:
     result["threads"] = torch.get_num_threads()
     (out / "finetune.json").write_text(json.dumps(result, indent=2) + "\n")
     rows = ["| prompts | inverted | digit | direction | inverted and digit |", "| --- | --- | --- | --- | --- |"]
-    for name in names:
+    for name in names[int(args.new == "zigzag"):]:
         r = result[name]
         rows.append(f"| {name} | {r['inverted']:.2f} | {r['digit']:.2f} | {r['direction']:.2f} | "
                     f"{r['inverted_and_digit']:.2f} |")
+    if args.new == "zigzag":
+        rows = ["| zigzag prompts | digit | first step across right | zigzags | all three |",
+                "| --- | --- | --- | --- | --- |",
+                *[f"| {name} | {r['digit']:.2f} | {r['across']:.2f} | {r['zigzag']:.2f} | {r['right']:.2f} |"
+                  for name, r in [(names[0], new_scores), *checks.items()]], "", *rows]
     lines = [f"# Fine-tune: {args.adapter or args.tuned} on {args.base}", "",
              f"{args.num} held-out captions, {args.sampler} {args.steps} steps, guidance {args.guidance}, seed "
              f"{args.seed}.", "", *rows]
