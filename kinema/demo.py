@@ -63,7 +63,7 @@ def run_demo(model: str | Path = "moving-digits", out: str | Path = "outputs/dem
             items.append(DemoItem("text → video", f"“{prompt}”", f"guidance {guidance}", gif, mp4))
     if pipe.model.config.frame_conditioning:
         clip = data[0]["video"]  # (C, T, H, W)
-        k = max(1, pipe.num_frames // 4)
+        k = pipe.fit_context(max(1, pipe.num_frames // 4))  # whole latent frames when the autoencoder compresses time
         ctx = Video(to_uint8(clip[:, :k][None]))
         ctx_gif, _ = _save(ctx, out, "predict_context")
         video = pipe(**task_inputs("predict", clip[None], k), seed=seed, **common)

@@ -17,6 +17,7 @@ import torch
 from .data import read_audio, read_image, read_video, to_tensor, to_uint8
 from .data.audio import audio_features, fit_length
 from .data.transforms import fit_square
+from .models.autoencoder import whole_latent_prefix
 from .models.encoders import Tokenizer
 
 
@@ -60,11 +61,15 @@ def as_video(x, *, size: int, channels: int, image: bool = False, last: Optional
 
 
 def known_frames(num_videos: int, *, size: int, channels: int, window: int, frame_conditioning: bool, context=None,
-                 context_frames: Optional[int] = None, first_frame=None, last_frame=None) -> tuple[dict, int]:
+                 context_frames: Optional[int] = None, first_frame=None, last_frame=None,
+                 temporal_factor: int = 1) -> tuple[dict, int]:
     """{position: (B, C, H, W) frame} from the user's given frames (position -1 = the last frame), and B.
 
     `context` is a video to continue (its last `context_frames`, default all up to window - 1);
-    `first_frame` / `last_frame` are images. One given batch of 1 is repeated to `num_videos`.
+    `first_frame` / `last_frame` are images. One given batch of 1 is repeated to `num_videos`. With an
+    autoencoder that compresses time (`temporal_factor` f > 1) a context fills whole latent frames
+    (`latent_frame_span`: 1 + a multiple of f frames): the default takes the most recent that do, and
+    another `context_frames` is refused.
     """
     if num_videos < 1:
         raise ValueError(f"num_videos must be >= 1, got {num_videos}")
@@ -82,6 +87,12 @@ def known_frames(num_videos: int, *, size: int, channels: int, window: int, fram
         k = context_frames or min(video.shape[2], window - 1)
         if not 1 <= k <= video.shape[2]:
             raise ValueError(f"context_frames must be in [1, {video.shape[2]}] (frames of the context), got {k}")
+        fit = whole_latent_prefix(k, temporal_factor)
+        if fit != k and context_frames is not None:
+            raise ValueError(f"context_frames={k} does not fill whole latent frames: the autoencoder keeps frame 0 "
+                             f"alone and groups {temporal_factor} frames after it, so a context has 1 + a multiple "
+                             f"of {temporal_factor} frames; {fit} or {fit + temporal_factor} fit")
+        k = fit  # the default context: its most recent frames that fill whole latent frames
         video = video[:, :, -k:]
         known = {i: video[:, :, i] for i in range(k)}
     if first_frame is not None:

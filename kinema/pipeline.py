@@ -22,6 +22,7 @@ from .config import DiffusionConfig, is_int, resolve_precision
 from .data import Video, task_mask, to_uint8
 from .diffusion import edit, generate, make_schedule, sampling_denoiser
 from .models import SpaceTimeUNet, StepCache
+from .models.autoencoder import given_latent_frames, latent_frame_count, latent_frame_span, whole_latent_prefix
 from .inputs import as_video, audio_input, draw_path, known_frames, parse_path, prompts, trajectory_input
 
 # the pipeline's names, and the input helpers demo and serve take from here (they sit above the pipeline)
@@ -101,6 +102,23 @@ class VideoPipeline:
         """Channels of the video the pipeline takes and returns (1 grayscale, 3 RGB)."""
         return self.model.config.in_channels if self.autoencoder is None else self.autoencoder.config.in_channels
 
+    @property
+    def temporal_factor(self) -> int:
+        """Frames per latent frame after the first (1: the UNet samples every frame itself)."""
+        return 1 if self.autoencoder is None else self.autoencoder.config.temporal_factor
+
+    def fit_context(self, frames: int) -> int:
+        """The most context frames, at most `frames`, the model takes: all of them, or with time compressed by f the
+        most that fill whole latent frames (1 + a multiple of f)."""
+        return whole_latent_prefix(frames, self.temporal_factor)
+
+    def latent_frames(self, num_frames: int, what: str = "num_frames") -> int:
+        """The frames the UNet samples for a clip of `num_frames`: its latent frames; a ValueError naming the counts
+        that fit (1 + a multiple of the temporal factor)."""
+        if self.autoencoder is None:
+            return num_frames
+        return latent_frame_count(self.autoencoder.config, num_frames, what)
+
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: Optional[str] = None, precision: str = "auto",
                         trust_pickle: bool = False):
@@ -132,10 +150,12 @@ class VideoPipeline:
 
         Args:
             num_videos: clips per call (ignored when `context` holds a batch: one clip per context).
-            num_frames: frames of the result, given frames included (default: the training window).
+            num_frames: frames of the result, given frames included (default: the training window); with an
+                autoencoder that compresses time by f, 1 + a multiple of f.
             context: past frames to continue (prediction): a video file path, uint8 (T, H, W, C) or
                 (B, T, H, W, C) array, or float (C, T, H, W) / (B, C, T, H, W) tensor in [-1, 1].
-            context_frames: use the last k frames of `context` (default: all, at most window - 1).
+            context_frames: use the last k frames of `context` (default: all, at most window - 1); with an
+                autoencoder that compresses time by f, 1 + a multiple of f (the default: the most that fit).
             first_frame: an image (path, uint8 (H, W, C) array or float (C, H, W) tensor) the clip starts
                 with (animation; with `last_frame`, interpolation).
             last_frame: an image the clip ends with.
@@ -144,7 +164,8 @@ class VideoPipeline:
             seed: makes the result reproducible; None draws a fresh one.
             spacing: how steps are spread over the schedule: "leading", "linspace", "trailing" or "karras"
                 (default: karras for euler / heun / dpmpp_2m / dpmpp_2m_sde, leading for ddim / ddpm).
-            overlap: frames a new window shares with the previous one in long videos (default: window // 4).
+            overlap: frames a new window shares with the previous one in long videos (default: window // 4); with
+                an autoencoder that compresses time by f, a multiple of f (windows slide over latent frames).
             long_mode: "sliding" (each window continues the last `overlap` frames) or "keyframes" (first
                 every (window - 1)-th frame, then the gaps in interpolation mode).
             prompt: text (or one per clip) for a text-conditioned model.
@@ -184,20 +205,18 @@ class VideoPipeline:
             raise ValueError(f"long_mode must be 'sliding' or 'keyframes', got {long_mode!r}")
         known, batch = self._known_frames(num_videos, context, context_frames, first_frame, last_frame)
         n_ctx = sum(1 for p in known if p >= 0)
-        total = num_frames or max(self.num_frames, n_ctx + 1)
+        total = num_frames or max(self.num_frames, n_ctx + self.temporal_factor)  # pixel frames, given ones included
         known = {(p if p >= 0 else total + p): f for p, f in known.items()}  # -1 = the last frame
         if min(known, default=0) < 0 or max(known, default=0) >= total or len(known) >= total:
             raise ValueError(f"num_frames={total} leaves no frame to generate beside the {len(known)} given")
+        n_latent = self.latent_frames(total)  # T': the frames the UNet samples (= total without an autoencoder)
         result = batch * total * self.channels * self.size**2 * 9  # float sum, stack, uint8
         free = available_memory()
         if free is not None and result > free:
             raise ValueError(f"num_frames={total} x num_videos={batch} at {self.size}x{self.size} needs about "
                              f"{result / 2**30:.1f} GiB for the result, more than the {free / 2**30:.1f} GiB free")
-        window = min(self.num_frames, total)
-        overlap = max(1, window // 4) if overlap is None else overlap
-        if total > window and not 1 <= overlap < window:
-            raise ValueError(f"overlap must be in [1, {window - 1}] for a {window}-frame window, got {overlap}")
-        plan = self._plan(total, window, overlap, long_mode)
+        window = min(self.latent_frames(self.num_frames), n_latent)  # long videos slide over latent frames
+        plan = self._plan(n_latent, window, self._latent_overlap(overlap, window, n_latent), long_mode)
         if image is None and frame_reference and 0 in known and self.takes("image"):
             image = known[0]  # (B, C, H, W): training pairs a clip with its first frame as the reference image
         conds = self.conditions(batch, total, prompt=prompt, negative_prompt=negative_prompt, image=image,
@@ -205,9 +224,13 @@ class VideoPipeline:
                                 scales={"text": guidance, "image": image_guidance, "audio": audio_guidance,
                                         "trajectory": trajectory_guidance})
         self._check_memory(batch, window, len(conds[0]) if conds[1] else 1, what=f"num_videos={batch}")
+        latent_known = self._encode_known(known, total)  # {latent frame: (B, Z, H', W')}
+        if len(latent_known) >= n_latent:
+            raise ValueError(f"num_frames={total} leaves no latent frame to generate beside the given frames "
+                             f"(temporal factor {self.temporal_factor}); ask for more frames")
         generator = self._generator(seed)
         bar = tqdm(total=draws * len(plan) * steps, desc=f"sample ({sampler})", unit="step", disable=not progress)
-        video, latent_known = 0.0, self._encode_known(known)
+        video = 0.0
         for _ in range(draws):
             done = dict(latent_known)  # given frames, then each window's new frames
             for start, length, keep in plan:
@@ -216,7 +239,7 @@ class VideoPipeline:
                                       **sampler_options)  # (B, C, L, H, W)
                 for i in keep:
                     done.setdefault(start + i, frames[:, :, i])
-            clip = torch.stack([done[p] for p in range(total)], dim=2).float()  # (B, C or Z, T, H, W)
+            clip = torch.stack([done[p] for p in range(n_latent)], dim=2).float()  # (B, C or Z, T', H', W')
             video = video + self._decode(clip, window) / draws  # (B, C, T, H, W)
         bar.close()
         for p, f in known.items():  # given frames exact, not a float mean of copies
@@ -241,14 +264,15 @@ class VideoPipeline:
         """
         x0 = self._as_video(video)  # (B, C, T, H, W)
         b, _, t = x0.shape[:3]
+        frames = self.latent_frames(t, "the video's frame count")
         if self.autoencoder is not None:
-            x0 = self.autoencoder.encode(x0)  # (B, Z, T, H / f, W / f): SDEdit runs on the latent
+            x0 = self.autoencoder.encode(x0)  # (B, Z, T', H / f, W / f): SDEdit runs on the latent
         spacing = spacing or default_spacing(sampler)
         chain, scales = self.conditions(b, t, prompt=prompt, negative_prompt=negative_prompt, image=image,
                                         audio=audio, trajectory=trajectory,
                                         scales={"text": guidance, "image": image_guidance, "audio": audio_guidance,
                                                 "trajectory": trajectory_guidance})
-        self._check_memory(b, t, len(chain) if scales else 1, what=f"editing {b} clip(s)")
+        self._check_memory(b, frames, len(chain) if scales else 1, what=f"editing {b} clip(s)")
         denoise = self._denoiser(cache_interval, [{"cond": c} for c in chain], scales)
         generator = self._generator(seed)
         bar = tqdm(desc=f"edit ({sampler})", unit="step", disable=not progress)
@@ -258,7 +282,7 @@ class VideoPipeline:
                        sampler=sampler, num_steps=steps, spacing=spacing, generator=generator,
                        callback=lambda info: bar.update(1), **sampler_options)
         bar.close()
-        return Video(to_uint8(self._decode(out.float(), self.num_frames).cpu()), fps=self.fps)
+        return Video(to_uint8(self._decode(out.float(), self.latent_frames(self.num_frames)).cpu()), fps=self.fps)
 
     def _generator(self, seed: Optional[int]) -> torch.Generator:
         """A generator on the device seeded with `seed` (0 .. MAX_SEED), or a fresh seed when None."""
@@ -282,6 +306,18 @@ class VideoPipeline:
                                  frames=frames, batch_guidance=self.batch_guidance)
 
     # ---- long videos: which windows, in which order ----
+
+    def _latent_overlap(self, overlap: Optional[int], window: int, frames: int) -> int:
+        """The latent frames consecutive windows share: `overlap` frames (a multiple of the temporal factor) or, by
+        default, window // 4; checked when `frames` needs more than one window."""
+        f = self.temporal_factor
+        if overlap is None:
+            return max(1, window // 4)
+        if frames > window and (overlap % f or not 1 <= overlap // f < window):
+            multiple = f"a multiple of {f} " if f > 1 else ""
+            raise ValueError(f"overlap must be {multiple}in [{f}, {(window - 1) * f}] for a "
+                             f"{latent_frame_span(window - 1, f).stop}-frame window, got {overlap}")
+        return overlap // f
 
     @staticmethod
     def _plan(total: int, window: int, overlap: int, long_mode: str) -> list[tuple[int, int, tuple | range]]:
@@ -420,25 +456,43 @@ class VideoPipeline:
         return audio_input(value, batch, num_frames, rate=self.audio_rate, fps=self.fps, n_mels=cfg.n_mels,
                            steps_per_frame=cfg.audio_steps_per_frame)
 
-    def _encode_known(self, known: dict) -> dict:
-        """Given pixel frames {position: (B, C, H, W)} as the UNet takes them: a latent model's latents, else as is.
+    def _encode_known(self, known: dict, total: int) -> dict:
+        """Given frames {position: (B, C, H, W)} of a `total`-frame clip as the UNet takes them: a latent model's
+        {latent frame: (B, Z, H', W')}, else as is (the rules: docs/latent.md).
 
-        The autoencoder is causal, frame t's latent reads frames <= t: the given frames from position 0 on
-        are encoded together as the clip they begin (as in training); any other given frame alone.
+        A latent frame is given when every frame it stands for is (`given_latent_frames`). The autoencoder
+        is causal (latent frame j reads frames <= its last): the given ones from latent frame 0 on are
+        encoded together as the clip they begin (as in training), any other alone. A last frame left over
+        (interpolation's end when time is compressed) is held: its latent frame is a still clip's of it.
         """
         if self.autoencoder is None or not known:
             return known
+        f = self.temporal_factor
+        given = given_latent_frames(known, f)
         prefix = 0
-        while prefix in known:
+        while prefix in given:
             prefix += 1
         out = {}
         if prefix:
-            latents = self.autoencoder.encode(torch.stack([known[p] for p in range(prefix)], dim=2).float())
-            out.update({p: latents[:, :, p] for p in range(prefix)})
-        for p, frame in known.items():
-            if p >= prefix:
-                out[p] = self.autoencoder.encode(frame[:, :, None].float())[:, :, 0]
+            frames = range(latent_frame_span(prefix - 1, f).stop)  # the pixel frames of latent frames 0 .. prefix - 1
+            latents = self.autoencoder.encode(torch.stack([known[p] for p in frames], dim=2).float())  # (B, Z, J, ...)
+            out.update({j: latents[:, :, j] for j in range(prefix)})
+        for j in given[prefix:]:
+            out[j] = self._encode_alone([known[p] for p in latent_frame_span(j, f)])
+        left = sorted(set(known) - {p for j in given for p in latent_frame_span(j, f)})
+        if left == [total - 1]:
+            out[self.latent_frames(total) - 1] = self._encode_alone([known[total - 1]] * f)
+        elif left:
+            raise ValueError(f"given frames {left} do not fill whole latent frames: at temporal factor {f} latent "
+                             f"frame 0 is frame 0 and latent frame j covers frames {f}j - {f - 1} .. {f}j; give those "
+                             "frames too, or fewer")
         return out
+
+    def _encode_alone(self, group: list[torch.Tensor]) -> torch.Tensor:
+        """The latent frame (B, Z, H', W') of a latent frame's frames [(B, C, H, W)] encoded without what came before:
+        one frame as a one-frame clip, f > 1 frames behind a copy of their first (a clip starts with one frame)."""
+        clip = torch.stack(group if len(group) == 1 else [group[0], *group], dim=2)  # (B, C, 1 or 1 + f, H, W)
+        return self.autoencoder.encode(clip.float())[:, :, -1]
 
     def _decode(self, clip: torch.Tensor, chunk: int) -> torch.Tensor:
         """A sampled clip (B, C or Z, T, H, W) as pixels: a latent model decodes it `chunk` latent frames at a time."""
@@ -446,8 +500,9 @@ class VideoPipeline:
 
     def _known_frames(self, num_videos, context, context_frames, first_frame, last_frame):
         """{position: (B, C, H, W) frame} from the user's inputs (position -1 = the last frame), and B."""
-        known, batch = known_frames(num_videos, size=self.size, channels=self.channels,
-                                    window=self.num_frames, frame_conditioning=self.model.config.frame_conditioning,
+        known, batch = known_frames(num_videos, size=self.size, channels=self.channels, window=self.num_frames,
+                                    temporal_factor=self.temporal_factor,
+                                    frame_conditioning=self.model.config.frame_conditioning,
                                     context=context, context_frames=context_frames, first_frame=first_frame,
                                     last_frame=last_frame)
         return {p: f.to(self.device) for p, f in known.items()}, batch

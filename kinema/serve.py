@@ -243,7 +243,8 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
                     path_guidance = gr.Slider(1, 10, value=3, step=0.5, label="Path guidance",
                                               visible=_has(cond, "trajectory"))
                     seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
-                    frames = gr.Slider(2, 8 * pipe.num_frames, value=pipe.num_frames, step=1, label="Frames")
+                    f = pipe.temporal_factor  # a clip through a time-compressing autoencoder: 1 + a multiple of f
+                    frames = gr.Slider(1 + f, 8 * pipe.num_frames, value=pipe.num_frames, step=f, label="Frames")
                     cache_interval = gr.Slider(1, 4, value=1, step=1, label="Full network every n-th step (faster "
                                                "above 1: deep features reused in between)")
                 button = gr.Button("Generate", variant="primary", elem_id="generate")

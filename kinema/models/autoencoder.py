@@ -8,6 +8,7 @@ N(0, I)) unless `variational` is off, and enters diffusion shifted and scaled pe
 statistics measured on training data (`measure_latent_stats`), so it has unit variance there.
 Decoding runs in chunks of latent frames with enough past latent frames in front that every kept
 frame equals the one a whole-clip decode gives: memory stays flat however long the video.
+Which pixel frames a latent frame stands for is `latent_frame_span`'s to say, once for all of kinema.
 """
 
 from __future__ import annotations
@@ -210,6 +211,63 @@ def latent_shape(cfg: AutoencoderConfig, channels: int, frames: int, height: int
         raise ValueError(f"H and W must be multiples of the spatial factor {cfg.spatial_factor}, got {height} x "
                          f"{width}")
     return cfg.latent_channels, cfg.latent_frames(frames), height // cfg.spatial_factor, width // cfg.spatial_factor
+
+
+# ---- frames: which pixel frames each latent frame stands for ----
+
+
+def latent_frame_span(latent_frame: int, temporal_factor: int) -> range:
+    """The pixel frames latent frame j stands for: frame 0 for j = 0, frames 1 + (j - 1) f .. j f for j >= 1.
+
+    The one statement of the layout (the encoder reads the first frame alone, then groups f frames);
+    every pixel <-> latent frame question in kinema is answered through it.
+    """
+    if latent_frame < 0 or temporal_factor < 1:
+        raise ValueError(f"latent frame {latent_frame} / temporal factor {temporal_factor}: expected j >= 0, f >= 1")
+    if latent_frame == 0:
+        return range(0, 1)
+    return range(1 + (latent_frame - 1) * temporal_factor, 1 + latent_frame * temporal_factor)
+
+
+def given_latent_frames(given: Iterable[int], temporal_factor: int) -> list[int]:
+    """The latent frames (ascending) all of whose pixel frames are in `given` (pixel positions): the given ones."""
+    given = set(given)
+    out, j, last = [], 0, max(given, default=-1)
+    while latent_frame_span(j, temporal_factor).start <= last:
+        if set(latent_frame_span(j, temporal_factor)) <= given:
+            out.append(j)
+        j += 1
+    return out
+
+
+def whole_latent_prefix(frames: int, temporal_factor: int) -> int:
+    """The most frames from frame 0 on, at most `frames` (>= 1), that fill whole latent frames: 1 + a multiple of f."""
+    return latent_frame_span(given_latent_frames(range(frames), temporal_factor)[-1], temporal_factor).stop
+
+
+def latent_frame_count(spec, num_frames: int, what: str = "num_frames") -> int:
+    """Latent frames of a clip of `num_frames` frames under an autoencoder's spec (`AutoencoderConfig.latent_frames`);
+    a ValueError naming `what` and the counts that fit."""
+    if spec.temporal_factor == 1:
+        return num_frames
+    try:
+        return spec.latent_frames(num_frames)  # time compresses in kinema's own autoencoders only
+    except ValueError as err:
+        raise ValueError(f"{what} = {num_frames} does not fit the autoencoder: {err}") from err
+
+
+def frame_pooling(num_frames: int, temporal_factor: int) -> torch.Tensor:
+    """(T', T) weights: row j averages the pixel frames latent frame j stands for (frame-aligned conditions)."""
+    spans = []
+    while not spans or spans[-1].stop < num_frames:
+        spans.append(latent_frame_span(len(spans), temporal_factor))
+    if spans[-1].stop != num_frames:
+        raise ValueError(f"{num_frames} frames do not fill whole latent frames at temporal factor "
+                         f"{temporal_factor}: a clip has 1 + a multiple of {temporal_factor} frames")
+    weights = torch.zeros(len(spans), num_frames)
+    for j, span in enumerate(spans):
+        weights[j, span.start:span.stop] = 1 / len(span)
+    return weights
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:

@@ -14,11 +14,12 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import einsum, rearrange
 from torch import nn
 
 from ..config import CondConfig
 from ..types import Cond
+from .autoencoder import frame_pooling
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -277,9 +278,10 @@ class Conditioner(nn.Module):
     """The encoders a model was trained with; encodes, drops per clip (CFG) and joins their conditions."""
 
     def __init__(self, config: CondConfig, dim: int, *, in_channels: int = 1, tokenizer: Optional[Tokenizer] = None,
-                 frame_size: int = 0):
+                 frame_size: int = 0, temporal_factor: int = 1):
         super().__init__()
-        self.config = config
+        # a latent model's grid: heatmaps drawn `frame_size` wide, frame-aligned parts pooled to latent frames
+        self.config, self.temporal_factor = config, temporal_factor
         if config.text == "gru":
             if tokenizer is None:
                 raise ValueError("cond.text 'gru' needs a tokenizer (built from the training captions)")
@@ -315,7 +317,21 @@ class Conditioner(nn.Module):
         device = self.device
         if name == "image":
             return self.image(value.to(device), sample=sample_latent)
-        return getattr(self, name)(value if name == "text" else value.to(device)), None
+        return self.to_latent_frames(getattr(self, name)(value if name == "text" else value.to(device))), None
+
+    def to_latent_frames(self, cond: Cond) -> Cond:
+        """`cond` with its frame-aligned parts averaged over the pixel frames each latent frame stands for
+        (`latent_frame_span`); as is without temporal compression."""
+        if self.temporal_factor == 1 or (cond.per_frame is None and cond.maps is None):
+            return cond
+        frames = cond.per_frame.shape[1] if cond.per_frame is not None else cond.maps.shape[2]
+        pool = frame_pooling(frames, self.temporal_factor)  # (T', T)
+        per_frame = maps = None
+        if cond.per_frame is not None:
+            per_frame = einsum(pool.to(cond.per_frame), cond.per_frame, "j t, b t d -> b j d")  # (B, T', D)
+        if cond.maps is not None:
+            maps = einsum(pool.to(cond.maps), cond.maps, "j t, b m t h w -> b m j h w")  # (B, M, T', H, W)
+        return Cond(tokens=cond.tokens, mask=cond.mask, pooled=cond.pooled, per_frame=per_frame, maps=maps)
 
     def forward(self, batch_size: int, *, text: Optional[list[str]] = None, image: Optional[torch.Tensor] = None,
                 audio: Optional[torch.Tensor] = None, trajectory: Optional[torch.Tensor] = None,

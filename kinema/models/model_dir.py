@@ -281,7 +281,7 @@ def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = Fa
         raise ValueError(f"{where}: {err}") from err
     autoencoder = None
     if "autoencoder" in config:  # a latent model: its autoencoder's weights are in the directory beside the UNet's
-        from .autoencoder import VideoAutoencoder, diffusers_from_record
+        from .autoencoder import VideoAutoencoder, diffusers_from_record, latent_frame_count
 
         record = config["autoencoder"]
         autoencoder = (diffusers_from_record(record["diffusers"]) if "diffusers" in record
@@ -298,6 +298,8 @@ def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = Fa
     if not is_int(num_frames) or num_frames < 2:
         raise ValueError(f"{where}: data.num_frames = {num_frames!r} must be an integer >= 2 (the frames the model "
                          "was trained on)")
+    if autoencoder is not None:
+        latent_frame_count(autoencoder.config, num_frames, f"{where}: data.num_frames")
     if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0:
         raise ValueError(f"{where}: data.fps = {fps!r} must be a positive number of frames per second")
     if not is_int(audio_rate) or audio_rate < 1:
@@ -310,7 +312,8 @@ def load_video_model(name_or_path: str | os.PathLike, *, trust_pickle: bool = Fa
         grid = size // (autoencoder.config.spatial_factor if autoencoder is not None else 1)
         conditioner = Conditioner(cond, model_config.cond_dim, tokenizer=tokenizer, frame_size=grid,
                                   in_channels=model_config.in_channels if autoencoder is None
-                                  else autoencoder.config.in_channels)
+                                  else autoencoder.config.in_channels,
+                                  temporal_factor=1 if autoencoder is None else autoencoder.config.temporal_factor)
         load_checked(conditioner, load_model_weights(path, "conditioner", trust_pickle=trust_pickle), path,
                      "conditioner")
     return VideoModel(path, model, conditioner, diffusion, size, num_frames, float(fps), audio_rate, autoencoder)
@@ -331,13 +334,19 @@ def load_flow_net(name_or_path: str | os.PathLike) -> FlowNet:
     return load_checked(FlowNet(from_dict(FlowConfig, config["flow"], "flow.")), load_model_weights(root), root, "flow")
 
 
-def latent_autoencoder(model_config: UNetConfig, size: int):
-    """The autoencoder `model.autoencoder` names, checked against the UNet and the frame size; frozen, eval mode."""
+def latent_autoencoder(model_config: UNetConfig, size: int, num_frames: int):
+    """The autoencoder `model.autoencoder` names, checked against the UNet, the frame size and the clip length;
+    frozen, eval mode."""
+    from .autoencoder import latent_frame_count
+
     ae = load_autoencoder(model_config.autoencoder).requires_grad_(False)
     ac, where = ae.config, f"model.autoencoder {model_config.autoencoder}"
-    if ac.temporal_factor != 1:
-        raise ValueError(f"{where} compresses time ({ac.temporal_factor}x); latent diffusion takes autoencoders "
-                         "with autoencoder.temporal_factor 1 so far")
+    if ac.temporal_factor != 1 and not isinstance(ac, AutoencoderConfig):
+        raise ValueError(f"{where} is a diffusers {ae.kind} that compresses time ({ac.temporal_factor}x); latent "
+                         "diffusion maps given frames to latent frames through kinema's own causal autoencoders only, "
+                         "whose first frames encode alike alone and in the whole clip (CogVideoX's do not); take a "
+                         "per-frame AutoencoderKL, or train one: kinema train-ae --set autoencoder.temporal_factor=2")
+    latent_frame_count(ac, num_frames, "data.num_frames")
     if model_config.in_channels != ac.latent_channels:
         raise ValueError(f"{where} has {ac.latent_channels} latent channels: set model.in_channels to "
                          f"{ac.latent_channels}, got {model_config.in_channels}")

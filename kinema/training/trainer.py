@@ -28,6 +28,7 @@ from ..data import build_dataset, dataset_options, draw_masks, make_grid, to_uin
 from ..data.audio import audio_features
 from ..diffusion import generate, make_schedule, sampling_denoiser, training_loss
 from ..models import SpaceTimeUNet, count_parameters
+from ..models.autoencoder import latent_frame_count
 from ..models.encoders import CONDITIONS, Conditioner, Tokenizer
 from ..models.lora import add_adapter, freeze_base
 from ..models.flow import motion_start, track_points
@@ -100,20 +101,23 @@ class Trainer:
     # ---- setup helpers ----
 
     def load_autoencoder(self) -> None:
-        """A latent model's frozen autoencoder (model.autoencoder), and the grid the UNet runs at."""
+        """A latent model's frozen autoencoder (model.autoencoder), and the grid and window the UNet runs at."""
         cfg = self.config
         self.autoencoder, self.grid = None, cfg.data.size  # grid: the H and W the UNet runs at
+        self.frames = cfg.data.num_frames  # the UNet's frames: latent frames of a latent model (docs/latent.md)
         if cfg.model.autoencoder:
             if cfg.temporal.enabled:
                 raise ValueError("temporal.flow_model: the flow and cycle losses read pixels; a latent model "
                                  "(model.autoencoder) cannot take them")
-            self.autoencoder = latent_autoencoder(cfg.model, cfg.data.size).to(self.accelerator.device)
+            self.autoencoder = latent_autoencoder(cfg.model, cfg.data.size, cfg.data.num_frames)
+            self.autoencoder = self.autoencoder.to(self.accelerator.device)
             self.grid = cfg.data.size // self.autoencoder.config.spatial_factor
+            self.frames = latent_frame_count(self.autoencoder.config, cfg.data.num_frames, "data.num_frames")
 
     def check_memory(self) -> None:
         """Refuse, before building anything, a batch whose training activations cannot fit in memory."""
         cfg, tc = self.config, self.config.train
-        check_activation_memory(cfg.model, tc.batch_size, cfg.data.num_frames, self.grid, self.grid,
+        check_activation_memory(cfg.model, tc.batch_size, self.frames, self.grid, self.grid,
                                 grad=not tc.gradient_checkpointing, device=str(self.accelerator.device),
                                 what=f"train.batch_size={tc.batch_size} x data.num_frames={cfg.data.num_frames}")
 
@@ -138,8 +142,9 @@ class Trainer:
             if cfg.cond.text == "gru":
                 self.tokenizer = Tokenizer.build(captions) if base is None else base.conditioner.text.tokenizer
             pixels = cfg.model.in_channels if self.autoencoder is None else self.autoencoder.config.in_channels
+            f = 1 if self.autoencoder is None else self.autoencoder.config.temporal_factor
             self.conditioner = Conditioner(cfg.cond, cfg.model.cond_dim, in_channels=pixels,
-                                           tokenizer=self.tokenizer, frame_size=self.grid)
+                                           tokenizer=self.tokenizer, frame_size=self.grid, temporal_factor=f)
             if base is not None:
                 self.conditioner.load_state_dict(base.conditioner.state_dict())
                 if self.tokenizer is not None:  # the new data's words, appended: old ids keep their rows
@@ -285,12 +290,12 @@ class Trainer:
         """The diffusion loss terms of one micro-batch; with frame conditioning, over the unknown frames only."""
         dcfg, extra = self.config.diffusion, {}
         x0 = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
-        if self.autoencoder is not None:  # latent diffusion: the clip's latent, frame t's latent at frame t
+        if self.autoencoder is not None:  # latent diffusion: the clip's latent (latent frames: latent_frame_span)
             with torch.no_grad():
-                x0 = self.autoencoder.encode(x0).float()  # (B, Z, T, H / f, W / f)
+                x0 = self.autoencoder.encode(x0).float()  # (B, Z, T', H / f, W / f)
         gens = example_generators(batch)  # a clip's draws do not depend on how the global batch is split
         given = torch.zeros(x0.shape[0], dtype=torch.bool)  # (B,) clips with given frames
-        if self.config.model.frame_conditioning:
+        if self.config.model.frame_conditioning:  # a latent model's tasks are drawn on whole latent frames
             mask = torch.cat([draw_masks(1, x0.shape[2], self.config.masks, generator=g)[0] for g in gens])
             mask = mask.to(x0.device)  # (B, T), a task per clip
             extra["frames"] = FrameMask(mask=mask, frames=x0 * rearrange(mask, "b t -> b 1 t 1 1"))
@@ -500,8 +505,8 @@ class Trainer:
         """Sample a few clips from the EMA model with DDIM and write them as one gif grid."""
         if not self.accelerator.is_main_process:
             return None
-        tc, dc = self.config.train, self.config.data
-        shape = (tc.num_samples, self.config.model.in_channels, dc.num_frames, self.grid, self.grid)
+        tc = self.config.train
+        shape = (tc.num_samples, self.config.model.in_channels, self.frames, self.grid, self.grid)
         device = self.accelerator.device
         self.ema.to(device)
         cond = captions = None
@@ -515,7 +520,7 @@ class Trainer:
                           sampler="ddim", num_steps=tc.sample_steps,
                           generator=torch.Generator(device).manual_seed(tc.seed), device=device)
             if self.autoencoder is not None:
-                x0 = self.autoencoder.decode(x0.float(), chunk=dc.num_frames)
+                x0 = self.autoencoder.decode(x0.float(), chunk=self.frames)  # (B, C, T, H, W)
         path = self.out / "samples" / f"step_{step:08d}.gif"
         write_video(path, make_grid(to_uint8(x0.float().cpu())), fps=8)
         if captions:

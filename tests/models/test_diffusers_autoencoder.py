@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from kinema.config import load_config
-from kinema.models.model_dir import load_autoencoder
+from kinema.config import UNetConfig, load_config
+from kinema.models.model_dir import latent_autoencoder, load_autoencoder
 from kinema.pipeline import VideoPipeline
 from kinema.training import Trainer
 
@@ -86,3 +86,14 @@ def test_latent_diffusion_on_a_diffusers_image_autoencoder(tmp_path):
     assert type(pipe.autoencoder.vae).__name__ == "AutoencoderKL" and pipe.grid == 8
     clip = np.zeros((2, 32, 32, 1), np.uint8)
     assert pipe(context=clip, num_frames=4, steps=2, seed=0, progress=False).numpy().shape == (1, 4, 32, 32, 1)
+
+
+def test_latent_diffusion_refuses_a_diffusers_autoencoder_that_compresses_time(tmp_path):
+    torch.manual_seed(0)
+    _cog().save_pretrained(tmp_path / "vae")
+    ae = load_autoencoder(f"diffusers:{tmp_path / 'vae'}")
+    x = torch.rand(1, 3, 9, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():  # the reason: its first latent frames change with the frames after them
+        assert not torch.allclose(ae.encode(x[:, :, :5]), ae.encode(x)[:, :, :2], atol=1e-3)
+    with pytest.raises(ValueError, match=r"AutoencoderKLCogVideoX that compresses time \(4x\).*CogVideoX's do not"):
+        latent_autoencoder(UNetConfig(autoencoder=f"diffusers:{tmp_path / 'vae'}", in_channels=2), 16, 5)
