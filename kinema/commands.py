@@ -28,7 +28,7 @@ def cmd_train_ae(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, trainer_class) -> int:
     """`trainer_class` on the config of --config (or, resuming, the run's own) with --set and --steps."""
-    from .config import load_config, read_config
+    from .config import load_config
 
     overrides = dict(parse_override(s) for s in args.set)
     if args.steps is not None:
@@ -36,10 +36,7 @@ def _train(args: argparse.Namespace, trainer_class) -> int:
     path = args.config
     if path is None and args.resume and (Path(args.out) / "config.json").is_file():
         path = Path(args.out) / "config.json"  # resuming continues with the run's own settings
-    if "autoencoder" in trainer_class.run_sections and "model.in_channels" not in overrides:
-        section = read_config(path, overrides)  # the clips' channels are the autoencoder's
-        overrides["model.in_channels"] = (section.get("autoencoder") or {}).get("in_channels", 1)
-    config = load_config(path, overrides)
+    config = load_config(path, overrides)  # an autoencoder run's clips have the autoencoder's channels
     trainer = trainer_class(config, args.out, resume=args.resume)
     trainer.fit()
     print(f"model: {Path(args.out) / 'model'}  metrics: {Path(args.out) / 'metrics.jsonl'}  "

@@ -561,8 +561,16 @@ def to_dict(config) -> dict:
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> Config:
-    """Read a YAML run config (or the defaults when `path` is None), apply `overrides`, validate."""
-    return from_dict(Config, read_config(path, overrides))
+    """Read a YAML run config (or the defaults when `path` is None), apply `overrides`, validate.
+
+    An autoencoder run (an `autoencoder` section, no `model.in_channels`) feeds clips of the autoencoder's
+    channels: model.in_channels follows autoencoder.in_channels, so the data checks see the right count.
+    """
+    raw = read_config(path, overrides)
+    model, ae = raw.get("model") or {}, raw.get("autoencoder")
+    if isinstance(ae, dict) and isinstance(model, dict) and "in_channels" not in model:
+        raw["model"] = {**model, "in_channels": ae.get("in_channels", AutoencoderConfig.in_channels)}
+    return from_dict(Config, raw)
 
 
 def config_differences(saved: dict, config: dict, sections: tuple[str, ...], ignore: tuple[str, ...] = ()) -> list[str]:
