@@ -14,7 +14,7 @@
     kinema demo  [--model moving-digits] [--out outputs/demo]   (every task once + index.html)
     kinema serve [--model moving-digits] [--port 7860]           (a web page; pip install 'kinema[ui]')
     kinema data inspect DIR [--kind folder|ucf101|kinetics400] [--preview preview.png] [--json report.json]
-    kinema data cache   DIR --out CACHE [--config run.yaml] [--set data.size=64]
+    kinema data cache   DIR --out CACHE [--config run.yaml] [--set data.size=64] [--autoencoder AE]
 
 Exit codes: 0 success, 2 usage errors (bad arguments, config or paths), 1 runtime failures.
 """
@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", required=True, help="cache directory to write: a new or empty folder")
             p.add_argument("--overwrite", action="store_true",
                            help="replace the kinema cache already in --out (nothing but a cache is ever replaced)")
+            p.add_argument("--autoencoder", metavar="AE",
+                           help="also store every clip's latent under this autoencoder (model directory, train-ae "
+                                "run, bundled name or diffusers:PATH): latent training then encodes nothing")
         else:
             p.add_argument("--preview", default="preview.png", help="preview sheet image (default preview.png)")
             p.add_argument("--json", help="also write the report as JSON here")

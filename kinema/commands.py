@@ -393,12 +393,16 @@ def cmd_data(args: argparse.Namespace) -> int:
         raise ValueError(f"kinema data: --kind must be folder, ucf101 or kinetics400, got {dc.kind!r}")
     if not Path(args.dir).is_dir():
         raise FileNotFoundError(f"kinema data: no such directory: {args.dir}")
+    encode = tag = None
     if args.action == "cache":
         check_cache_target(Path(args.out), args.overwrite)  # before decoding anything
+        if args.autoencoder:
+            encode, tag = _cache_encoder(args.autoencoder, dc)
     dataset = build_dataset(dc.kind, **dataset_options(dc))
     if args.action == "cache":
-        index = build_cache(dataset, args.out, overwrite=args.overwrite)
-        print(f"cached {index['count']} clips of {index['clip_shape']} (uint8) to {args.out}; "
+        index = build_cache(dataset, args.out, overwrite=args.overwrite, encode=encode, latent_tag=tag)
+        latents = f", latents {index['latents']['shape']} (float32)" if "latents" in index else ""
+        print(f"cached {index['count']} clips of {index['clip_shape']} (uint8){latents} to {args.out}; "
               f"skipped {len(index['bad_files'])} bad files")
         return 0
     report = summarize(dataset)
@@ -420,6 +424,25 @@ def cmd_data(args: argparse.Namespace) -> int:
                                                               " (--json FILE lists them all)"))
     print(f"preview: {args.preview}")
     return 0
+
+
+def _cache_encoder(name: str, data) -> tuple:
+    """`kinema data cache --autoencoder`: the autoencoder's float32 encode and the tag the cache records."""
+    import torch
+
+    from .models.model_dir import load_autoencoder, weights_sha256
+
+    ae = load_autoencoder(name).requires_grad_(False)
+    if ae.config.in_channels != 3:
+        raise ValueError(f"--autoencoder {name} takes {ae.config.in_channels}-channel clips; a cache holds RGB clips")
+    if hasattr(ae, "latent_shape"):  # kinema's own: a ValueError naming what does not fit, before any decoding
+        ae.latent_shape(3, data.num_frames, data.size, data.size)
+
+    def encode(clips: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return ae.encode(clips.float())
+
+    return encode, {"autoencoder": str(name), "sha256": weights_sha256(ae)}
 
 
 def load_pipeline(args: argparse.Namespace, **options):

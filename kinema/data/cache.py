@@ -1,10 +1,12 @@
 """A decoded-clip cache: every clip decoded once into a uint8 memory-mapped shard.
 
 A cache directory holds ``clips.u8`` — raw uint8 ``(N, T, S, S, 3)`` in C order — optionally
-``audio.f32`` — raw float32 ``(N, A)`` — and ``index.json`` with the shape, the clip settings,
-and each clip's caption, label and source. No pickle anywhere. Later epochs read the shard
-through ``numpy.memmap`` and decode nothing. The cached clip of each item is its
-deterministic one (the "uniform" start, centre crop); ``CachedClips`` can still flip at random.
+``audio.f32`` — raw float32 ``(N, A)`` — and ``latents.f32`` — raw float32 ``(N, Z, T', h, w)``,
+each clip's latent under one autoencoder, for latent diffusion — and ``index.json`` with the
+shapes, the clip settings, the autoencoder's name and weight hash, and each clip's caption, label
+and source. No pickle anywhere. Later epochs read the shard through ``numpy.memmap`` and decode
+(and encode) nothing. The cached clip of each item is its deterministic one (the "uniform" start,
+centre crop); ``CachedClips`` can still flip clips at random, but not cached latents.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -26,8 +28,9 @@ from .video_datasets import VideoClips, listing
 from .video_io import DECODE_ERRORS, to_tensor
 
 CACHE_VERSION = 1
-CLIPS_FILE, AUDIO_FILE, INDEX_FILE = "clips.u8", "audio.f32", "index.json"
-CACHE_FILES = (CLIPS_FILE, AUDIO_FILE, INDEX_FILE)  # all a cache folder holds
+CLIPS_FILE, AUDIO_FILE, LATENTS_FILE, INDEX_FILE = "clips.u8", "audio.f32", "latents.f32", "index.json"
+CACHE_FILES = (CLIPS_FILE, AUDIO_FILE, LATENTS_FILE, INDEX_FILE)  # all a cache folder holds
+LATENT_BATCH = 8  # clips per autoencoder call while caching latents
 
 # ---- writing ----
 
@@ -63,9 +66,14 @@ def check_cache_target(out: Path, overwrite: bool) -> None:
         raise ValueError(f"--out {out} already holds a kinema cache; pass --overwrite to replace it")
 
 
-def build_cache(dataset: VideoClips, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> dict:
+def build_cache(dataset: VideoClips, out: str | Path, *, overwrite: bool = False, progress: bool = True,
+                encode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, latent_tag: Optional[dict] = None
+                ) -> dict:
     """Decode every item of `dataset` once into the cache directory `out`; returns the index.
 
+    With `encode` (an autoencoder's clips (B, C, T, H, W) in [-1, 1] -> latents (B, Z, T', h, w)), every
+    clip's latent is stored too, and `latent_tag` (the autoencoder's name and weight hash) in the index,
+    so latent training reads latents instead of encoding each clip at every step.
     The cache is written to a hidden folder beside `out` and renamed into place, so a kill leaves
     the old cache (or nothing) intact. `out` must be new, empty, or (with `overwrite`) a kinema cache
     holding only kinema's own files: nothing else is ever deleted.
@@ -75,6 +83,8 @@ def build_cache(dataset: VideoClips, out: str | Path, *, overwrite: bool = False
     tmp = temp_dir_beside(out)
     try:
         index = _write_cache(dataset, tmp, progress)
+        if encode is not None:
+            index = _write_latents(tmp, index, encode, latent_tag or {}, progress)
         check_cache_target(out, overwrite)  # again: the folder may have changed while we decoded
         replace_dir(tmp, out)
     except BaseException:
@@ -122,6 +132,26 @@ def _write_cache(dataset: VideoClips, tmp: Path, progress: bool) -> dict:
     return index
 
 
+def _write_latents(tmp: Path, index: dict, encode: Callable[[torch.Tensor], torch.Tensor], tag: dict,
+                   progress: bool) -> dict:
+    """Encode every cached clip of the folder `tmp` into its latents file; returns the index with their record."""
+    n = index["count"]
+    clips = np.memmap(tmp / CLIPS_FILE, dtype=np.uint8, mode="r", shape=(n, *index["clip_shape"]))
+    latents = None
+    with torch.no_grad():
+        for lo in tqdm(range(0, n, LATENT_BATCH), desc="encode", unit="batch", disable=not progress):
+            batch = torch.stack([to_tensor(np.array(c)) for c in clips[lo:lo + LATENT_BATCH]])  # (B, 3, T, S, S)
+            z = encode(batch).float().cpu().numpy()  # (B, Z, T', h, w)
+            if latents is None:
+                latents = np.memmap(tmp / LATENTS_FILE, dtype=np.float32, mode="w+", shape=(n, *z.shape[1:]))
+            latents[lo:lo + len(z)] = z
+    shape = list(latents.shape[1:])
+    del latents, clips  # flush
+    index = {**index, "latents": {**tag, "shape": shape}}
+    (tmp / INDEX_FILE).write_text(json.dumps(index, indent=1) + "\n")
+    return index
+
+
 # ---- reading ----
 
 
@@ -129,8 +159,8 @@ class CachedClips(torch.utils.data.Dataset):
     """Clips from a cache directory written by `build_cache`; the sample dict of the source data set."""
 
     def __init__(self, root: str | Path, *, size: Optional[int] = None, num_frames: Optional[int] = None,
-                 flip: bool = False, audio: bool = False):
-        self.root, self.flip, self.audio = Path(root), flip, audio
+                 flip: bool = False, audio: bool = False, latents: bool = False):
+        self.root, self.flip, self.audio, self.latents = Path(root), flip, audio, latents
         path = self.root / INDEX_FILE
         if not path.is_file():
             raise FileNotFoundError(f"no clip cache at {self.root} (missing {INDEX_FILE}); "
@@ -144,10 +174,21 @@ class CachedClips(torch.utils.data.Dataset):
                              f"num_frames={num_frames} were asked; rebuild the cache")
         if audio and "audio_samples" not in self.index:
             raise ValueError(f"cache {self.root} was written without audio; rebuild it with audio")
-        self._clips = self._sound = None  # memmaps, opened lazily in each worker process
+        if latents and "latents" not in self.index:
+            raise ValueError(f"cache {self.root} holds no latents; write them with `kinema data cache DIR --out "
+                             f"{self.root} --autoencoder AE --overwrite`")
+        if latents and flip:
+            raise ValueError(f"cache {self.root}: flip with cached latents — a flipped clip's latent is not the cached "
+                             "one flipped; set data.flip false, or train without cached latents")
+        self._clips = self._sound = self._latents = None  # memmaps, opened lazily in each worker process
+
+    @property
+    def latent_tag(self) -> Optional[dict]:
+        """The autoencoder the cached latents came from ({"autoencoder": name, "sha256": ..., "shape": ...}), or None."""
+        return self.index.get("latents")
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_clips": None, "_sound": None}  # workers map the files themselves
+        return {**self.__dict__, "_clips": None, "_sound": None, "_latents": None}  # workers map the files themselves
 
     def __len__(self) -> int:
         return self.index["count"]
@@ -159,13 +200,16 @@ class CachedClips(torch.utils.data.Dataset):
         if self.audio:
             shape = (n, self.index["audio_samples"])
             self._sound = np.memmap(self.root / AUDIO_FILE, dtype=np.float32, mode="r", shape=shape)
+        if self.latents:
+            shape = (n, *self.index["latents"]["shape"])
+            self._latents = np.memmap(self.root / LATENTS_FILE, dtype=np.float32, mode="r", shape=shape)
 
     def caption(self, index: int) -> str:
         """The caption of item `index`, from the index alone."""
         return self.index["items"][index]["caption"]
 
     def __getitem__(self, index: int) -> dict:
-        """{"video": (3, T, S, S), "caption", "label"[, "audio": (A,)]} read from the shard."""
+        """{"video": (3, T, S, S), "caption", "label"[, "audio": (A,)][, "latent": (Z, T', h, w)]} from the shard."""
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a cache of {len(self)} clips")
         if self._clips is None:
@@ -177,4 +221,6 @@ class CachedClips(torch.utils.data.Dataset):
         item = {"video": to_tensor(frames), "caption": row["caption"], "label": row["label"]}
         if self.audio:
             item["audio"] = torch.from_numpy(np.array(self._sound[index]))  # (A,)
+        if self.latents:
+            item["latent"] = torch.from_numpy(np.array(self._latents[index]))  # (Z, T', h, w)
         return item

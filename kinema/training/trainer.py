@@ -122,9 +122,17 @@ class Trainer:
                                 what=f"train.batch_size={tc.batch_size} x data.num_frames={cfg.data.num_frames}")
 
     def build_dataset(self) -> None:
-        """The training clips (split "train")."""
+        """The training clips (split "train"); a latent model reads a cache's latents when its autoencoder made them."""
         dc = self.config.data
-        self.dataset = build_dataset(dc.kind, **dataset_options(dc, split="train"))
+        options = dataset_options(dc, split="train")
+        self.dataset = build_dataset(dc.kind, **options)
+        tag = getattr(self.dataset, "latent_tag", None)  # a cache with latents (kinema data cache --autoencoder)
+        if self.autoencoder is not None and tag is not None:
+            if tag.get("sha256") == weights_sha256(self.autoencoder):
+                self.dataset = build_dataset(dc.kind, **options, latents=True)  # encoded once, read every epoch
+            else:
+                warnings.warn(f"the cache {dc.root} holds latents of another autoencoder ({tag.get('autoencoder')}); "
+                              f"encoding every clip with {self.config.model.autoencoder} instead", stacklevel=2)
         # the frame rate the audio is aligned to (moving digits: nominal; videos: the resampled rate if set)
         self.fps = getattr(getattr(self.dataset, "config", None), "fps", None) or dc.target_fps
 
@@ -290,7 +298,9 @@ class Trainer:
         """The diffusion loss terms of one micro-batch; with frame conditioning, over the unknown frames only."""
         dcfg, extra = self.config.diffusion, {}
         x0 = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
-        if self.autoencoder is not None:  # latent diffusion: the clip's latent (latent frames: latent_frame_span)
+        if "latent" in batch:  # latent diffusion on a cache's latents: encoded once, by this autoencoder
+            x0 = batch["latent"].to(self.accelerator.device)  # (B, Z, T', H / f, W / f)
+        elif self.autoencoder is not None:  # latent diffusion: the clip's latent (latent frames: latent_frame_span)
             with torch.no_grad():
                 x0 = self.autoencoder.encode(x0).float()  # (B, Z, T', H / f, W / f)
         gens = example_generators(batch)  # a clip's draws do not depend on how the global batch is split
