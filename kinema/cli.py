@@ -140,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run every task of a model once and write an HTML contact sheet")
     p.add_argument("--model", default="moving-digits", help="model directory or bundled name (default moving-digits)")
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    p.add_argument("--steps", type=int, default=15, help="sampler steps (default 15)")
-    p.add_argument("--sampler", default="dpmpp_2m", help="sampler name (default dpmpp_2m)")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
+    p.add_argument("--sampler", default="dpmpp_2m_sde",
+                   help="sampler name (default dpmpp_2m_sde: its clips hold their digit best, docs/pretrained.md)")
     p.add_argument("--guidance", type=float, default=3.0, help="text guidance scale (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)

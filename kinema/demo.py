@@ -42,8 +42,8 @@ def _save(video: Video, out: Path, name: str) -> tuple[str, str]:
     return f"{name}.gif", f"{name}.mp4"
 
 
-def run_demo(model: str | Path = "moving-digits", out: str | Path = "outputs/demo", *, steps: int = 15,
-             sampler: str = "dpmpp_2m", guidance: float = 3.0, seed: int = 0, prompts=PROMPTS,
+def run_demo(model: str | Path = "moving-digits", out: str | Path = "outputs/demo", *, steps: int = 50,
+             sampler: str = "dpmpp_2m_sde", guidance: float = 3.0, seed: int = 0, prompts=PROMPTS,
              progress: bool = True) -> dict:
     """Run every task the model supports once, write the clips and index.html into `out`; return a summary."""
     start = time.time()
