@@ -79,6 +79,8 @@ def _add_sampling_args(p: argparse.ArgumentParser, image_flags: tuple[str, ...] 
     p.add_argument("--trajectory-guidance", type=float, default=1.0, help="trajectory guidance scale")
     p.add_argument("--no-frame-reference", dest="frame_reference", action="store_false",
                    help="do not hand a model with an image encoder the given first frame as its reference image")
+    p.add_argument("--frame-guidance", type=float, default=1.0,
+                   help="guidance scale of the given frames (predict / interpolate / animate; default 1 = none)")
     _add_adapter_args(p)
     p.add_argument("--sampler", default="ddim", help="ddim (default), ddpm, euler, heun, dpmpp_2m, dpmpp_2m_sde")
     p.add_argument("--steps", type=int, default=50, help="sampler steps per window (default 50)")
@@ -144,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="dpmpp_2m_sde",
                    help="sampler name (default dpmpp_2m_sde: its clips hold their digit best, docs/pretrained.md)")
     p.add_argument("--guidance", type=float, default=3.0, help="text guidance scale (default 3)")
+    p.add_argument("--frame-guidance", type=float, default=3.0,
+                   help="guidance scale of the given frames in prediction, interpolation, animation (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
@@ -202,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="clips per sampler call (default 8: on CPU larger batches cost more per clip)")
     p.add_argument("--no-frame-reference", dest="frame_reference", action="store_false",
                    help="do not hand a model with an image encoder the given first frame as its reference image")
+    p.add_argument("--frame-guidance", type=float, default=1.0,
+                   help="guidance scale of the given frames (predict / interpolate / animate; default 1 = none)")
     _add_adapter_args(p)
     p.add_argument("--count-frames", default="all", choices=("all", "generated"),
                    help="frames the distribution metrics see: all (given ones included) or the generated ones")

@@ -120,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _check_seed(args.seed)
 
     summary = run_demo(args.model, args.out, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
-                       seed=args.seed)
+                       frame_guidance=args.frame_guidance, seed=args.seed)
     print(f"{len(summary['clips'])} clips in {summary['seconds']} s; open {Path(args.out) / 'index.html'}")
     return 0
 
@@ -322,7 +322,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             sampler=args.sampler, steps=tuple(args.steps), spacing=args.spacing, eta=args.eta,
                             cache_interval=args.cache_interval, seed=args.seed, batch_size=args.batch,
                             count_frames=args.count_frames, precision=pipe.precision,
-                            frame_reference=args.frame_reference and pipe.takes("image") and "image" not in args.cond)
+                            frame_reference=args.frame_reference and pipe.takes("image") and "image" not in args.cond,
+                            frame_guidance=args.frame_guidance)
     scorers = build_scorers(kind, args.i3d, args.trust_pickle, flow=flow, lpips_path=args.lpips)
     real = real_clips(spec, args.num)
     other = real_clips({**spec, "seed": spec["seed"] + 1}, args.num) if kind == "moving-digits" else None
@@ -362,7 +363,7 @@ def _eval_sampler(pipe, protocol):
             conds.update(trajectory=batch["trajectory"], trajectory_guidance=scale)
         return pipe(len(video), steps=steps, sampler=protocol.sampler, seed=seed, spacing=protocol.spacing,
                     cache_interval=protocol.cache_interval, progress=False, frame_reference=protocol.frame_reference,
-                    **given, **conds, **options).torch()
+                    frame_guidance=protocol.frame_guidance, **given, **conds, **options).torch()
 
     return sample
 
@@ -469,7 +470,7 @@ def _sampling(args: argparse.Namespace) -> dict:
         if path is not None:
             _check_input(path, f"--{name.replace('_', '-')}")
     _check_seed(args.seed)
-    for flag in ("guidance", "image_guidance", "audio_guidance", "trajectory_guidance", "eta"):
+    for flag in ("guidance", "image_guidance", "audio_guidance", "trajectory_guidance", "frame_guidance", "eta"):
         value = getattr(args, flag)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"--{flag.replace('_', '-')} must be a finite number, got {value}")
@@ -481,7 +482,7 @@ def _sampling(args: argparse.Namespace) -> dict:
                  audio_guidance=args.audio_guidance, trajectory_guidance=args.trajectory_guidance)
     return dict(steps=args.steps, sampler=args.sampler, seed=args.seed, spacing=args.spacing, overlap=args.overlap,
                 long_mode=args.long_mode, cache_interval=args.cache_interval, frame_reference=args.frame_reference,
-                **conds, **options)
+                frame_guidance=args.frame_guidance, **conds, **options)
 
 
 def _check_sampler(args: argparse.Namespace) -> None:

@@ -43,8 +43,8 @@ def _save(video: Video, out: Path, name: str) -> tuple[str, str]:
 
 
 def run_demo(model: str | Path = "moving-digits", out: str | Path = "outputs/demo", *, steps: int = 50,
-             sampler: str = "dpmpp_2m_sde", guidance: float = 3.0, seed: int = 0, prompts=PROMPTS,
-             progress: bool = True) -> dict:
+             sampler: str = "dpmpp_2m_sde", guidance: float = 3.0, frame_guidance: float = 3.0, seed: int = 0,
+             prompts=PROMPTS, progress: bool = True) -> dict:
     """Run every task the model supports once, write the clips and index.html into `out`; return a summary."""
     start = time.time()
     pipe = VideoPipeline.from_pretrained(model)
@@ -66,24 +66,27 @@ def run_demo(model: str | Path = "moving-digits", out: str | Path = "outputs/dem
         k = pipe.fit_context(max(1, pipe.num_frames // 4))  # whole latent frames when the autoencoder compresses time
         ctx = Video(to_uint8(clip[:, :k][None]))
         ctx_gif, _ = _save(ctx, out, "predict_context")
-        video = pipe(**task_inputs("predict", clip[None], k), seed=seed, **common)
+        video = pipe(**task_inputs("predict", clip[None], k), frame_guidance=frame_guidance, seed=seed, **common)
         gif, mp4 = _save(video, out, "predict")
         items.append(DemoItem("prediction", f"the next {pipe.num_frames - k} frames",
-                              f"from {k} frames of a held-out clip", gif, mp4, [ctx_gif]))
+                              f"from {k} frames of a held-out clip, frame guidance {frame_guidance}", gif, mp4,
+                              [ctx_gif]))
         clip = data[1]["video"]
         ends = Video(to_uint8(clip[:, [0, -1]][None]))
         ends_gif, _ = _save(ends, out, "interpolate_ends")
-        video = pipe(**task_inputs("interpolate", clip[None]), seed=seed, **common)
+        video = pipe(**task_inputs("interpolate", clip[None]), frame_guidance=frame_guidance, seed=seed, **common)
         gif, mp4 = _save(video, out, "interpolate")
         items.append(DemoItem("interpolation", f"{pipe.num_frames - 2} frames in between",
-                              "first and last frame of a held-out clip", gif, mp4, [ends_gif]))
+                              f"first and last frame of a held-out clip, frame guidance {frame_guidance}", gif, mp4,
+                              [ends_gif]))
         clip = data[2]["video"]
         image = Video(to_uint8(clip[:, :1][None]))
         image_gif, _ = _save(image, out, "animate_image")
-        video = pipe(**task_inputs("animate", clip[None]), seed=seed, **common)
+        video = pipe(**task_inputs("animate", clip[None]), frame_guidance=frame_guidance, seed=seed, **common)
         gif, mp4 = _save(video, out, "animate")
-        items.append(DemoItem("animation", "an image set in motion", "first frame of a held-out clip",
-                              gif, mp4, [image_gif]))
+        items.append(DemoItem("animation", "an image set in motion",
+                              f"first frame of a held-out clip, frame guidance {frame_guidance}", gif, mp4,
+                              [image_gif]))
     if cc is not None and cc.audio:
         sample = data[3]
         wav = out / "audio_input.wav"
@@ -111,7 +114,8 @@ def run_demo(model: str | Path = "moving-digits", out: str | Path = "outputs/dem
             gif, mp4 = _save(video[i], out, f"sample_{i}")
             items.append(DemoItem("generation", f"sample {i}", "unconditional", gif, mp4))
     seconds = time.time() - start
-    summary = {"model": str(model), "sampler": sampler, "steps": steps, "guidance": guidance, "seed": seed,
+    summary = {"model": str(model), "sampler": sampler, "steps": steps, "guidance": guidance,
+               "frame_guidance": frame_guidance, "seed": seed,
                "seconds": round(seconds, 1), "clips": [item.__dict__ for item in items]}
     (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "index.html").write_text(contact_sheet(items, summary))

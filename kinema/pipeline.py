@@ -145,7 +145,7 @@ class VideoPipeline:
                  image=None, audio=None, trajectory=None, guidance: float = 1.0, image_guidance: float = 1.0,
                  audio_guidance: float = 1.0, trajectory_guidance: float = 1.0, draws: int = 1,
                  cache_interval: int = 1, progress: bool = True, frame_reference: bool = True,
-                 **sampler_options) -> Video:
+                 frame_guidance: float = 1.0, **sampler_options) -> Video:
         """Generate, predict, interpolate or animate clips of any length with one call.
 
         Args:
@@ -192,6 +192,10 @@ class VideoPipeline:
             frame_reference: a model with an image encoder takes the given first frame as its reference
                 image when no `image` is given (True, default): the pairing it was trained with, which
                 tells every frame, not only the neighbours of the given ones, what the clip shows.
+            frame_guidance: classifier-free guidance scale of the given frames (prediction, interpolation,
+                animation): the prediction with the frames against the same model's without them (its
+                generation task), > 1 holding the made frames closer to what the given ones show. 1 (default)
+                = plain conditional, one network call per step; any other value, one more.
             **sampler_options: passed to the sampler, e.g. `eta=` for DDIM, `variance=` for DDPM.
         Returns:
             a `Video` of uint8 (B, num_frames, H, W, C); given frames appear in it exactly.
@@ -223,7 +227,14 @@ class VideoPipeline:
                                 audio=audio, trajectory=trajectory,
                                 scales={"text": guidance, "image": image_guidance, "audio": audio_guidance,
                                         "trajectory": trajectory_guidance})
-        self._check_memory(batch, window, len(conds[0]) if conds[1] else 1, what=f"num_videos={batch}")
+        if isinstance(frame_guidance, bool) or not isinstance(frame_guidance, numbers.Real) \
+                or not math.isfinite(frame_guidance):
+            raise ValueError(f"frame_guidance must be a finite number, got {frame_guidance!r}")
+        if frame_guidance != 1 and not (known and self.model.config.frame_conditioning):
+            raise ValueError(f"frame_guidance={frame_guidance} needs given frames (context, first_frame, last_frame) "
+                             "and a model trained with frame conditioning")
+        branches = (len(conds[0]) if conds[1] else 1) + (frame_guidance != 1)
+        self._check_memory(batch, window, branches, what=f"num_videos={batch}")
         latent_known = self._encode_known(known, total)  # {latent frame: (B, Z, H', W')}
         if len(latent_known) >= n_latent:
             raise ValueError(f"num_frames={total} leaves no latent frame to generate beside the given frames "
@@ -236,7 +247,7 @@ class VideoPipeline:
             for start, length, keep in plan:
                 frames = self._window(done, batch, start, length, conds=conds, steps=steps, sampler=sampler,
                                       spacing=spacing, generator=generator, bar=bar, cache_interval=cache_interval,
-                                      **sampler_options)  # (B, C, L, H, W)
+                                      frame_guidance=frame_guidance, **sampler_options)  # (B, C, L, H, W)
                 for i in keep:
                     done.setdefault(start + i, frames[:, :, i])
             clip = torch.stack([done[p] for p in range(n_latent)], dim=2).float()  # (B, C or Z, T', H', W')
@@ -335,8 +346,10 @@ class VideoPipeline:
         return first + fill
 
     def _window(self, known: dict, batch: int, start: int, length: int, *, conds, steps: int, sampler: str,
-                spacing: str, generator: torch.Generator, bar, cache_interval: int = 1, **options) -> torch.Tensor:
-        """Sample one window of `length` frames from `start`, with the frames already known kept exact."""
+                spacing: str, generator: torch.Generator, bar, cache_interval: int = 1, frame_guidance: float = 1.0,
+                **options) -> torch.Tensor:
+        """Sample one window of `length` frames from `start`, with the frames already known kept exact (and, at
+        frame_guidance != 1, guided towards them: a first branch without them, as the generation task sees none)."""
         c, hw = self.model.config.in_channels, (self.grid, self.grid)
         mask = torch.zeros(batch, length, device=self.device)
         given = torch.zeros(batch, c, length, *hw, device=self.device)
@@ -346,8 +359,11 @@ class VideoPipeline:
         frames = FrameMask(mask=mask, frames=given)
         base = {"frames": frames} if self.model.config.frame_conditioning else {}
         chain, scales = conds  # with scales, classifier-free guidance: one more branch per guided condition
-        guided_x0 = self._denoiser(cache_interval, [{**base, "cond": _frames_of(c, start, length)} for c in chain],
-                                   scales, frames)
+        chain = [{**base, "cond": _frames_of(c, start, length)} for c in chain]
+        if frame_guidance != 1 and base and bool(mask.any()):
+            unseen = FrameMask(mask=torch.zeros_like(mask), frames=torch.zeros_like(given))  # the generation task's
+            chain, scales = [{"frames": unseen, "cond": chain[0]["cond"]}] + chain, [frame_guidance] + list(scales)
+        guided_x0 = self._denoiser(cache_interval, chain, scales, frames)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         with autocast:
             x0 = generate(guided_x0, (batch, c, length, *hw), schedule=self.schedule, sampler=sampler,

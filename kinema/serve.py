@@ -78,7 +78,7 @@ def _finite(name: str, value) -> float:
 
 def check_request(pipe: VideoPipeline, *, prompt: str, negative_prompt: str, steps, frames, seed, guidance,
                   audio_guidance, cache_interval, context_frames=None, trajectory_guidance=1.0,
-                  max_cost: Optional[int] = None) -> dict:
+                  frame_guidance=1.0, max_cost: Optional[int] = None) -> dict:
     """The request's numbers as ints and finite floats, checked before any work; ValueError naming the field."""
     for name, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
         if len(text) > MAX_PROMPT_CHARS:
@@ -87,6 +87,7 @@ def check_request(pipe: VideoPipeline, *, prompt: str, negative_prompt: str, ste
          "seed": _whole("seed", seed, 0, MAX_SEED), "guidance": _finite("guidance", guidance),
          "audio_guidance": _finite("audio guidance", audio_guidance),
          "trajectory_guidance": _finite("path guidance", trajectory_guidance),
+         "frame_guidance": _finite("frame guidance", frame_guidance),
          "cache_interval": _whole("cache interval", cache_interval, 1)}
     if context_frames is not None:
         n["context_frames"] = _whole("context frames", context_frames, 1, n["frames"] - 1)
@@ -106,8 +107,8 @@ def generate_clip(pipe: VideoPipeline, *, task: str, out_dir: str | Path, prompt
                   image: Optional[str] = None, audio: Optional[str] = None, video: Optional[str] = None,
                   sampler: str = "dpmpp_2m", steps: int = 20, guidance: float = 3.0, audio_guidance: float = 2.0,
                   seed: int = 0, frames: int = 16, context_frames: Optional[int] = None, cache_interval: int = 1,
-                  trajectory: str = "", trajectory_guidance: float = 1.0, max_cost: Optional[int] = None,
-                  cancelled: Optional[Callable[[], bool]] = None) -> Path:
+                  trajectory: str = "", trajectory_guidance: float = 1.0, frame_guidance: float = 1.0,
+                  max_cost: Optional[int] = None, cancelled: Optional[Callable[[], bool]] = None) -> Path:
     """One request of the page: check the form's values, call the pipeline, write the clip as MP4 into out_dir.
 
     `cancelled()` is asked before every network call; once it says True sampling stops with `Cancelled`.
@@ -116,7 +117,8 @@ def generate_clip(pipe: VideoPipeline, *, task: str, out_dir: str | Path, prompt
         raise ValueError(f"task must be one of {SAMPLING_TASKS}, got {task!r}")
     n = check_request(pipe, prompt=prompt, negative_prompt=negative_prompt, steps=steps, frames=frames, seed=seed,
                       guidance=guidance, audio_guidance=audio_guidance, cache_interval=cache_interval,
-                      context_frames=context_frames, trajectory_guidance=trajectory_guidance, max_cost=max_cost)
+                      context_frames=context_frames, trajectory_guidance=trajectory_guidance,
+                      frame_guidance=frame_guidance, max_cost=max_cost)
     cond = pipe.conditioner.config if pipe.conditioner is not None else None
     kwargs: dict = {"num_frames": n["frames"], "steps": n["steps"], "sampler": sampler, "seed": n["seed"],
                     "cache_interval": n["cache_interval"]}
@@ -133,6 +135,8 @@ def generate_clip(pipe: VideoPipeline, *, task: str, out_dir: str | Path, prompt
     frame_tasks = pipe.model.config.frame_conditioning
     if task != "generate" and not frame_tasks:
         raise ValueError(f"this model was trained without frame conditioning: it can only generate, not {task}")
+    if task != "generate":
+        kwargs["frame_guidance"] = n["frame_guidance"]  # towards the given frames (generation has none)
     if task == "predict":
         if not video:
             raise ValueError("prediction needs a context video")
@@ -203,14 +207,15 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
     quiet = {"print_exception": False} if "print_exception" in inspect.signature(gr.Error).parameters else {}
 
     def run(task, prompt, negative, image, audio, video, sampler, steps, guidance, audio_guidance, seed, frames,
-            cache_interval, path, path_guidance, progress=gr.Progress(track_tqdm=True)):
+            cache_interval, path, path_guidance, frame_guidance, progress=gr.Progress(track_tqdm=True)):
         with tempfile.TemporaryDirectory(prefix="kinema-serve-") as tmp:
             try:
                 path = generate_clip(pipe, task=task, out_dir=tmp, prompt=prompt or "", negative_prompt=negative or "",
                                      image=image, audio=audio, video=video, sampler=sampler, steps=steps,
                                      guidance=guidance, audio_guidance=audio_guidance, seed=seed, frames=frames,
                                      cache_interval=cache_interval, trajectory=path or "",
-                                     trajectory_guidance=path_guidance, max_cost=max_cost, cancelled=_client_gone())
+                                     trajectory_guidance=path_guidance, frame_guidance=frame_guidance,
+                                     max_cost=max_cost, cancelled=_client_gone())
             except (ValueError, FileNotFoundError, Cancelled) as err:
                 raise gr.Error(str(err), **quiet) from None
             clip = result.move_resource_to_block_cache(path)  # gradio's copy, served and later deleted by gradio
@@ -242,6 +247,8 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
                     audio_guidance = gr.Slider(1, 10, value=2, step=0.5, label="Audio guidance")
                     path_guidance = gr.Slider(1, 10, value=3, step=0.5, label="Path guidance",
                                               visible=_has(cond, "trajectory"))
+                    frame_guidance = gr.Slider(1, 10, value=3, step=0.5, label="Frame guidance (predict, interpolate, "
+                                               "animate: towards the given frames)", visible=len(tasks) > 1)
                     seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                     f = pipe.temporal_factor  # a clip through a time-compressing autoencoder: 1 + a multiple of f
                     frames = gr.Slider(1 + f, 8 * pipe.num_frames, value=pipe.num_frames, step=f, label="Frames")
@@ -252,7 +259,7 @@ def build_app(pipe: VideoPipeline, title: str = "kinema", max_cost: Optional[int
                 result = gr.Video(label="Result", elem_id="result", autoplay=True, loop=True)
                 download = gr.File(label="Download")
         button.click(run, [task, prompt, negative, image, audio, video, sampler, steps, guidance, audio_guidance,
-                           seed, frames, cache_interval, path, path_guidance], [result, download],
+                           seed, frames, cache_interval, path, path_guidance, frame_guidance], [result, download],
                      api_name="generate")
 
         if _has(cond, "trajectory"):

@@ -200,3 +200,28 @@ def test_the_given_first_frame_is_the_reference_image_of_a_model_with_an_image_e
     assert not np.array_equal(auto, pipe(frame_reference=False, **kw).numpy())
     other = -first  # a reference the user gives wins
     assert np.array_equal(pipe(image=other, **kw).numpy(), pipe(image=other, frame_reference=False, **kw).numpy())
+
+
+def test_frame_guidance_extrapolates_from_the_prediction_without_the_given_frames(tiny_model_dir):
+    pipe = VideoPipeline.from_pretrained(tiny_model_dir, precision="no")
+    torch.manual_seed(1)
+    for p in pipe.model.parameters():  # the zero-initialised output would hide the frames
+        torch.nn.init.normal_(p, std=0.05)
+    context = torch.rand(1, 1, 3, 16, 16) * 2 - 1  # (B, C, T, H, W)
+    kw = dict(context=context, num_frames=8, steps=1, sampler="ddim", spacing="trailing", seed=0, progress=False)
+    plain = pipe(**kw).numpy().astype(float)
+    assert np.array_equal(pipe(frame_guidance=1.0, **kw).numpy(), plain)  # scale 1: the plain conditional
+    without = pipe(frame_guidance=0.0, **kw).numpy().astype(float)  # scale 0: the branch that sees no frames
+    assert not np.array_equal(without[:, 3:], plain[:, 3:])
+    guided = pipe(frame_guidance=2.0, **kw).numpy().astype(float)
+    assert np.array_equal(guided[:, :3], plain[:, :3])  # given frames exact at every scale
+    # one DDIM step from pure noise lands on the predicted x0: at scale 2 it is 2 x0(frames) - x0(none)
+    expected = 2 * plain[:, 3:] - without[:, 3:]
+    inside = (expected > 2) & (expected < 253) & (plain[:, 3:] > 0) & (plain[:, 3:] < 255) \
+        & (without[:, 3:] > 0) & (without[:, 3:] < 255)  # away from clipping at either end
+    assert inside.mean() > 0.3
+    assert np.abs(guided[:, 3:] - expected)[inside].max() <= 2  # two uint8 roundings
+    with pytest.raises(ValueError, match="frame_guidance"):
+        pipe(num_frames=8, steps=1, frame_guidance=2.0, progress=False)  # nothing given to guide towards
+    with pytest.raises(ValueError, match="frame_guidance"):
+        pipe(frame_guidance=float("nan"), **kw)

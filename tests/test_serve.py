@@ -51,6 +51,7 @@ def test_the_cache_interval_of_the_form_reaches_the_pipeline(tmp_path, step_cach
     ({"frames": 2.5}, "frames must be a whole number >= 2, got 2.5"),
     ({"steps": 101}, "steps must be a whole number in [1, 100], got 101"),
     ({"cache_interval": 0}, "cache interval must be a whole number >= 1, got 0"),
+    ({"frame_guidance": float("inf")}, "frame guidance must be a finite number, got inf"),
     ({"prompt": "x" * 501}, "the prompt has 501 characters; at most 500 are allowed"),
     ({"negative_prompt": "x" * 501}, "the negative prompt has 501 characters"),
     ({"frames": 33, "steps": 100}, "frames × steps × size² = 33 × 100 × 16² = 844,800 is above this server's "
@@ -92,7 +93,7 @@ def test_interpolation_decodes_only_the_last_frame_of_the_end_clip(tmp_path, mon
     seen, read = [], kinema.serve.read_video
     monkeypatch.setattr(kinema.serve, "read_video", lambda path, **kw: seen.append(kw) or read(path, **kw))
     path = generate_clip(pipe, task="interpolate", image=str(tmp_path / "first.png"), video=str(tmp_path / "end.mp4"),
-                         steps=2, frames=4, out_dir=tmp_path)
+                         steps=2, frames=4, frame_guidance=2.0, out_dir=tmp_path)
     assert seen == [{"last": 1, "shorter_side": 16}]
     clip = read_video(path)
     assert clip[0].mean() < 40 and clip[-1].mean() > 215  # the given ends, through MP4 compression

@@ -44,6 +44,7 @@ class EvalProtocol:
     count_frames: str = "all"  # distribution metrics on all frames or only on the generated ones
     precision: str = "auto"  # the pipeline's precision setting (bf16 autocast where native)
     frame_reference: bool = False  # the given frame 0 is also the reference image (a model with an image encoder)
+    frame_guidance: float = 1.0  # classifier-free guidance scale of the given frames (tasks that give frames)
 
     def __post_init__(self):
         if self.task not in SAMPLING_TASKS:
@@ -61,6 +62,9 @@ class EvalProtocol:
                              f"(predict, interpolate, animate), not generate")
         if not isinstance(self.cache_interval, int) or self.cache_interval < 1:
             raise ValueError(f"cache_interval must be a positive integer, got {self.cache_interval!r}")
+        if self.frame_guidance != 1 and self.task == "generate":
+            raise ValueError(f"frame_guidance={self.frame_guidance} needs a task that gives frames "
+                             f"(predict, interpolate, animate), not generate")
         if not self.steps or min(self.steps) < 1:
             raise ValueError(f"steps must be one or more positive counts, got {self.steps}")
         if self.num_clips // self.batch_size >= 1000:

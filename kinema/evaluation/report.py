@@ -229,7 +229,8 @@ def markdown(report: dict, images: list[str]) -> str:
              f"{p['guidance']} on {p['conditions'] or 'no conditions'}, seed {p['seed']}, batch {p['batch_size']}, "
              f"{p['draws']} draw(s) per clip.", "",
              f"Given frames: {frames['given'] or 'none'}"
-             + (" (frame 0 also as the reference image)" if p.get("frame_reference") and frames["given"] else "") + ". "
+             + (" (frame 0 also as the reference image)" if p.get("frame_reference") and frames["given"] else "")
+             + (f", guided at scale {p['frame_guidance']}" if p.get("frame_guidance", 1) != 1 else "") + ". "
              + (f"Frame metrics count the generated frames {frames['generated']}; " if frames["given"] else
                 "No frame metrics (no target to compare with); ")
              + f"distribution metrics count frames {frames['distribution_metrics_count']} ({p['count_frames']}).",
