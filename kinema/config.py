@@ -324,6 +324,7 @@ class TrainConfig:
     lr: float = 2e-4  # peak AdamW learning rate
     weight_decay: float = 0.0  # AdamW weight decay
     warmup_steps: int = 100  # linear LR warm-up
+    lr_decay: str = "none"  # after the warm-up: "none" (the peak LR to the end) or "cosine" (to 0 at train.steps)
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     ema_decay: float = 0.999  # EMA decay after its warm-up
     mixed_precision: str = "auto"  # "auto" (bf16 where the hardware has it), "bf16" or "no"
@@ -348,6 +349,7 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
         _check(self.mixed_precision in ("auto", "bf16", "no"), "train.mixed_precision", self.mixed_precision,
                "auto, bf16, no")
+        _check(self.lr_decay in ("none", "cosine"), "train.lr_decay", self.lr_decay, "none, cosine")
 
 
 LORA_TARGETS = ("attention", "conv", "temporal", "film")

@@ -7,8 +7,8 @@ consistency, each in both directions.
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,6 +23,7 @@ from ..config import DataConfig, FlowConfig, FlowTrainConfig, resolve_precision,
 from ..data import build_dataset, dataset_options
 from ..models.flow import FlowNet, masked_mean, occlusion_mask, warp
 from ..models.model_dir import save_flow_net
+from .trainer import lr_factor
 
 # ---- losses ----
 
@@ -90,7 +91,8 @@ def train_flow(data: DataConfig, out: str | Path, flow: FlowConfig | None = None
     net = FlowNet(flow).to(device, memory_format=torch.channels_last)  # bf16 convs are fast only channels-last
     bf16 = resolve_precision(train.precision, device.type) == "bf16"
     opt = torch.optim.Adam(net.parameters(), lr=train.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / train.steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, functools.partial(lr_factor, warmup=0, steps=train.steps,
+                                                                     decay="cosine"))
     g = torch.Generator().manual_seed(train.seed)
     if len(dataset) < train.batch_size:  # drop_last would leave no batch at all, and the loop would wait for ever
         raise ValueError(f"the flow data has {len(dataset)} clips, fewer than flow_train.batch_size = "

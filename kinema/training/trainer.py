@@ -7,6 +7,7 @@ wraps the model (DDP, autocast) and each process draws its own batches.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -58,6 +59,16 @@ def collect_captions(dataset, limit: int = 5000) -> list[str]:
 
 
 # ---- the trainer ----
+
+
+def lr_factor(step: int, *, warmup: int, steps: int, decay: str = "none") -> float:
+    """The LR multiplier after `step` optimizer steps: linear warm-up over `warmup`, then 1 or a cosine to 0 at `steps`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if decay == "none":
+        return 1.0
+    done = min(1.0, (step - warmup) / max(steps - warmup, 1))
+    return 0.5 * (1 + math.cos(math.pi * done))
 
 
 class Trainer:
@@ -212,12 +223,12 @@ class Trainer:
         return params
 
     def build_optimizer(self) -> None:
-        """AdamW (fused: one kernel over all parameters) with a linear warm-up to the peak LR."""
+        """AdamW (fused: one kernel over all parameters) with a linear warm-up to the peak LR, then train.lr_decay."""
         tc = self.config.train
         # fused runs on CPU and CUDA tensors: 4x faster than the per-op update (27 vs 103 ms for 34 M parameters)
         self.optimizer = torch.optim.AdamW(self.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
-        warmup = max(tc.warmup_steps, 1)
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, functools.partial(lr_factor, warmup=tc.warmup_steps, steps=tc.steps, decay=tc.lr_decay))
 
     def build_data(self) -> None:
         """A DataLoader whose batches depend only on the step, so a resumed run sees the same data."""

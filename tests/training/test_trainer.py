@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from kinema.training.checkpoint import (
     nonfinite_tensors,
 )
 from kinema.training.data_order import SeededExamples, StepBatchSampler
-from kinema.training.trainer import TrainingDiverged
+from kinema.training.trainer import TrainingDiverged, lr_factor
 
 TINY = {
     "model.channels": 8, "model.channel_mult": [1, 2], "model.num_res_blocks": 1, "model.head_dim": 8,
@@ -367,3 +368,15 @@ def test_gradient_checkpointing_trains_like_the_plain_step(tmp_path, option):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_cosine_lr_decay_warms_up_then_falls_to_zero_at_the_last_step(tmp_path):
+    Trainer(tiny_config(**{"train.steps": 6, "train.lr_decay": "cosine"}), tmp_path).fit()
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # step k runs at lr * factor(k - 1): warm-up 1/2, 2/2, then 0.5 (1 + cos(pi j / 4)) for j = 0 .. 3
+    expected = [0.5, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]
+    assert lrs == pytest.approx([1e-3 * f for f in expected], rel=1e-9)
+    assert lr_factor(6, warmup=2, steps=6, decay="cosine") == 0.0
+    assert [lr_factor(s, warmup=2, steps=6) for s in range(8)] == [0.5] + [1.0] * 7  # "none": the peak to the end
+    with pytest.raises(ValueError, match="train.lr_decay"):
+        tiny_config(**{"train.lr_decay": "linear"})
