@@ -234,8 +234,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     out = check_output_file(args.out, (".mp4", ".gif"))  # before any work
     _check_input(args.video, "--video", folder_ok=True)
     sampling = _sampling(args)
-    for key in ("overlap", "long_mode", "frame_reference"):  # an edit keeps every frame's layout; none is given
-        sampling.pop(key)
+    if sampling["frame_guidance"] != 1:
+        raise ValueError(f"--frame-guidance {sampling['frame_guidance']}: an edit has no given frames to guide towards")
+    for key in ("overlap", "long_mode", "frame_reference", "frame_guidance"):  # an edit keeps every frame's layout;
+        sampling.pop(key)  # none is given
     pipe = load_pipeline(args, trust_pickle=args.trust_pickle)
     video = pipe.edit(args.video, strength=args.strength, **sampling)
     video.save(out)

@@ -147,6 +147,9 @@ def test_cli_sample_edit_augment(run, tmp_path, capsys):
     assert (tmp_path / "s" / "sample_001.mp4").is_file()
     assert main(["edit", *base, "--video", str(tmp_path / "s" / "sample_000.mp4"), "--prompt", "digit 1 moving up",
                  "--strength", "0.4", "--out", str(tmp_path / "e.mp4")]) == 0
+    assert main(["edit", *base, "--video", str(tmp_path / "s" / "sample_000.mp4"), "--frame-guidance", "2",
+                 "--out", str(tmp_path / "e2.mp4")]) == 2  # bad input
+    assert "an edit has no given frames" in capsys.readouterr().err and not (tmp_path / "e2.mp4").exists()
     (tmp_path / "prompts.txt").write_text("digit 1 moving up\n\ndigit 2 moving left\n")
     assert main(["augment", *base, "--prompts", str(tmp_path / "prompts.txt"), "--per-prompt", "2",
                  "--out", str(tmp_path / "aug")]) == 0
