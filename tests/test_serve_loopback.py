@@ -44,7 +44,7 @@ MAX_COST = 4 * WINDOW * 100 * SIZE ** 2  # 16 frames at 100 steps; the form's sl
 UPLOAD_LIMIT = 1_000_000  # bytes
 FORM = {"task": "generate", "prompt": "digit 1 moving left", "negative": "", "image": None, "audio": None,
         "video": None, "sampler": "dpmpp_2m", "steps": 10, "guidance": 3.0, "audio_guidance": 2.0, "seed": 0,
-        "frames": WINDOW, "cache_interval": 1, "path": "", "path_guidance": 3.0}
+        "frames": WINDOW, "cache_interval": 1, "path": "", "path_guidance": 3.0, "frame_guidance": 3.0}
 
 
 def _tiny_model_dir(out):
