@@ -63,6 +63,12 @@ def task_inputs(task: str, clip: torch.Tensor, context_frames: int = 1) -> dict:
     return inputs
 
 
+def _check_scale(what: str, value) -> None:
+    """A guidance or adapter scale must be a real, finite number (not a bool); ValueError naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+
+
 def _frames_of(cond: Optional[Cond], start: int, length: int) -> Optional[Cond]:
     """The part of a condition that belongs to frames start .. start + length - 1 (frame-aligned parts are cut)."""
     if cond is None or (cond.per_frame is None and cond.maps is None):
@@ -227,9 +233,7 @@ class VideoPipeline:
                                 audio=audio, trajectory=trajectory,
                                 scales={"text": guidance, "image": image_guidance, "audio": audio_guidance,
                                         "trajectory": trajectory_guidance})
-        if isinstance(frame_guidance, bool) or not isinstance(frame_guidance, numbers.Real) \
-                or not math.isfinite(frame_guidance):
-            raise ValueError(f"frame_guidance must be a finite number, got {frame_guidance!r}")
+        _check_scale("frame_guidance", frame_guidance)
         if frame_guidance != 1 and not (known and self.model.config.frame_conditioning):
             raise ValueError(f"frame_guidance={frame_guidance} needs given frames (context, first_frame, last_frame) "
                              "and a model trained with frame conditioning")
@@ -412,8 +416,7 @@ class VideoPipeline:
 
     def set_adapter_scale(self, name: str, scale: float) -> None:
         """How strongly adapter `name` acts: 0 = off (the base exactly), 1 = as trained."""
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
-            raise ValueError(f"the adapter scale must be a finite number, got {scale!r}")
+        _check_scale("the adapter scale", scale)
         set_scale(self.model, name, scale)
 
     def merge_adapter(self, name: str) -> None:
@@ -440,8 +443,7 @@ class VideoPipeline:
         if given and self.conditioner is None:
             raise ValueError(f"this model takes no conditions, got {sorted(given)}; it was trained unconditioned")
         for name, scale in scales.items():
-            if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale):
-                raise ValueError(f"the {name} guidance scale must be a finite number, got {scale!r}")
+            _check_scale(f"the {name} guidance scale", scale)
             if name not in given and scale != 1:
                 raise ValueError(f"a guidance scale for {name} ({scale}) but no {name} was given")
         parts = {name: self.conditioner.encode(name, self._cond_input(name, value, batch, num_frames))[0]
