@@ -214,6 +214,8 @@ class CondConfig:
     # frame as a reference every frame sees (sampling passes the first given frame when no image is given)
     kl_weight: float = 1e-4  # weight of the image latent's KL to N(0, I); at 1e-4 the bundled model's collapsed
     image_latent: int = 16  # width of the image encoder's latent
+    identity_weight: float = 0.0  # > 0: a contrastive term (encoders.identity_loss) that makes the image latent
+    # of a clip's first frame pick out another frame of the same clip in the batch: what stays the same as things move
     n_mels: int = 32  # mel bands of the audio features
     audio_steps_per_frame: int = 4  # audio feature columns per video frame (before the encoder pools them)
     trajectory_objects: int = 2  # objects a "vector" trajectory has a slot for (a heatmap takes any number)
@@ -235,6 +237,9 @@ class CondConfig:
             _check(rate is None or 0 <= rate <= 1, f"cond.{name}", rate, f"in [0, 1] or null (= {name[:-12]})")
         _check(self.kl_weight >= 0, "cond.kl_weight", self.kl_weight, ">= 0")
         _check(self.image_latent >= 1, "cond.image_latent", self.image_latent, ">= 1")
+        _check(self.identity_weight >= 0, "cond.identity_weight", self.identity_weight, ">= 0")
+        _check(self.identity_weight == 0 or self.image, "cond.identity_weight", self.identity_weight,
+               "0 without cond.image (it trains the image encoder)")
         _check(self.n_mels >= 4, "cond.n_mels", self.n_mels, ">= 4")
         _check(self.audio_steps_per_frame >= 1, "cond.audio_steps_per_frame", self.audio_steps_per_frame, ">= 1")
 
@@ -256,7 +261,7 @@ class CondConfig:
 
 # cond keys that change how training draws and weighs, not the network: a resumed run or a fine-tune may change them
 COND_TRAINING_KEYS = tuple(f"cond.{k}" for k in ("drop_text", "drop_image", "drop_audio", "drop_trajectory",
-                                                 "drop_text_with_frames", "drop_image_with_frames", "kl_weight",
+                                                 "drop_text_with_frames", "drop_image_with_frames", "kl_weight", "identity_weight",
                                                  "trajectory_flow"))
 
 

@@ -183,14 +183,31 @@ class ImageEncoder(nn.Module):
         self.token = nn.Linear(latent, dim)
         self.pool = nn.Linear(latent, dim)
 
+    def mean(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """image (B, C, H, W) in [-1, 1] -> the latent's mean and log variance, (B, Z) each."""
+        h = self.convs(image).mean(dim=(-2, -1))  # (B, 64), global average
+        return self.moments(h).chunk(2, dim=-1)
+
     def forward(self, image: torch.Tensor, sample: bool = False) -> tuple[Cond, torch.Tensor]:
         """image (B, C, H, W) in [-1, 1] -> (Cond with one token, KL (B,) of the latent to N(0, I))."""
-        h = self.convs(image).mean(dim=(-2, -1))  # (B, 64), global average
-        mu, log_var = self.moments(h).chunk(2, dim=-1)  # (B, Z) each
+        mu, log_var = self.mean(image)  # (B, Z) each
         log_var = log_var.clamp(-10, 10)
         z = mu + (0.5 * log_var).exp() * torch.randn_like(mu) if sample else mu  # reparameterised in training
         kl = 0.5 * (mu.pow(2) + log_var.exp() - 1 - log_var).sum(-1)  # (B,)
         return Cond(tokens=self.token(z)[:, None], pooled=self.pool(z)), kl
+
+
+def identity_loss(encoder: ImageEncoder, first: torch.Tensor, other: torch.Tensor, temperature: float = 0.1
+                  ) -> torch.Tensor:
+    """Contrastive loss (InfoNCE, both ways) that makes the latent mean of a clip's first frame (B, C, H, W) nearest
+    to that of another frame of the same clip (B, C, H, W) among the batch's: what stays the same as things move."""
+    if first.shape[0] < 2:
+        raise ValueError(f"identity_loss needs at least 2 clips per batch to contrast, got {first.shape[0]}")
+    a = F.normalize(encoder.mean(first)[0].float(), dim=-1)  # (B, Z)
+    b = F.normalize(encoder.mean(other)[0].float(), dim=-1)  # (B, Z)
+    logits = a @ b.T / temperature  # (B, B): clip i's first frame against clip j's other frame
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 # ---- audio ----

@@ -30,7 +30,7 @@ from ..data.audio import audio_features
 from ..diffusion import generate, make_schedule, sampling_denoiser, training_loss
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.autoencoder import latent_frame_count
-from ..models.encoders import CONDITIONS, Conditioner, Tokenizer
+from ..models.encoders import CONDITIONS, Conditioner, Tokenizer, identity_loss
 from ..models.lora import add_adapter, freeze_base
 from ..models.flow import motion_start, track_points
 from ..models.model_dir import (latent_autoencoder, load_flow_net, load_video_model, read_model_config,
@@ -75,7 +75,7 @@ class Trainer:
     """Train a SpaceTimeUNet on a data set; write checkpoints, a model directory, metrics and samples to `out`."""
 
     run_sections = ("model", "diffusion", "cond")  # config sections a resumed run must keep
-    logged_terms = ("loss", "mse", "vb", "kl", "flow", "cycle")  # loss terms written to metrics.jsonl
+    logged_terms = ("loss", "mse", "vb", "kl", "identity", "flow", "cycle")  # loss terms written to metrics.jsonl
 
     def __init__(self, config: Config, out: str | Path, *, resume: bool = False):
         self.config, self.out = config, Path(out)
@@ -335,6 +335,14 @@ class Trainer:
         if kl is not None and self.config.cond.image:
             terms["kl"] = kl.mean()
             terms["loss"] = terms["loss"] + self.config.cond.kl_weight * terms["kl"]
+        if self.conditioner is not None and self.config.cond.identity_weight > 0:  # drawn last: the rest as without
+            video = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
+            if video.shape[2] < 2:
+                raise ValueError(f"cond.identity_weight needs clips of 2 frames or more, got {video.shape[2]}")
+            other = torch.stack([torch.randint(1, video.shape[2], (), generator=g) for g in gens])  # (B,)
+            encoder = self.accelerator.unwrap_model(self.conditioner).image
+            terms["identity"] = identity_loss(encoder, video[:, :, 0], video[torch.arange(len(other)), :, other])
+            terms["loss"] = terms["loss"] + self.config.cond.identity_weight * terms["identity"]
         if self.flow_net is not None:  # flow and cycle losses on x0_hat, weighted by the noise level
             tl = self.config.temporal
             weight = self.schedule.alpha_bar(terms["t"]).float() if tl.weighting == "alpha_bar" else None

@@ -1,5 +1,6 @@
 """Conditions: encoders, dropping (CFG), cross-attention / FiLM in the UNet, and model directories that reload them."""
 
+import math
 import warnings
 
 import numpy as np
@@ -8,7 +9,7 @@ import torch
 
 from kinema.config import CondConfig, UNetConfig
 from kinema.models import SpaceTimeUNet
-from kinema.models.encoders import Conditioner, Tokenizer
+from kinema.models.encoders import Conditioner, ImageEncoder, Tokenizer, identity_loss
 from kinema.models.model_dir import save_model_dir
 from kinema.types import Cond
 
@@ -241,3 +242,25 @@ def test_long_prompt_warns_not_fails():
         cond, _ = enc(1, text=[" ".join(["digit"] * 40)])
     assert cond.tokens.shape[1] == 16 and any("only the first 16" in str(w.message) for w in caught)
     assert np.isfinite(cond.tokens.detach().numpy()).all()
+
+
+def test_identity_loss_of_a_collapsed_encoder_is_log_batch():
+    # every image gets the same latent: each clip's match is a guess among B, InfoNCE = ln B exactly
+    torch.manual_seed(0)
+    encoder = ImageEncoder(1, 16, 8)
+    torch.nn.init.zeros_(encoder.moments.weight)
+    first, other = torch.randn(5, 1, 16, 16), torch.randn(5, 1, 16, 16)
+    assert identity_loss(encoder, first, other).item() == pytest.approx(math.log(5), abs=1e-5)
+
+
+def test_identity_loss_prefers_the_right_pairs_and_needs_two_clips():
+    torch.manual_seed(0)
+    encoder = ImageEncoder(1, 16, 8)
+    first = torch.randn(6, 1, 16, 16)
+    right = identity_loss(encoder, first, first)  # each clip's other frame is itself: cosine 1 on the diagonal
+    wrong = identity_loss(encoder, first, first.roll(1, dims=0))
+    assert right.item() < math.log(6) < wrong.item()
+    right.backward()
+    assert encoder.convs[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        identity_loss(encoder, first[:1], first[:1])

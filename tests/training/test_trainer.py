@@ -380,3 +380,27 @@ def test_cosine_lr_decay_warms_up_then_falls_to_zero_at_the_last_step(tmp_path):
     assert [lr_factor(s, warmup=2, steps=6) for s in range(8)] == [0.5] + [1.0] * 7  # "none": the peak to the end
     with pytest.raises(ValueError, match="train.lr_decay"):
         tiny_config(**{"train.lr_decay": "linear"})
+
+
+def test_identity_term_is_logged_and_leaves_the_other_draws_alone(tmp_path):
+    # cond.identity_weight draws its frame last: the diffusion terms equal those of the run without it
+    from accelerate.state import AcceleratorState
+
+    base = {"train.mixed_precision": "no", "model.frame_conditioning": True, "model.cond_dim": 16,
+            "cond.image": True, "train.batch_size": 3}
+    terms = []
+    for weight in (0.0, 0.5):
+        AcceleratorState._reset_state(reset_partial_state=True)
+        torch.manual_seed(0)
+        trainer = Trainer(tiny_config(**base, **{"cond.identity_weight": weight}), tmp_path / str(weight))
+        terms.append(trainer.loss(next(iter(trainer.loader))))
+    assert "identity" not in terms[0]
+    assert terms[1]["mse"].item() == pytest.approx(terms[0]["mse"].item(), rel=1e-6)
+    assert terms[1]["loss"].item() == pytest.approx(terms[0]["loss"].item() + 0.5 * terms[1]["identity"].item(),
+                                                    rel=1e-5)
+    assert 0 < terms[1]["identity"].item() < 2 * math.log(3)
+
+
+def test_identity_weight_needs_the_image_encoder():
+    with pytest.raises(ValueError, match="cond.identity_weight"):
+        tiny_config(**{"cond.identity_weight": 0.1})
