@@ -215,7 +215,8 @@ class CondConfig:
     kl_weight: float = 1e-4  # weight of the image latent's KL to N(0, I); at 1e-4 the bundled model's collapsed
     image_latent: int = 16  # width of the image encoder's latent
     identity_weight: float = 0.0  # > 0: a contrastive term (encoders.identity_loss) that makes the image latent
-    # of a clip's first frame pick out another frame of the same clip in the batch: what stays the same as things move
+    # of a clip's first frame pick out another frame of the same clip in the batch: what stays the same as things move;
+    # the network then sees the latent's mean in training, not a draw (whose noise hides the identity)
     n_mels: int = 32  # mel bands of the audio features
     audio_steps_per_frame: int = 4  # audio feature columns per video frame (before the encoder pools them)
     trajectory_objects: int = 2  # objects a "vector" trajectory has a slot for (a heatmap takes any number)

@@ -328,7 +328,8 @@ class Trainer:
             rates = {n: torch.where(given, cc.drop_rate(n, True), cc.drop_rate(n, False)) for n in CONDITIONS}
             keep = {n: torch.stack([torch.rand((), generator=g) for g in gens]) >= rates[n]
                     for n in rates}  # CFG: drop each condition per clip (B,)
-            extra["cond"], kl = self.encode(self.conditioner, batch, keep=keep, sample_latent=True)
+            # with the identity term the image latent's mean reaches the network: its draws bury the identity in noise
+            extra["cond"], kl = self.encode(self.conditioner, batch, keep=keep, sample_latent=cc.identity_weight == 0)
         terms = training_loss(self.model, x0, schedule=self.schedule, prediction=dcfg.prediction,
                               loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance,
                               generator=gens, **extra)

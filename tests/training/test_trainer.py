@@ -383,11 +383,12 @@ def test_cosine_lr_decay_warms_up_then_falls_to_zero_at_the_last_step(tmp_path):
 
 
 def test_identity_term_is_logged_and_leaves_the_other_draws_alone(tmp_path):
-    # cond.identity_weight draws its frame last: the diffusion terms equal those of the run without it
+    # cond.identity_weight draws its frame last: the diffusion terms equal those of the run without it (the image
+    # dropped: with the term the network sees the image latent's mean, not a draw)
     from accelerate.state import AcceleratorState
 
     base = {"train.mixed_precision": "no", "model.frame_conditioning": True, "model.cond_dim": 16,
-            "cond.image": True, "train.batch_size": 3}
+            "cond.image": True, "cond.drop_image": 1.0, "train.batch_size": 3}
     terms = []
     for weight in (0.0, 0.5):
         AcceleratorState._reset_state(reset_partial_state=True)
@@ -404,3 +405,21 @@ def test_identity_term_is_logged_and_leaves_the_other_draws_alone(tmp_path):
 def test_identity_weight_needs_the_image_encoder():
     with pytest.raises(ValueError, match="cond.identity_weight"):
         tiny_config(**{"cond.identity_weight": 0.1})
+
+
+@pytest.mark.parametrize("weight, same", [(0.0, False), (0.5, True)])
+def test_with_the_identity_term_the_network_sees_the_image_latents_mean(tmp_path, weight, same):
+    # a draw of the image latent changes with the global seed; its mean does not
+    cfg = tiny_config(**{"train.mixed_precision": "no", "model.frame_conditioning": True, "model.cond_dim": 16,
+                         "cond.image": True, "cond.drop_image": 0.0, "cond.drop_image_with_frames": 0.0,
+                         "cond.identity_weight": weight, "train.batch_size": 3})
+    trainer = Trainer(cfg, tmp_path)
+    with torch.no_grad():  # off the zero-initialised condition projections, so the image token reaches the output
+        for p in trainer.accelerator.unwrap_model(trainer.model).parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = next(iter(trainer.loader))
+    mse = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        mse.append(trainer.loss(batch)["mse"].item())
+    assert (mse[0] == mse[1]) == same
