@@ -262,8 +262,8 @@ class CondConfig:
 
 # cond keys that change how training draws and weighs, not the network: a resumed run or a fine-tune may change them
 COND_TRAINING_KEYS = tuple(f"cond.{k}" for k in ("drop_text", "drop_image", "drop_audio", "drop_trajectory",
-                                                 "drop_text_with_frames", "drop_image_with_frames", "kl_weight", "identity_weight",
-                                                 "trajectory_flow"))
+                                                 "drop_text_with_frames", "drop_image_with_frames", "kl_weight",
+                                                 "identity_weight", "trajectory_flow"))
 
 
 @dataclass
