@@ -217,6 +217,9 @@ class CondConfig:
     identity_weight: float = 0.0  # > 0: a contrastive term (encoders.identity_loss) that makes the image latent
     # of a clip's first frame pick out another frame of the same clip in the batch: what stays the same as things move;
     # the network then sees the latent's mean in training, not a draw (whose noise hides the identity)
+    caption_weight: float = 0.0  # > 0: a CLIP-style term (encoders.caption_loss) that makes the image latent of a
+    # clip's first frame pick out the clip's caption in the batch: what the caption says (which digit) the first frame
+    # must say too; needs cond.text and cond.image; the network then sees the latent's mean, as with identity_weight
     n_mels: int = 32  # mel bands of the audio features
     audio_steps_per_frame: int = 4  # audio feature columns per video frame (before the encoder pools them)
     trajectory_objects: int = 2  # objects a "vector" trajectory has a slot for (a heatmap takes any number)
@@ -241,6 +244,9 @@ class CondConfig:
         _check(self.identity_weight >= 0, "cond.identity_weight", self.identity_weight, ">= 0")
         _check(self.identity_weight == 0 or self.image, "cond.identity_weight", self.identity_weight,
                "0 without cond.image (it trains the image encoder)")
+        _check(self.caption_weight >= 0, "cond.caption_weight", self.caption_weight, ">= 0")
+        _check(self.caption_weight == 0 or (self.image and self.text != "none"), "cond.caption_weight",
+               self.caption_weight, "0 without both cond.image and cond.text (it pairs first frames with captions)")
         _check(self.n_mels >= 4, "cond.n_mels", self.n_mels, ">= 4")
         _check(self.audio_steps_per_frame >= 1, "cond.audio_steps_per_frame", self.audio_steps_per_frame, ">= 1")
 
@@ -248,6 +254,12 @@ class CondConfig:
         """How often training drops condition `name` (text, image, ...) of a clip with or without given frames."""
         with_frames = getattr(self, f"drop_{name}_with_frames", None)
         return getattr(self, f"drop_{name}") if not given_frames or with_frames is None else with_frames
+
+    @property
+    def image_mean(self) -> bool:
+        """Whether training hands the network the image latent's mean rather than a draw: with a term that teaches
+        the latent what the clip shows (identity_weight, caption_weight), a draw's noise would hide it."""
+        return self.identity_weight > 0 or self.caption_weight > 0
 
     @property
     def enabled(self) -> bool:
@@ -263,7 +275,7 @@ class CondConfig:
 # cond keys that change how training draws and weighs, not the network: a resumed run or a fine-tune may change them
 COND_TRAINING_KEYS = tuple(f"cond.{k}" for k in ("drop_text", "drop_image", "drop_audio", "drop_trajectory",
                                                  "drop_text_with_frames", "drop_image_with_frames", "kl_weight",
-                                                 "identity_weight", "trajectory_flow"))
+                                                 "identity_weight", "caption_weight", "trajectory_flow"))
 
 
 @dataclass
@@ -313,6 +325,12 @@ class TemporalConfig:
         for name in ("flow_weight", "cycle_weight"):
             _check(getattr(self, name) >= 0, f"temporal.{name}", getattr(self, name), ">= 0")
         _check(self.weighting in ("alpha_bar", "none"), "temporal.weighting", self.weighting, "alpha_bar, none")
+
+    @property
+    def image_mean(self) -> bool:
+        """Whether training hands the network the image latent's mean rather than a draw: with a term that teaches
+        the latent what the clip shows (identity_weight, caption_weight), a draw's noise would hide it."""
+        return self.identity_weight > 0 or self.caption_weight > 0
 
     @property
     def enabled(self) -> bool:

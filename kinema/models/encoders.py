@@ -197,17 +197,45 @@ class ImageEncoder(nn.Module):
         return Cond(tokens=self.token(z)[:, None], pooled=self.pool(z)), kl
 
 
+def _contrast(a: torch.Tensor, b: torch.Tensor, temperature: float, same: Optional[torch.Tensor] = None
+              ) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of a (B, Z) should be nearest (cosine) to row i of b (B, Z) among b's rows, and the
+    other way round; pairs marked in `same` (B, B) off the diagonal are neither positives nor negatives."""
+    a, b = F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1)
+    logits = a @ b.T / temperature  # (B, B): row i's a against row j's b
+    if same is not None:
+        eye = torch.eye(a.shape[0], dtype=torch.bool, device=a.device)
+        logits = logits.masked_fill(same.to(a.device) & ~eye, float("-inf"))
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
 def identity_loss(encoder: ImageEncoder, first: torch.Tensor, other: torch.Tensor, temperature: float = 0.1
                   ) -> torch.Tensor:
     """Contrastive loss (InfoNCE, both ways) that makes the latent mean of a clip's first frame (B, C, H, W) nearest
     to that of another frame of the same clip (B, C, H, W) among the batch's: what stays the same as things move."""
     if first.shape[0] < 2:
         raise ValueError(f"identity_loss needs at least 2 clips per batch to contrast, got {first.shape[0]}")
-    a = F.normalize(encoder.mean(first)[0].float(), dim=-1)  # (B, Z)
-    b = F.normalize(encoder.mean(other)[0].float(), dim=-1)  # (B, Z)
-    logits = a @ b.T / temperature  # (B, B): clip i's first frame against clip j's other frame
-    target = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    return _contrast(encoder.mean(first)[0], encoder.mean(other)[0], temperature)
+
+
+def caption_loss(conditioner: "Conditioner", first: torch.Tensor, captions: list[str], temperature: float = 0.1
+                 ) -> torch.Tensor:
+    """CLIP-style loss that makes the image's pooled vector of a clip's first frame (B, C, H, W) nearest to the
+    pooled text vector of the clip's caption among the batch's (clips with the same caption are not each other's
+    negatives): what a caption says of a clip, its first frame must say too. The text side gets no gradient."""
+    if conditioner.image is None or conditioner.text is None:
+        raise ValueError(f"caption_loss needs an image and a text encoder, this conditioner has {conditioner.names}")
+    if len(captions) != first.shape[0] or len(captions) < 2:
+        raise ValueError(f"caption_loss needs one caption per clip and at least 2 clips, got {len(captions)} "
+                         f"captions for {first.shape[0]} clips")
+    if not all(c.strip() for c in captions):
+        raise ValueError(f"caption_loss needs every clip captioned, got {captions!r}")
+    image = conditioner.image.pool(conditioner.image.mean(first.to(conditioner.device))[0])  # (B, D)
+    with torch.no_grad():
+        text = conditioner.text(list(captions)).pooled  # (B, D)
+    same = torch.tensor([[a == b for b in captions] for a in captions])  # (B, B)
+    return _contrast(image, text, temperature, same)
 
 
 # ---- audio ----

@@ -30,7 +30,7 @@ from ..data.audio import audio_features
 from ..diffusion import generate, make_schedule, sampling_denoiser, training_loss
 from ..models import SpaceTimeUNet, count_parameters
 from ..models.autoencoder import latent_frame_count
-from ..models.encoders import CONDITIONS, Conditioner, Tokenizer, identity_loss
+from ..models.encoders import CONDITIONS, Conditioner, Tokenizer, caption_loss, identity_loss
 from ..models.lora import add_adapter, freeze_base
 from ..models.flow import motion_start, track_points
 from ..models.model_dir import (latent_autoencoder, load_flow_net, load_video_model, read_model_config,
@@ -75,7 +75,8 @@ class Trainer:
     """Train a SpaceTimeUNet on a data set; write checkpoints, a model directory, metrics and samples to `out`."""
 
     run_sections = ("model", "diffusion", "cond")  # config sections a resumed run must keep
-    logged_terms = ("loss", "mse", "vb", "kl", "identity", "flow", "cycle")  # loss terms written to metrics.jsonl
+    # loss terms written to metrics.jsonl
+    logged_terms = ("loss", "mse", "vb", "kl", "identity", "caption", "flow", "cycle")
 
     def __init__(self, config: Config, out: str | Path, *, resume: bool = False):
         self.config, self.out = config, Path(out)
@@ -328,14 +329,19 @@ class Trainer:
             rates = {n: torch.where(given, cc.drop_rate(n, True), cc.drop_rate(n, False)) for n in CONDITIONS}
             keep = {n: torch.stack([torch.rand((), generator=g) for g in gens]) >= rates[n]
                     for n in rates}  # CFG: drop each condition per clip (B,)
-            # with the identity term the image latent's mean reaches the network: its draws bury the identity in noise
-            extra["cond"], kl = self.encode(self.conditioner, batch, keep=keep, sample_latent=cc.identity_weight == 0)
+            # with an identity or caption term the latent's mean reaches the network: a draw's noise hides what it names
+            extra["cond"], kl = self.encode(self.conditioner, batch, keep=keep, sample_latent=not cc.image_mean)
         terms = training_loss(self.model, x0, schedule=self.schedule, prediction=dcfg.prediction,
                               loss_type=dcfg.loss, learned_variance=self.config.model.learned_variance,
                               generator=gens, **extra)
         if kl is not None and self.config.cond.image:
             terms["kl"] = kl.mean()
             terms["loss"] = terms["loss"] + self.config.cond.kl_weight * terms["kl"]
+        if self.conditioner is not None and self.config.cond.caption_weight > 0:  # draws nothing
+            conditioner = self.accelerator.unwrap_model(self.conditioner)
+            video = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
+            terms["caption"] = caption_loss(conditioner, video[:, :, 0], list(batch["caption"]))
+            terms["loss"] = terms["loss"] + self.config.cond.caption_weight * terms["caption"]
         if self.conditioner is not None and self.config.cond.identity_weight > 0:  # drawn last: the rest as without
             video = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
             if video.shape[2] < 2:

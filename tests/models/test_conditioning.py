@@ -9,7 +9,7 @@ import torch
 
 from kinema.config import CondConfig, UNetConfig
 from kinema.models import SpaceTimeUNet
-from kinema.models.encoders import Conditioner, ImageEncoder, Tokenizer, identity_loss
+from kinema.models.encoders import Conditioner, ImageEncoder, Tokenizer, caption_loss, identity_loss
 from kinema.models.model_dir import save_model_dir
 from kinema.types import Cond
 
@@ -264,3 +264,36 @@ def test_identity_loss_prefers_the_right_pairs_and_needs_two_clips():
     assert encoder.convs[0].weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="at least 2 clips"):
         identity_loss(encoder, first[:1], first[:1])
+
+
+def test_caption_loss_of_collapsed_encoders_counts_the_other_captions():
+    # every image and every caption gets the same vector: each clip's match is a guess among itself and the clips
+    # captioned otherwise (same-caption clips are not negatives), both ways: the mean of ln(1 + clips otherwise)
+    enc = _conditioner()
+    torch.nn.init.zeros_(enc.image.moments.weight)
+    torch.nn.init.zeros_(enc.text.pool.weight)
+    captions = [CAPTIONS[0], CAPTIONS[0], CAPTIONS[1], CAPTIONS[2]]
+    first = torch.rand(4, 1, 16, 16, generator=_gen(3)) * 2 - 1
+    expected = sum(math.log(1 + sum(c != d for d in captions)) for c in captions) / 4
+    assert caption_loss(enc, first, captions).item() == pytest.approx(expected, abs=1e-5)
+    assert caption_loss(enc, first, [CAPTIONS[1]] * 4).item() == pytest.approx(0.0, abs=1e-6)  # nothing to tell apart
+
+
+def test_caption_loss_trains_the_image_side_only_and_refuses_what_it_cannot_use():
+    enc = _conditioner()
+    first = torch.rand(3, 1, 16, 16, generator=_gen(3)) * 2 - 1
+    loss = caption_loss(enc, first, CAPTIONS)
+    loss.backward()
+    assert enc.image.convs[0].weight.grad.abs().sum() > 0 and enc.image.pool.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in enc.text.parameters())
+    with pytest.raises(ValueError, match="every clip captioned"):
+        caption_loss(enc, first, ["", CAPTIONS[0], CAPTIONS[1]])
+    with pytest.raises(ValueError, match="one caption per clip"):
+        caption_loss(enc, first, CAPTIONS[:2])
+    no_text = Conditioner(CondConfig(text="none", image=True), 16)
+    with pytest.raises(ValueError, match="an image and a text encoder"):
+        caption_loss(no_text, first, CAPTIONS)
+    with pytest.raises(ValueError, match="cond.caption_weight"):
+        CondConfig(text="none", image=True, caption_weight=0.1)
+    with pytest.raises(ValueError, match="cond.caption_weight"):
+        CondConfig(text="gru", image=False, caption_weight=0.1)

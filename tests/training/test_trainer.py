@@ -402,17 +402,40 @@ def test_identity_term_is_logged_and_leaves_the_other_draws_alone(tmp_path):
     assert 0 < terms[1]["identity"].item() < 2 * math.log(3)
 
 
+def test_caption_term_is_logged_added_and_changes_no_draw(tmp_path):
+    # the caption term draws nothing and the image is dropped: the diffusion terms equal those of the run without it
+    from accelerate.state import AcceleratorState
+
+    base = {"train.mixed_precision": "no", "model.frame_conditioning": True, "model.cond_dim": 16,
+            "cond.text": "gru", "cond.image": True, "cond.drop_image": 1.0, "cond.drop_image_with_frames": 1.0,
+            "train.batch_size": 3}
+    terms = []
+    for weight in (0.0, 0.5):
+        AcceleratorState._reset_state(reset_partial_state=True)
+        torch.manual_seed(0)
+        trainer = Trainer(tiny_config(**base, **{"cond.caption_weight": weight}), tmp_path / str(weight))
+        terms.append(trainer.loss(next(iter(trainer.loader))))
+    assert "caption" not in terms[0]
+    assert terms[1]["mse"].item() == pytest.approx(terms[0]["mse"].item(), rel=1e-6)
+    assert terms[1]["loss"].item() == pytest.approx(terms[0]["loss"].item() + 0.5 * terms[1]["caption"].item(),
+                                                    rel=1e-5)
+    assert 0 < terms[1]["caption"].item() < 2 * math.log(3)  # a fresh encoder: near the ln 3 of a guess
+
+
 def test_identity_weight_needs_the_image_encoder():
     with pytest.raises(ValueError, match="cond.identity_weight"):
         tiny_config(**{"cond.identity_weight": 0.1})
 
 
-@pytest.mark.parametrize("weight, same", [(0.0, False), (0.5, True)])
-def test_with_the_identity_term_the_network_sees_the_image_latents_mean(tmp_path, weight, same):
+@pytest.mark.parametrize("term, weight, same", [("identity_weight", 0.0, False), ("identity_weight", 0.5, True),
+                                                ("caption_weight", 0.5, True)])
+def test_with_an_identity_or_caption_term_the_network_sees_the_image_latents_mean(tmp_path, term, weight, same):
     # a draw of the image latent changes with the global seed; its mean does not
+    text = {"cond.text": "gru", "cond.drop_text": 1.0, "cond.drop_text_with_frames": 1.0}
+    text = text if term == "caption_weight" else {}
     cfg = tiny_config(**{"train.mixed_precision": "no", "model.frame_conditioning": True, "model.cond_dim": 16,
                          "cond.image": True, "cond.drop_image": 0.0, "cond.drop_image_with_frames": 0.0,
-                         "cond.identity_weight": weight, "train.batch_size": 3})
+                         f"cond.{term}": weight, "train.batch_size": 3, **text})
     trainer = Trainer(cfg, tmp_path)
     with torch.no_grad():  # off the zero-initialised condition projections, so the image token reaches the output
         for p in trainer.accelerator.unwrap_model(trainer.model).parameters():
