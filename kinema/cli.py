@@ -145,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50)")
     p.add_argument("--sampler", default="dpmpp_2m_sde",
                    help="sampler name (default dpmpp_2m_sde: its clips hold their digit best, docs/pretrained.md)")
-    p.add_argument("--guidance", type=float, default=3.0, help="text guidance scale (default 3)")
+    p.add_argument("--guidance", type=float, default=3.0,
+                   help="guidance scale of the captions, and of the reference image (the given first frame) in the "
+                        "frame tasks (default 3)")
     p.add_argument("--frame-guidance", type=float, default=3.0,
                    help="guidance scale of the given frames in prediction, interpolation, animation (default 3)")
     p.add_argument("--seed", type=int, default=0)
