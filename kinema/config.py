@@ -327,12 +327,6 @@ class TemporalConfig:
         _check(self.weighting in ("alpha_bar", "none"), "temporal.weighting", self.weighting, "alpha_bar, none")
 
     @property
-    def image_mean(self) -> bool:
-        """Whether training hands the network the image latent's mean rather than a draw: with a term that teaches
-        the latent what the clip shows (identity_weight, caption_weight), a draw's noise would hide it."""
-        return self.identity_weight > 0 or self.caption_weight > 0
-
-    @property
     def enabled(self) -> bool:
         """True when either loss has a non-zero weight."""
         return self.flow_weight > 0 or self.cycle_weight > 0

@@ -338,9 +338,8 @@ class Trainer:
             terms["kl"] = kl.mean()
             terms["loss"] = terms["loss"] + self.config.cond.kl_weight * terms["kl"]
         if self.conditioner is not None and self.config.cond.caption_weight > 0:  # draws nothing
-            conditioner = self.accelerator.unwrap_model(self.conditioner)
-            video = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
-            terms["caption"] = caption_loss(conditioner, video[:, :, 0], list(batch["caption"]))
+            conditioner = self.accelerator.unwrap_model(self.conditioner)  # first frames (B, C, H, W) go to its device
+            terms["caption"] = caption_loss(conditioner, batch["video"][:, :, 0], list(batch["caption"]))
             terms["loss"] = terms["loss"] + self.config.cond.caption_weight * terms["caption"]
         if self.conditioner is not None and self.config.cond.identity_weight > 0:  # drawn last: the rest as without
             video = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)

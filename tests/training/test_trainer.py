@@ -382,19 +382,25 @@ def test_cosine_lr_decay_warms_up_then_falls_to_zero_at_the_last_step(tmp_path):
         tiny_config(**{"train.lr_decay": "linear"})
 
 
-def test_identity_term_is_logged_and_leaves_the_other_draws_alone(tmp_path):
-    # cond.identity_weight draws its frame last: the diffusion terms equal those of the run without it (the image
-    # dropped: with the term the network sees the image latent's mean, not a draw)
+def _loss_terms_without_and_with(tmp_path, key: str, **extra) -> list[dict]:
+    """One batch's loss terms from fresh tiny trainers with `key` at 0 and 0.5: the same seeds, the image dropped."""
     from accelerate.state import AcceleratorState
 
     base = {"train.mixed_precision": "no", "model.frame_conditioning": True, "model.cond_dim": 16,
-            "cond.image": True, "cond.drop_image": 1.0, "train.batch_size": 3}
+            "cond.image": True, "cond.drop_image": 1.0, "train.batch_size": 3, **extra}
     terms = []
     for weight in (0.0, 0.5):
         AcceleratorState._reset_state(reset_partial_state=True)
         torch.manual_seed(0)
-        trainer = Trainer(tiny_config(**base, **{"cond.identity_weight": weight}), tmp_path / str(weight))
+        trainer = Trainer(tiny_config(**base, **{key: weight}), tmp_path / str(weight))
         terms.append(trainer.loss(next(iter(trainer.loader))))
+    return terms
+
+
+def test_identity_term_is_logged_and_leaves_the_other_draws_alone(tmp_path):
+    # cond.identity_weight draws its frame last: the diffusion terms equal those of the run without it (the image
+    # dropped: with the term the network sees the image latent's mean, not a draw)
+    terms = _loss_terms_without_and_with(tmp_path, "cond.identity_weight")
     assert "identity" not in terms[0]
     assert terms[1]["mse"].item() == pytest.approx(terms[0]["mse"].item(), rel=1e-6)
     assert terms[1]["loss"].item() == pytest.approx(terms[0]["loss"].item() + 0.5 * terms[1]["identity"].item(),
@@ -404,17 +410,8 @@ def test_identity_term_is_logged_and_leaves_the_other_draws_alone(tmp_path):
 
 def test_caption_term_is_logged_added_and_changes_no_draw(tmp_path):
     # the caption term draws nothing and the image is dropped: the diffusion terms equal those of the run without it
-    from accelerate.state import AcceleratorState
-
-    base = {"train.mixed_precision": "no", "model.frame_conditioning": True, "model.cond_dim": 16,
-            "cond.text": "gru", "cond.image": True, "cond.drop_image": 1.0, "cond.drop_image_with_frames": 1.0,
-            "train.batch_size": 3}
-    terms = []
-    for weight in (0.0, 0.5):
-        AcceleratorState._reset_state(reset_partial_state=True)
-        torch.manual_seed(0)
-        trainer = Trainer(tiny_config(**base, **{"cond.caption_weight": weight}), tmp_path / str(weight))
-        terms.append(trainer.loss(next(iter(trainer.loader))))
+    terms = _loss_terms_without_and_with(tmp_path, "cond.caption_weight", **{"cond.text": "gru",
+                                                                            "cond.drop_image_with_frames": 1.0})
     assert "caption" not in terms[0]
     assert terms[1]["mse"].item() == pytest.approx(terms[0]["mse"].item(), rel=1e-6)
     assert terms[1]["loss"].item() == pytest.approx(terms[0]["loss"].item() + 0.5 * terms[1]["caption"].item(),
