@@ -84,9 +84,12 @@ class VideoPipeline:
 
     `batch_guidance` (default True): the branches of classifier-free guidance run as one network
     call on a batch repeated once per branch; False calls the network once per branch (less memory).
+    `decode_tile` (default None): a latent model decodes each frame in overlapping squares of this many
+    latent positions (`VideoAutoencoder.decode_tiles`), so decoding memory stays flat for large frames.
     """
 
     batch_guidance = True
+    decode_tile: Optional[int] = None
 
     def __init__(self, model: SpaceTimeUNet, diffusion: DiffusionConfig, *, size: int, num_frames: int,
                  conditioner: Optional[Conditioner] = None, fps: float = 8.0, audio_rate: int = 16000,
@@ -514,7 +517,9 @@ class VideoPipeline:
 
     def _decode(self, clip: torch.Tensor, chunk: int) -> torch.Tensor:
         """A sampled clip (B, C or Z, T, H, W) as pixels: a latent model decodes it `chunk` latent frames at a time."""
-        return clip if self.autoencoder is None else self.autoencoder.decode(clip, chunk=chunk).float()
+        if self.autoencoder is None:
+            return clip
+        return self.autoencoder.decode(clip, chunk=chunk, tile=self.decode_tile).float()
 
     def _known_frames(self, num_videos, context, context_frames, first_frame, last_frame):
         """{position: (B, C, H, W) frame} from the user's inputs (position -1 = the last frame), and B."""

@@ -64,6 +64,18 @@ def test_every_task_runs_through_the_latents(latent_run):
         assert pipe(1, sampler=sampler, **kw).numpy().shape == (1, 4, 32, 32, 1), sampler
 
 
+def test_the_pipeline_decodes_in_tiles_when_asked(latent_run, monkeypatch):
+    pipe = VideoPipeline.from_pretrained(latent_run, device="cpu")
+    tiles = []
+    decode_tiles = type(pipe.autoencoder).decode_tiles
+    monkeypatch.setattr(type(pipe.autoencoder), "decode_tiles",
+                        lambda self, raw, tile: tiles.append(tile) or decode_tiles(self, raw, tile))
+    whole = pipe(1, steps=2, seed=0, progress=False).numpy()
+    pipe.decode_tile = 4  # half the 8 x 8 latent grid: four tiles a frame
+    tiled = pipe(1, steps=2, seed=0, progress=False).numpy()
+    assert tiles[0] is None and tiles[-1] == 4 and tiled.shape == whole.shape == (1, 4, 32, 32, 1)
+
+
 def test_kinema_eval_and_demo_on_a_latent_model(latent_run, tmp_path):
     assert main(["eval", "--model", str(latent_run), "--task", "predict", "--context", "2", "--num", "4",
                  "--batch", "4", "--steps", "2", "--out", str(tmp_path / "ev")]) == 0

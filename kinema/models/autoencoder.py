@@ -155,26 +155,56 @@ class VideoAutoencoder(nn.Module):
             z = mean + (0.5 * log_var).exp() * noise
         return (z - self.latent_shift.view(-1, 1, 1, 1)) / self.latent_scale.view(-1, 1, 1, 1)
 
-    def decode(self, z: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, chunk: Optional[int] = None, tile: Optional[int] = None) -> torch.Tensor:
         """Latent (B, Z, T', H', W') as `encode` gives it -> video (B, C, T, H, W); `chunk` latent frames at a time.
 
         Each chunk is decoded with `decoder_context` latent frames in front and keeps only its own frames,
         which equal a whole-clip decode's (the decoder is causal), so memory stays flat for long videos.
+        `tile` (latent positions) also decodes each chunk in overlapping squares (`decode_tiles`), so memory
+        stays flat for large frames too.
         """
         raw = z * self.latent_scale.view(-1, 1, 1, 1) + self.latent_shift.view(-1, 1, 1, 1)
         t = raw.shape[2]
         if chunk is None or chunk >= t:
-            return self.decoder(raw)
+            return self.decode_tiles(raw, tile)
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1 latent frame, got {chunk}")
         f, ctx, parts = self.config.temporal_factor, self.decoder_context, []
         for start in range(0, t, chunk):
             lo = max(start - ctx, 0)
-            out = self.decoder(raw[:, :, lo:start + chunk])
+            out = self.decode_tiles(raw[:, :, lo:start + chunk], tile)
             # the first latent frame of a decode gives 1 frame, every later one f: skip the context's frames
             skip = 0 if lo == start else 1 + (start - lo - 1) * f
             parts.append(out[:, :, skip:])
         return torch.cat(parts, dim=2)
+
+    def decode_tiles(self, raw: torch.Tensor, tile: Optional[int]) -> torch.Tensor:
+        """Raw latent (B, Z, T', H', W') -> video, in `tile` x `tile` latent squares (None: whole) that overlap by a
+        quarter, each decoded alone and cross-faded linearly into its neighbours over the overlap.
+
+        Convolutions see the same inputs as in a whole-frame decode away from a tile's border (the cross-fade
+        hides the border), but the decoder's group norms measure each tile alone: tiles agree with the whole
+        decode to the degree a tile's statistics match the frame's (tests/models/test_autoencoder.py).
+        """
+        h, w = raw.shape[-2:]
+        if tile is None or (tile >= h and tile >= w):
+            return self.decoder(raw)
+        if tile < 2:
+            raise ValueError(f"tile must be >= 2 latent positions, got {tile}")
+        s, overlap = self.config.spatial_factor, max(tile // 4, 1)
+        ys, xs = _tile_starts(h, tile, overlap), _tile_starts(w, tile, overlap)
+        out, total = None, raw.new_zeros(h * s, w * s)
+        for y0 in ys:
+            for x0 in xs:
+                piece = self.decoder(raw[..., y0:y0 + tile, x0:x0 + tile])  # (B, C, T, th s, tw s)
+                weight = torch.outer(_fade(y0, piece.shape[-2] // s, h, overlap, s, raw),
+                                     _fade(x0, piece.shape[-1] // s, w, overlap, s, raw))  # (th s, tw s)
+                if out is None:
+                    out = piece.new_zeros(*piece.shape[:3], h * s, w * s)
+                rows, cols = slice(y0 * s, y0 * s + piece.shape[-2]), slice(x0 * s, x0 * s + piece.shape[-1])
+                out[..., rows, cols] += piece * weight
+                total[rows, cols] += weight
+        return out / total
 
     def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> dict:
         """Training: video -> {"recon": decoded sample, "kl": (B,) KL to N(0, I) per clip (0 if not variational)}."""
@@ -184,6 +214,27 @@ class VideoAutoencoder(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z = mean + (0.5 * log_var).exp() * noise
         return {"recon": self.decoder(z), "kl": gaussian_kl(mean, log_var)}
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Where tiles of `tile` positions start on an axis of `size`, overlapping by >= `overlap`, the last at the end."""
+    if tile >= size:
+        return [0]
+    starts = list(range(0, size - tile, tile - overlap))
+    return starts + [size - tile]
+
+
+def _fade(start: int, length: int, size: int, overlap: int, scale: int, like: torch.Tensor) -> torch.Tensor:
+    """A tile's weight along one axis in pixels (length x scale,): 1 inside, rising linearly over the overlap on
+    the sides where another tile lies (none at the frame's edges)."""
+    n, ramp = length * scale, overlap * scale
+    weight = like.new_ones(n)
+    rise = (torch.arange(ramp, device=like.device, dtype=like.dtype) + 0.5) / ramp
+    if start > 0:
+        weight[:ramp] = rise
+    if start + length < size:
+        weight[n - ramp:] = torch.minimum(weight[n - ramp:], rise.flip(0))
+    return weight
 
 
 class PatchDiscriminator(nn.Module):
@@ -359,8 +410,11 @@ class DiffusersAutoencoder(nn.Module):
             z = mean + (0.5 * log_var).exp() * noise
         return (z - self.latent_shift.view(-1, 1, 1, 1)) / self.latent_scale.view(-1, 1, 1, 1)
 
-    def decode(self, z: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, chunk: Optional[int] = None, tile: Optional[int] = None) -> torch.Tensor:
         """Normalised latent -> video (B, C, T, H, W); an image autoencoder decodes `chunk` frames at a time."""
+        if tile is not None:
+            raise ValueError(f"tile={tile}: a diffusers autoencoder tiles with its own vae.enable_tiling(), "
+                             "not kinema's decode tiles")
         raw = z * self.latent_scale.view(-1, 1, 1, 1) + self.latent_shift.view(-1, 1, 1, 1)
         if not self.per_frame:
             return self.vae.decode(raw).sample
