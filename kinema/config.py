@@ -385,9 +385,13 @@ class AutoencoderConfig:
     num_res_blocks: int = 1  # residual blocks per level
     norm_groups: int = 8  # groups of the per-frame GroupNorm
     variational: bool = True  # a Gaussian latent (mean, log variance) with a KL term; False = a plain latent
+    shortcut: bool = False  # also a linear path each way: each frame's spatial_factor^2 pixel squares folded into
+    # channels -> a 1x1 convolution -> the latent mean, and back; the convolutional networks learn what it misses
 
     def __post_init__(self):
         _check(self.in_channels >= 1, "autoencoder.in_channels", self.in_channels, ">= 1")
+        _check(not self.shortcut or self.temporal_factor == 1, "autoencoder.shortcut", self.shortcut,
+               f"false at temporal_factor {self.temporal_factor} (the linear path maps frames one to one)")
         _check(self.latent_channels >= 1, "autoencoder.latent_channels", self.latent_channels, ">= 1")
         _check(self.spatial_factor in (4, 8), "autoencoder.spatial_factor", self.spatial_factor, "4 or 8")
         _check(self.temporal_factor in (1, 2, 4), "autoencoder.temporal_factor", self.temporal_factor, "1, 2 or 4")

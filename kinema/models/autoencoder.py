@@ -115,6 +115,15 @@ class VideoAutoencoder(nn.Module):
                 dec.append(Up(widths[i], times[i - 1]))
         dec += [FrameNorm(g, widths[0]), nn.SiLU(), Conv3d(widths[0], cfg.in_channels, (1, 3, 3), padding=(0, 1, 1))]
         self.decoder = nn.Sequential(*dec)
+        folded = cfg.in_channels * cfg.spatial_factor ** 2  # a frame's s x s pixel squares as channels
+        self.shortcut_in = Conv3d(folded, cfg.latent_channels, 1) if cfg.shortcut else None
+        self.shortcut_out = Conv3d(cfg.latent_channels, folded, 1) if cfg.shortcut else None
+        if cfg.shortcut:  # the networks start silent: at first the autoencoder is its linear path (`init_shortcut`)
+            last_in, last_out = self.encoder[-1], self.decoder[-1]
+            for param in (last_in.weight, last_in.bias, last_out.weight, last_out.bias):
+                nn.init.zeros_(param)
+            if cfg.variational:
+                nn.init.constant_(last_in.bias[cfg.latent_channels:], -8.0)  # log variance: noise of std 0.02
         self.register_buffer("latent_shift", torch.zeros(cfg.latent_channels))
         self.register_buffer("latent_scale", torch.ones(cfg.latent_channels))
 
@@ -140,10 +149,19 @@ class VideoAutoencoder(nn.Module):
         """Video (B, C, T, H, W) in [-1, 1] -> the raw latent's mean and log variance (None if not variational)."""
         self.latent_shape(*x.shape[1:])
         h = self.encoder(x)
-        if not self.config.variational:
-            return h, None
-        mean, log_var = h.chunk(2, dim=1)
-        return mean, log_var.clamp(-30, 20)
+        mean, log_var = h.chunk(2, dim=1) if self.config.variational else (h, None)
+        if self.shortcut_in is not None:
+            s = self.config.spatial_factor
+            mean = mean + self.shortcut_in(rearrange(x, "b c t (h p) (w q) -> b (c p q) t h w", p=s, q=s))
+        return mean, None if log_var is None else log_var.clamp(-30, 20)
+
+    def decoded(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw latent (B, Z, T', H', W') -> video through the decoder (and the linear shortcut), whole."""
+        video = self.decoder(raw)
+        if self.shortcut_out is None:
+            return video
+        s = self.config.spatial_factor
+        return video + rearrange(self.shortcut_out(raw), "b (c p q) t h w -> b c t (h p) (w q)", p=s, q=s)
 
     def encode(self, x: torch.Tensor, sample: bool = False, generator: Optional[torch.Generator] = None
                ) -> torch.Tensor:
@@ -188,7 +206,7 @@ class VideoAutoencoder(nn.Module):
         """
         h, w = raw.shape[-2:]
         if tile is None or (tile >= h and tile >= w):
-            return self.decoder(raw)
+            return self.decoded(raw)
         if tile < 2:
             raise ValueError(f"tile must be >= 2 latent positions, got {tile}")
         s, overlap = self.config.spatial_factor, max(tile // 4, 1)
@@ -196,7 +214,7 @@ class VideoAutoencoder(nn.Module):
         out, total = None, raw.new_zeros(h * s, w * s)
         for y0 in ys:
             for x0 in xs:
-                piece = self.decoder(raw[..., y0:y0 + tile, x0:x0 + tile])  # (B, C, T, th s, tw s)
+                piece = self.decoded(raw[..., y0:y0 + tile, x0:x0 + tile])  # (B, C, T, th s, tw s)
                 weight = torch.outer(_fade(y0, piece.shape[-2] // s, h, overlap, s, raw),
                                      _fade(x0, piece.shape[-1] // s, w, overlap, s, raw))  # (th s, tw s)
                 if out is None:
@@ -210,10 +228,29 @@ class VideoAutoencoder(nn.Module):
         """Training: video -> {"recon": decoded sample, "kl": (B,) KL to N(0, I) per clip (0 if not variational)}."""
         mean, log_var = self.moments(x)
         if log_var is None:
-            return {"recon": self.decoder(mean), "kl": mean.new_zeros(mean.shape[0])}
+            return {"recon": self.decoded(mean), "kl": mean.new_zeros(mean.shape[0])}
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z = mean + (0.5 * log_var).exp() * noise
-        return {"recon": self.decoder(z), "kl": gaussian_kl(mean, log_var)}
+        return {"recon": self.decoded(z), "kl": gaussian_kl(mean, log_var)}
+
+
+def init_shortcut(autoencoder: VideoAutoencoder, clips: torch.Tensor) -> None:
+    """Start the linear shortcut at the principal components of `clips`' (N, C, T, H, W) pixel squares: the latent
+    mean is then their leading PCA coefficients and the way back the best linear reconstruction from those."""
+    cfg = autoencoder.config
+    if autoencoder.shortcut_in is None:
+        raise ValueError("init_shortcut needs an autoencoder with autoencoder.shortcut true")
+    s, z = cfg.spatial_factor, cfg.latent_channels
+    patches = rearrange(clips.float(), "n c t (h p) (w q) -> (n t h w) (c p q)", p=s, q=s)  # (P, C s s)
+    mean = patches.mean(0)
+    _, _, components = torch.linalg.svd(patches - mean, full_matrices=False)  # (C s s, C s s), by variance
+    basis = patches.new_zeros(z, patches.shape[1])
+    basis[:min(z, len(components))] = components[:z]  # more latent channels than components: the rest start at 0
+    with torch.no_grad():
+        autoencoder.shortcut_in.weight.copy_(basis.view(*basis.shape, 1, 1, 1))
+        autoencoder.shortcut_in.bias.copy_(-(basis @ mean))
+        autoencoder.shortcut_out.weight.copy_(basis.T.reshape(*basis.T.shape, 1, 1, 1))
+        autoencoder.shortcut_out.bias.copy_(mean)
 
 
 def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:

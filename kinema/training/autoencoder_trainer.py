@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import make_grid, to_uint8, write_video
-from ..models.autoencoder import PatchDiscriminator, VideoAutoencoder, latent_shape, measure_latent_stats
+from ..models.autoencoder import (PatchDiscriminator, VideoAutoencoder, init_shortcut, latent_shape,
+                                  measure_latent_stats)
 from ..models.model_dir import save_model_dir
 from .trainer import Trainer
 
@@ -38,6 +39,9 @@ class AutoencoderTrainer(Trainer):
             raise ValueError(f"autoencoder.in_channels {cfg.autoencoder.in_channels} differs from the clips' "
                              f"model.in_channels {cfg.model.in_channels}")
         self.model = VideoAutoencoder(cfg.autoencoder)
+        if cfg.autoencoder.shortcut:  # the linear path starts at the PCA of training clips' pixel squares
+            clips = torch.stack([self.dataset[i]["video"] for i in range(min(64, len(self.dataset)))])
+            init_shortcut(self.model, clips)
         self.conditioner = self.ema_conditioner = self.tokenizer = self.flow_net = None
         self.new_words = []
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()

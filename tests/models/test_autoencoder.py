@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from einops import rearrange
 
 from kinema.config import AutoencoderConfig
-from kinema.models.autoencoder import VideoAutoencoder, gaussian_kl, measure_latent_stats
+from kinema.models.autoencoder import VideoAutoencoder, gaussian_kl, init_shortcut, measure_latent_stats
 
 
 def _ae(**kw):
@@ -60,6 +61,48 @@ def test_the_first_frames_latent_ignores_later_frames(temporal):
     with torch.no_grad():  # and the decoder: frame 0 comes from latent frame 0 alone
         dx, dy = ae.decode(zx), ae.decode(zy)
     torch.testing.assert_close(dx[:, :, 0], dy[:, :, 0], rtol=0, atol=1e-6)
+
+
+def test_the_shortcut_folds_pixel_squares_into_channels_and_back_exactly():
+    ae = _ae(latent_channels=16, shortcut=True)  # 1 channel x 4 x 4 pixels = 16 latent channels: a bijection
+    with torch.no_grad():
+        for conv in (ae.shortcut_in, ae.shortcut_out):
+            conv.weight.copy_(torch.eye(16).view(16, 16, 1, 1, 1))
+            torch.nn.init.zeros_(conv.bias)
+        x = _video(t=3)
+        z = ae.encode(x)
+        torch.testing.assert_close(z[0, :, 1, 2, 3], x[0, 0, 1, 8:12, 12:16].flatten())  # latent (2, 3) = that square
+        torch.testing.assert_close(ae.decode(z), x)
+        torch.testing.assert_close(ae.decode(z, chunk=1, tile=2), x)
+
+
+def test_the_shortcut_maps_each_frame_alone_and_is_refused_where_frames_are_grouped():
+    ae = _ae(shortcut=True)  # the networks start silent: only the linear path acts
+    x = _video(t=4)
+    y = x.clone()
+    y[:, :, 2] = -y[:, :, 2]
+    with torch.no_grad():
+        zx, zy = ae.encode(x), ae.encode(y)
+        torch.testing.assert_close(ae.encode(2 * x - y), 2 * zx - zy)  # linear once the networks are silent
+    changed = (zx - zy).abs().amax(dim=(0, 1, 3, 4))
+    assert changed[2] > 0 and (changed[[0, 1, 3]] == 0).all()
+    with pytest.raises(ValueError, match="autoencoder.shortcut"):
+        AutoencoderConfig(shortcut=True, temporal_factor=2)
+
+
+@pytest.mark.parametrize("latent", [3, 8])
+def test_the_shortcut_starts_as_the_pca_of_pixel_squares_with_its_closed_form_error(latent):
+    ae = _ae(latent_channels=latent, shortcut=True)
+    clips = _video(b=4, t=2) * _video(b=4, t=2, seed=5)  # squares whose 16 pixels are not all alike
+    init_shortcut(ae, clips)
+    squares = rearrange(clips, "n c t (h p) (w q) -> (n t h w) (c p q)", p=4, q=4)
+    values = torch.linalg.svdvals(squares - squares.mean(0))  # (16,), by size
+    with torch.no_grad():
+        recon = ae.decode(ae.encode(clips))
+    error = (recon - clips).square().sum() / squares.shape[0]  # per square
+    torch.testing.assert_close(error, values[latent:].square().sum() / squares.shape[0], rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="autoencoder.shortcut true"):
+        init_shortcut(_ae(), clips)
 
 
 def test_measured_shift_and_scale_give_the_latent_unit_variance():

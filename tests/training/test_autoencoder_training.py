@@ -68,3 +68,17 @@ def test_the_discriminator_joins_after_its_start_and_resumes_exactly(tmp_path):
     AutoencoderTrainer(tiny(**gan, **{"train.steps": 4}), tmp_path / "split", resume=True).fit()
     a, b = (load_file(tmp_path / r / "model" / "model.safetensors") for r in ("straight", "split"))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the discriminator and its optimizer came back too
+
+
+def test_a_shortcut_autoencoder_starts_at_the_pca_of_its_training_clips(tmp_path):
+    trainer = AutoencoderTrainer(tiny(**{"autoencoder.shortcut": True, "train.steps": 1}), tmp_path)
+    model = trainer.model
+    clips = torch.stack([trainer.dataset[i]["video"] for i in range(32)])  # every clip of data.length 32
+    with torch.no_grad():
+        first = model.shortcut_in.weight.flatten(1)  # (2, 16): the two leading components
+        latent, _ = model.moments(clips)
+    assert torch.allclose(first @ first.T, torch.eye(2), atol=1e-5)  # orthonormal rows
+    per_channel = latent.transpose(0, 1).flatten(1).var(1)
+    assert per_channel[0] > per_channel[1] > 0  # ordered by the variance they carry
+    trainer.fit()  # and it trains from there
+    assert (tmp_path / "model" / "model.safetensors").is_file()
