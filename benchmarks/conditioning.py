@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kinema.data import DIRECTIONS, MovingDigits, MovingDigitsConfig, make_grid, to_uint8, write_video
+from kinema.data import MovingDigits, MovingDigitsConfig, make_grid, to_uint8, write_video
 from kinema.data.audio import dominant_frequency
 from kinema.evaluation import frame_metrics
 from kinema.evaluation.alignment import DigitClassifier, centroid_track, direction_of, height_pitch_correlation

@@ -156,7 +156,7 @@ def _dpmpp_2m(denoise, x_T, timesteps, schedule, generator, callback, eta: float
     for i, t, s in _steps(timesteps, x):
         pred = denoise(x, t)
         _report(callback, i, t, x, pred)
-        (a_t, s_t, l_t), (a_s, s_s, l_s) = _vp(schedule, t, x), _vp(schedule, s, x)
+        (_, s_t, l_t), (a_s, s_s, l_s) = _vp(schedule, t, x), _vp(schedule, s, x)
         x0 = pred.x0.double()
         if int(s[0]) < 0:  # the last step lands on the data prediction itself (sigma_s = 0)
             x = x0.to(x_T.dtype)
