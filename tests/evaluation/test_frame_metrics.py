@@ -39,6 +39,14 @@ def test_ssim_matches_scikit_image():
         assert abs(ours[t].item() - ref) < 1e-6
 
 
+def test_ssim_of_many_frames_runs_in_chunks_that_agree_with_each_clip_alone():
+    g = torch.Generator().manual_seed(2)
+    a = torch.rand(12, 3, 32, 16, 16, generator=g) * 2 - 1  # 1,152 images: more than one chunk at 16 x 16
+    b = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(-1, 1)
+    alone = torch.cat([ssim_per_frame(a[i:i + 1], b[i:i + 1]) for i in range(12)])
+    torch.testing.assert_close(ssim_per_frame(a, b), alone, rtol=0, atol=1e-12)
+
+
 def test_frame_metrics_selects_frames():
     target = torch.zeros(1, 1, 4, 16, 16)
     pred = target.clone()
