@@ -13,6 +13,7 @@ Nothing is changed on import; the `kinema` command calls it at start (KINEMA_MAL
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import platform
 import resource
 from pathlib import Path
@@ -62,3 +63,15 @@ def available_memory(device: str = "cpu") -> Optional[int]:
     except (OSError, ValueError):
         pass
     return free
+
+
+def loader_context(num_workers: int) -> Optional[str]:
+    """DataLoader workers' start method: "forkserver" where the platform has it, else its default (None).
+
+    A worker forked from a process whose other threads (video decoders, OpenMP pools) hold a lock at that
+    moment can wait on that lock forever; workers started from the fork server's clean process cannot.
+    """
+    if num_workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
+        return "forkserver"
+    return None
+

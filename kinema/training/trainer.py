@@ -36,6 +36,7 @@ from ..models.flow import motion_start, track_points
 from ..models.model_dir import (latent_autoencoder, load_flow_net, load_video_model, read_model_config,
                                 save_adapter_dir, save_model_dir, video_model_config, weights_sha256)
 from ..models.unet import check_activation_memory
+from ..runtime import loader_context
 from ..types import FrameMask
 from .checkpoint import (flatten_state, list_checkpoints, load_checkpoint, nonfinite_tensors, remove_stale,
                          rng_state, save_checkpoint, set_rng_state)
@@ -241,6 +242,7 @@ class Trainer:
         # its own generator: creating the iterator must not draw from the global RNG (exact resume)
         self.loader = DataLoader(SeededExamples(self.dataset), batch_sampler=sampler, num_workers=dc.num_workers,
                                  persistent_workers=dc.num_workers > 0,
+                                 multiprocessing_context=loader_context(dc.num_workers),
                                  generator=torch.Generator().manual_seed(tc.seed))
 
     def start_fresh(self) -> None:

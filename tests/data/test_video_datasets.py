@@ -22,6 +22,7 @@ from kinema.data import (
     summarize,
     write_video,
 )
+from kinema.runtime import loader_context
 
 SMALL = ClipConfig(num_frames=8, size=16, start="uniform")  # 12-frame fixtures leave room for a clip
 
@@ -271,7 +272,8 @@ def test_multi_worker_loader_batches(tmp_path):
     ds = build_dataset("folder", root=tmp_path / "v", num_frames=8, size=16, crop="random", flip=True)
     build_cache(ds, tmp_path / "cache", progress=False)
     for dataset in (ds, build_dataset("cache", root=tmp_path / "cache", flip=True)):
-        loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2,
+                                             multiprocessing_context=loader_context(2))
         batches = list(loader)
         assert len(batches) == 2
         assert batches[0]["video"].shape == (2, 3, 8, 16, 16) and batches[0]["label"].tolist() == [-1, -1]
