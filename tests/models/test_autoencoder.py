@@ -159,22 +159,26 @@ def test_a_tile_as_large_as_the_frame_is_the_whole_decode_and_a_tiny_tile_is_ref
             ae.decode(z, tile=1)
 
 
-def test_tiled_decoding_keeps_its_largest_activation_whatever_the_frame_size():
-    ae = _ae()
+def _largest_activation(ae, z, **decode_options):
+    """The decoded video of latent z and the largest output (in numbers) of any decoder layer on the way."""
     largest = []
     hook = lambda module, args, out: largest.append(out.numel())  # noqa: E731
     handles = [m.register_forward_hook(hook) for m in ae.decoder]
     try:
-        sizes = {}
-        for side in (8, 32):
-            largest.clear()
-            with torch.no_grad():
-                video = ae.decode(torch.randn(1, 4, 2, side, side), chunk=1, tile=4)
-            assert video.shape[-2:] == (side * 4, side * 4)
-            sizes[side] = max(largest)
+        with torch.no_grad():
+            video = ae.decode(z, **decode_options)
     finally:
         for h in handles:
             h.remove()
+    return video, max(largest)
+
+
+def test_tiled_decoding_keeps_its_largest_activation_whatever_the_frame_size():
+    ae = _ae()
+    sizes = {}
+    for side in (8, 32):
+        video, sizes[side] = _largest_activation(ae, torch.randn(1, 4, 2, side, side), chunk=1, tile=4)
+        assert video.shape[-2:] == (side * 4, side * 4)
     assert sizes[8] == sizes[32]  # set by the tile, not the frame
 
 
@@ -192,20 +196,10 @@ def test_the_variational_latent_is_sampled_in_training_and_a_plain_one_has_no_kl
 
 def test_chunked_decoding_keeps_its_largest_activation_whatever_the_length():
     ae = _ae(temporal_factor=2)
-    largest = []
-    hook = lambda module, args, out: largest.append(out.numel())  # noqa: E731
-    handles = [m.register_forward_hook(hook) for m in ae.decoder]
-    try:
-        sizes = {}
-        for frames in (32, 256):
-            largest.clear()
-            with torch.no_grad():
-                video = ae.decode(torch.randn(1, 4, frames, 4, 4), chunk=8)
-            assert video.shape[2] == 1 + (frames - 1) * 2
-            sizes[frames] = max(largest)
-    finally:
-        for h in handles:
-            h.remove()
+    sizes = {}
+    for frames in (32, 256):
+        video, sizes[frames] = _largest_activation(ae, torch.randn(1, 4, frames, 4, 4), chunk=8)
+        assert video.shape[2] == 1 + (frames - 1) * 2
     assert sizes[32] == sizes[256]  # memory for activations is set by the chunk, not the video's length
 
 
