@@ -22,6 +22,8 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from kinema.runtime import cpu_bf16_flags
+
 
 def write_1080p(path: Path, frames: int = 600) -> None:
     """A 1920 x 1080, 25 fps H.264 clip of a square crossing a grey field (small on disk, 3.7 GB decoded)."""
@@ -90,7 +92,7 @@ def main() -> None:
         written = len(list((root / "sN").glob("sample_*.mp4")))
     one, many = rows[2]["peak_rss_mb"], rows[3]["peak_rss_mb"]
     summary = {**sizes, "streamed_clips_written": written, "streamed_over_one_batch": round(many / one, 3),
-               "cpu_flags": _cpu_flags()}
+               "cpu_flags": cpu_bf16_flags()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
@@ -103,15 +105,6 @@ def main() -> None:
           f" x the peak of one batch.\n\n" + "\n".join(table) + "\n")
     out.with_suffix(".md").write_text(md)
     print(json.dumps(summary))
-
-
-def _cpu_flags() -> str:
-    """The bf16 matrix features of this CPU (amx_bf16, avx512_bf16), as /proc/cpuinfo lists them."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    return " ".join(sorted(set(re.findall(r"\b(amx_bf16|avx512_bf16)\b", text))))
 
 
 if __name__ == "__main__":

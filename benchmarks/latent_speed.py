@@ -20,15 +20,7 @@ from pathlib import Path
 import torch
 
 from kinema.pipeline import VideoPipeline
-
-
-def cpu_flags() -> str:
-    """The bf16 matrix units this CPU has, from /proc/cpuinfo (Linux), e.g. "amx_bf16 avx512_bf16"."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    return " ".join(flag for flag in ("amx_bf16", "avx512_bf16") if flag in text) or "neither"
+from kinema.runtime import cpu_bf16_flags
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -67,7 +59,7 @@ def main() -> None:
         decode = statistics.median(seconds)
     result = {"model": args.model, "clip (T, H, W, C)": shape, "sampler": args.sampler, "rows": rows,
               "decode_s": decode, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_flags(),
+              "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_bf16_flags() or "neither",
               "precision": pipe.precision}
     out = Path("benchmarks/results")
     out.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import platform
+import re
 import resource
 from pathlib import Path
 from typing import Optional
@@ -74,4 +75,14 @@ def loader_context(num_workers: int) -> Optional[str]:
     if num_workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
         return "forkserver"
     return None
+
+
+def cpu_bf16_flags() -> str:
+    """This CPU's bf16 matrix features as /proc/cpuinfo lists them ("amx_bf16 avx512_bf16", ...); "" if none or
+    unknown (no /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return " ".join(sorted(set(re.findall(r"\b(amx_bf16|avx512_bf16)\b", text))))
 
