@@ -30,6 +30,8 @@ def main() -> None:
     args = ap.parse_args()
     ae = load_autoencoder(args.autoencoder)
     video = to_tensor(read_video(args.clip))[None, :, :args.frames]  # (1, C, T, H, W) in [-1, 1]
+    if ae.config.in_channels == 1:  # a grey autoencoder (moving digits): the files are stored as RGB
+        video = video.mean(1, keepdim=True)
     generator = torch.Generator().manual_seed(0)
     shown = [video]
     with torch.no_grad():

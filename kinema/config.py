@@ -428,6 +428,8 @@ class AutoencoderLossConfig:
     stats_clips: int = 64  # training clips the latent's shift and scale are measured on at each save
     disc_weight: float = 0.0  # > 0: a per-frame patch discriminator (hinge loss) against blurry reconstructions
     disc_start: int = 0  # steps of reconstruction alone before the discriminator joins
+    latent_noise: float = 0.0  # > 0: the decoder also learns from latents with Gaussian noise of std uniform in
+    # [0, latent_noise] latent stds per clip, so a diffusion model's imperfect latents decode cleanly
 
     def __post_init__(self):
         _check(self.reconstruction in ("l1", "l2"), "ae_loss.reconstruction", self.reconstruction, "l1, l2")
@@ -438,6 +440,7 @@ class AutoencoderLossConfig:
         _check(self.stats_clips >= 1, "ae_loss.stats_clips", self.stats_clips, ">= 1")
         _check(self.disc_weight >= 0, "ae_loss.disc_weight", self.disc_weight, ">= 0")
         _check(self.disc_start >= 0, "ae_loss.disc_start", self.disc_start, ">= 0")
+        _check(self.latent_noise >= 0, "ae_loss.latent_noise", self.latent_noise, ">= 0")
 
 
 @dataclass

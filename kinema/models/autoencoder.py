@@ -224,14 +224,22 @@ class VideoAutoencoder(nn.Module):
                 total[rows, cols] += weight
         return out / total
 
-    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> dict:
-        """Training: video -> {"recon": decoded sample, "kl": (B,) KL to N(0, I) per clip (0 if not variational)}."""
-        mean, log_var = self.moments(x)
-        if log_var is None:
-            return {"recon": self.decoded(mean), "kl": mean.new_zeros(mean.shape[0])}
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        z = mean + (0.5 * log_var).exp() * noise
-        return {"recon": self.decoded(z), "kl": gaussian_kl(mean, log_var)}
+    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None, latent_noise: float = 0.0
+                ) -> dict:
+        """Training: video -> {"recon": decoded sample, "kl": (B,) KL to N(0, I) per clip (0 if not variational)}.
+        latent_noise > 0 adds Gaussian noise of std u * latent_noise * (the batch's per-channel latent std) to the
+        latent before decoding, u uniform in [0, 1] per clip: the decoder learns to decode imperfect latents."""
+        mean, log_var = self.moments(x)  # (B, Z, t, h, w) each
+        z, kl = mean, mean.new_zeros(mean.shape[0])
+        if log_var is not None:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            z, kl = mean + (0.5 * log_var).exp() * noise, gaussian_kl(mean, log_var)
+        if latent_noise > 0:
+            std = mean.detach().float().transpose(0, 1).flatten(1).std(1).to(z.dtype)  # (Z,) the batch's spread
+            u = torch.rand(z.shape[0], 1, 1, 1, 1, generator=generator, device=z.device, dtype=z.dtype)  # (B,)
+            eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            z = z + latent_noise * u * std.view(-1, 1, 1, 1) * eps
+        return {"recon": self.decoded(z), "kl": kl}
 
 
 def init_shortcut(autoencoder: VideoAutoencoder, clips: torch.Tensor) -> None:

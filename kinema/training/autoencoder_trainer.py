@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..data import make_grid, to_uint8, write_video
 from ..models.autoencoder import (PatchDiscriminator, VideoAutoencoder, init_shortcut, latent_shape,
                                   measure_latent_stats)
-from ..models.model_dir import save_model_dir
+from ..models.model_dir import load_autoencoder, save_model_dir
 from .trainer import Trainer
 
 
@@ -39,7 +39,9 @@ class AutoencoderTrainer(Trainer):
             raise ValueError(f"autoencoder.in_channels {cfg.autoencoder.in_channels} differs from the clips' "
                              f"model.in_channels {cfg.model.in_channels}")
         self.model = VideoAutoencoder(cfg.autoencoder)
-        if cfg.autoencoder.shortcut:  # the linear path starts at the PCA of training clips' pixel squares
+        if cfg.finetune.init_from is not None:
+            self.load_base_autoencoder()
+        elif cfg.autoencoder.shortcut:  # the linear path starts at the PCA of training clips' pixel squares
             clips = torch.stack([self.dataset[i]["video"] for i in range(min(64, len(self.dataset)))])
             init_shortcut(self.model, clips)
         self.conditioner = self.ema_conditioner = self.tokenizer = self.flow_net = None
@@ -54,11 +56,24 @@ class AutoencoderTrainer(Trainer):
 
             self.lpips = load_lpips(cfg.ae_loss.lpips_path)[0].requires_grad_(False).to(self.accelerator.device)
 
+    def load_base_autoencoder(self) -> None:
+        """Start from the weights of the autoencoder `finetune.init_from` names; its network must be this run's."""
+        ft = self.config.finetune
+        if ft.lora_rank:
+            raise ValueError(f"finetune.lora_rank {ft.lora_rank}: train-ae fine-tunes every weight; set it to 0")
+        base = load_autoencoder(ft.init_from)
+        saved, now = asdict(base.config), asdict(self.config.autoencoder)
+        diffs = [f"autoencoder.{k}: {saved[k]!r} -> {now[k]!r}" for k in now if saved.get(k) != now[k]]
+        if diffs:
+            raise ValueError(f"finetune.init_from {ft.init_from}: this run's autoencoder differs from the base's "
+                             f"({'; '.join(diffs)}); a fine-tune keeps the network")
+        self.model.load_state_dict(base.state_dict())
+
     def loss(self, batch: dict) -> dict:
         """Reconstruction (L1 or L2) + kl_weight * KL (+ lpips_weight * LPIPS) of one micro-batch."""
         lc = self.config.ae_loss
         x = batch["video"].to(self.accelerator.device)  # (B, C, T, H, W)
-        out = self.model(x)  # the latent's noise from the global RNG, which checkpoints restore (exact resume)
+        out = self.model(x, latent_noise=lc.latent_noise)  # noise from the global RNG, which checkpoints restore
         recon = out["recon"].float()
         rec = (recon - x).abs().mean() if lc.reconstruction == "l1" else (recon - x).square().mean()
         terms = {"rec": rec, "kl": out["kl"].float().mean()}

@@ -194,6 +194,24 @@ def test_the_variational_latent_is_sampled_in_training_and_a_plain_one_has_no_kl
         torch.testing.assert_close(plain.encode(x, sample=True), plain.encode(x))
 
 
+def test_latent_noise_has_a_per_clip_std_uniform_up_to_its_bound_in_latent_stds():
+    ae = _ae(variational=False, latent_channels=3)
+    seen = []
+    ae.decoded = lambda z: seen.append(z) or z  # what the decoder is handed
+    x = _video(b=200, t=2, size=32)
+    with torch.no_grad():
+        mean, _ = ae.moments(x)  # (200, 3, 2, 8, 8)
+        ae(x, generator=torch.Generator().manual_seed(0), latent_noise=0.0)
+        ae(x, generator=torch.Generator().manual_seed(0), latent_noise=0.6)
+    assert torch.equal(seen[0], mean)  # no noise asked, none added
+    std = mean.transpose(0, 1).flatten(1).std(1).view(1, -1, 1, 1, 1)  # (1, Z, 1, 1, 1) the batch's spread
+    ratio = ((seen[1] - mean) / std).flatten(1).std(1)  # (200,) each clip's noise in latent stds
+    assert ratio.max() < 0.6 * 1.15 and ratio.min() < 0.05  # u * 0.6, u uniform in [0, 1]
+    assert abs(ratio.mean() - 0.3) < 0.05  # E[u] * 0.6
+    per_channel = ((seen[1] - mean) / std).transpose(0, 1).flatten(1).std(1)  # (Z,) the same for every channel
+    assert (per_channel.max() - per_channel.min()) / per_channel.mean() < 0.1
+
+
 def test_chunked_decoding_keeps_its_largest_activation_whatever_the_length():
     ae = _ae(temporal_factor=2)
     sizes = {}

@@ -82,3 +82,17 @@ def test_a_shortcut_autoencoder_starts_at_the_pca_of_its_training_clips(tmp_path
     assert per_channel[0] > per_channel[1] > 0  # ordered by the variance they carry
     trainer.fit()  # and it trains from there
     assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_train_ae_fine_tunes_from_an_autoencoder_and_refuses_another_network(tmp_path):
+    AutoencoderTrainer(tiny(**{"train.steps": 2}), tmp_path / "base").fit()
+    base = load_autoencoder(tmp_path / "base" / "model")
+    tuned = AutoencoderTrainer(tiny(**{"train.steps": 1, "finetune.init_from": str(tmp_path / "base"),
+                                       "ae_loss.latent_noise": 0.5}), tmp_path / "tuned")
+    start = tuned.model.state_dict()
+    assert all(torch.equal(start[k], v) for k, v in base.state_dict().items())
+    tuned.fit()  # a step with noisy latents runs
+    assert load_autoencoder(tmp_path / "tuned" / "model").config == base.config
+    with pytest.raises(ValueError, match="autoencoder.latent_channels: 2 -> 3"):
+        AutoencoderTrainer(tiny(**{"autoencoder.latent_channels": 3, "finetune.init_from": str(tmp_path / "base")}),
+                           tmp_path / "other")
