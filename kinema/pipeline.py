@@ -321,7 +321,8 @@ class VideoPipeline:
         network = StepCache(self.model, cache_interval) if cache_interval != 1 else self.model
         return sampling_denoiser(network, self.schedule, prediction=self.diffusion.prediction,
                                  learned_variance=self.model.config.learned_variance, chain=chain, scales=scales,
-                                 frames=frames, batch_guidance=self.batch_guidance)
+                                 frames=frames, batch_guidance=self.batch_guidance,
+                                 latent=self.autoencoder is not None)
 
     # ---- long videos: which windows, in which order ----
 

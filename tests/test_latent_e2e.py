@@ -64,6 +64,20 @@ def test_every_task_runs_through_the_latents(latent_run):
         assert pipe(1, sampler=sampler, **kw).numpy().shape == (1, 4, 32, 32, 1), sampler
 
 
+def test_a_latent_pipeline_does_not_clip_the_predicted_latent_to_the_pixel_range(latent_run, monkeypatch):
+    import kinema.pipeline
+
+    pipe = VideoPipeline.from_pretrained(latent_run, device="cpu")
+    asked = []
+    build = kinema.pipeline.sampling_denoiser
+    monkeypatch.setattr(kinema.pipeline, "sampling_denoiser", lambda *a, **kw: asked.append(kw["latent"]) or build(
+        *a, **kw))
+    pipe(1, steps=2, seed=0, progress=False)
+    pipe(first_frame=np.zeros((32, 32, 1), np.uint8), prompt="digit 3 moving up", guidance=2, steps=2, seed=0,
+         progress=False)
+    assert asked == [True, True]
+
+
 def test_the_pipeline_decodes_in_tiles_when_asked(latent_run, monkeypatch):
     pipe = VideoPipeline.from_pretrained(latent_run, device="cpu")
     tiles = []

@@ -57,18 +57,21 @@ def batch_branches(branches: list[dict], batch: int) -> dict:
 
 def sampling_denoiser(model: Callable[..., torch.Tensor], schedule: Schedule, *, prediction: str,
                       learned_variance: bool = False, chain: Sequence[dict] = ({},), scales: Sequence[float] = (),
-                      frames: Optional[FrameMask] = None, batch_guidance: bool = True) -> DenoiseFn:
+                      frames: Optional[FrameMask] = None, batch_guidance: bool = True, latent: bool = False
+                      ) -> DenoiseFn:
     """What a sampler calls: `model` (a network, or a feature cache around one) as a Denoiser, guided over `chain`.
 
     `chain` holds model kwargs (`cond`, `frames`) with no guided condition first, then one more each
     (see `guided`); without `scales` only its last entry is used, in one call. `batch_guidance` runs the
-    branches as one call on a repeated batch. The predicted x0 is clipped to [-1, 1] and, with `frames`,
-    the given frames are kept exact.
+    branches as one call on a repeated batch. The predicted x0 is clipped to the pixels' [-1, 1] unless
+    `latent` (an autoencoder's latents have no such range: unit variance, tails of many stds) and, with
+    `frames`, the given frames are kept exact.
     """
     denoise = Denoiser(model, schedule, prediction=prediction, learned_variance=learned_variance)
     if scales:
         denoise = guided(denoise, list(chain), list(scales), batch_branches if batch_guidance else None)
     else:
         denoise = bind(denoise, **chain[-1])
-    denoise = clip_x0(denoise, schedule=schedule)
+    if not latent:
+        denoise = clip_x0(denoise, schedule=schedule)
     return keep_known(denoise, frames, schedule=schedule) if frames is not None else denoise

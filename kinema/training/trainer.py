@@ -551,7 +551,8 @@ class Trainer:
             batch = torch.utils.data.default_collate([self.dataset[i] for i in range(tc.num_samples)])
             (cond, _), captions = self.encode(self.ema_conditioner.to(device), batch), batch["caption"]
         denoise = sampling_denoiser(self.ema, self.schedule, prediction=self.config.diffusion.prediction,
-                                    learned_variance=self.config.model.learned_variance, chain=[{"cond": cond}])
+                                    learned_variance=self.config.model.learned_variance, chain=[{"cond": cond}],
+                                    latent=self.autoencoder is not None)
         with self.accelerator.autocast():
             x0 = generate(denoise, shape, schedule=self.schedule,
                           sampler="ddim", num_steps=tc.sample_steps,

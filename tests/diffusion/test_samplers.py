@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from kinema.diffusion import SAMPLERS, Denoiser, bind, clip_x0, get_sampler, make_schedule, spaced_timesteps
+from kinema.diffusion import (SAMPLERS, Denoiser, bind, clip_x0, get_sampler, make_schedule, sampling_denoiser,
+                              spaced_timesteps)
 from kinema.diffusion.schedules import timesteps_for
 from kinema.diffusion.process import q_sample
 from kinema.types import PREDICTION_TYPES, Prediction
@@ -153,6 +154,16 @@ def test_clip_x0_clamps_and_keeps_eps_consistent(scalar_t):
     ab = schedule.alpha_bar(t.expand(3)).reshape(3, 1, 1, 1, 1)
     torch.testing.assert_close(ab.sqrt() * pred.x0.double() + (1 - ab).sqrt() * pred.eps.double(), x_t,
                                rtol=0, atol=1e-5)
+
+
+def test_the_sampling_denoiser_clips_pixels_to_their_range_but_not_latents():
+    schedule = make_schedule("linear", N)
+    x_t = torch.randn(2, 3, 2, 4, 4, generator=_gen(0))
+    t = torch.tensor([100, 700])
+    pixels = sampling_denoiser(lambda x, t: 3 * x, schedule, prediction="x0")(x_t, t)
+    latents = sampling_denoiser(lambda x, t: 3 * x, schedule, prediction="x0", latent=True)(x_t, t)
+    assert pixels.x0.abs().max() <= 1 and (3 * x_t).abs().max() > 1
+    torch.testing.assert_close(latents.x0, 3 * x_t)  # a latent's tails of many stds are the picture's detail
 
 
 def test_clip_x0_passes_var_frac_through():
