@@ -116,3 +116,23 @@ def test_draw_path_rings_each_frames_target():
     assert drawn[2].any()  # an absent target: the line alone
     with pytest.raises(ValueError, match="T = 3"):
         draw_path(video, points[:2])
+
+
+def test_the_bundled_path_model_moves_its_digit_round_a_circle_it_never_saw():
+    import math
+
+    import torch
+
+    from kinema.evaluation.alignment import DigitClassifier, centroid_track, path_error
+    from kinema.pipeline import VideoPipeline
+
+    pipe = VideoPipeline.from_pretrained("moving-digits-path", device="cpu", precision="no")
+    angle = 2 * math.pi * torch.arange(16) / 16
+    circle = torch.stack([0.5 + 0.2 * torch.cos(angle), 0.5 + 0.2 * torch.sin(angle)], dim=-1)  # (T, 2) as (x, y)
+    clips = pipe(2, prompt=["digit 0 moving down", "digit 4 moving down"], guidance=3,
+                 trajectory=circle[None, :, None].expand(2, -1, -1, -1), trajectory_guidance=3, sampler="dpmpp_2m",
+                 steps=10, seed=0, progress=False).numpy()  # (2, T, 32, 32, 1)
+    errors = [path_error(centroid_track(c), circle.numpy(), 32) for c in clips]
+    assert max(errors) <= 2.0, errors  # the acceptance bound; without the path: 7 and 12 px
+    digits = [DigitClassifier().frame_digits(c) for c in clips]
+    assert [max(set(d), key=list(d).count) for d in digits] == [0, 4]  # the caption's digit, by majority
