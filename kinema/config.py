@@ -430,6 +430,8 @@ class AutoencoderLossConfig:
     disc_start: int = 0  # steps of reconstruction alone before the discriminator joins
     latent_noise: float = 0.0  # > 0: the decoder also learns from latents with Gaussian noise of std uniform in
     # [0, latent_noise] latent stds per clip, so a diffusion model's imperfect latents decode cleanly
+    decoder_only: bool = False  # train the decoder alone, the encoder and the latent's shift and scale kept as
+    # finetune.init_from has them: a latent model trained on that autoencoder still fits the result
 
     def __post_init__(self):
         _check(self.reconstruction in ("l1", "l2"), "ae_loss.reconstruction", self.reconstruction, "l1, l2")

@@ -41,6 +41,12 @@ class AutoencoderTrainer(Trainer):
         self.model = VideoAutoencoder(cfg.autoencoder)
         if cfg.finetune.init_from is not None:
             self.load_base_autoencoder()
+        elif cfg.ae_loss.decoder_only:
+            raise ValueError("ae_loss.decoder_only keeps a trained encoder: name it with finetune.init_from")
+        if cfg.ae_loss.decoder_only:  # the latent stays what the base's latent models were trained on
+            self.model.encoder.requires_grad_(False)
+            if self.model.shortcut_in is not None:
+                self.model.shortcut_in.requires_grad_(False)
         elif cfg.autoencoder.shortcut:  # the linear path starts at the PCA of training clips' pixel squares
             clips = torch.stack([self.dataset[i]["video"] for i in range(min(64, len(self.dataset)))])
             init_shortcut(self.model, clips)
@@ -136,8 +142,9 @@ class AutoencoderTrainer(Trainer):
         clips = (torch.stack([self.dataset[i]["video"] for i in range(lo, min(lo + 8, n))]).to(device)
                  for lo in range(0, n, 8))
         self.ema.to(device)
-        with self.accelerator.autocast():
-            measure_latent_stats(self.ema, clips)
+        if not self.config.ae_loss.decoder_only:  # decoder_only keeps the base's shift and scale
+            with self.accelerator.autocast():
+                measure_latent_stats(self.ema, clips)
         dc = self.config.data
         save_model_dir(self.out / "model", self.ema, {"kind": "autoencoder",
                                                       "autoencoder": asdict(self.config.autoencoder),

@@ -96,3 +96,17 @@ def test_train_ae_fine_tunes_from_an_autoencoder_and_refuses_another_network(tmp
     with pytest.raises(ValueError, match="autoencoder.latent_channels: 2 -> 3"):
         AutoencoderTrainer(tiny(**{"autoencoder.latent_channels": 3, "finetune.init_from": str(tmp_path / "base")}),
                            tmp_path / "other")
+
+
+def test_decoder_only_keeps_the_encoder_and_the_latent_statistics_of_its_base(tmp_path):
+    AutoencoderTrainer(tiny(**{"train.steps": 2}), tmp_path / "base").fit()
+    base = load_autoencoder(tmp_path / "base" / "model")
+    AutoencoderTrainer(tiny(**{"train.steps": 2, "finetune.init_from": str(tmp_path / "base"),
+                               "ae_loss.decoder_only": True, "ae_loss.latent_noise": 0.5}), tmp_path / "dec").fit()
+    tuned = load_autoencoder(tmp_path / "dec" / "model")
+    before, after = base.state_dict(), tuned.state_dict()
+    kept = [k for k in before if k.startswith("encoder.") or k.startswith("latent_")]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("decoder."))
+    with pytest.raises(ValueError, match="finetune.init_from"):
+        AutoencoderTrainer(tiny(**{"ae_loss.decoder_only": True}), tmp_path / "none")
