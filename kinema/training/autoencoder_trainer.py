@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import make_grid, to_uint8, write_video
+from ..config import config_differences
 from ..models.autoencoder import (PatchDiscriminator, VideoAutoencoder, init_shortcut, latent_shape,
                                   measure_latent_stats)
 from ..models.model_dir import load_autoencoder, save_model_dir
@@ -68,8 +69,8 @@ class AutoencoderTrainer(Trainer):
         if ft.lora_rank:
             raise ValueError(f"finetune.lora_rank {ft.lora_rank}: train-ae fine-tunes every weight; set it to 0")
         base = load_autoencoder(ft.init_from)
-        saved, now = asdict(base.config), asdict(self.config.autoencoder)
-        diffs = [f"autoencoder.{k}: {saved[k]!r} -> {now[k]!r}" for k in now if saved.get(k) != now[k]]
+        diffs = config_differences({"autoencoder": asdict(base.config)},
+                                   {"autoencoder": asdict(self.config.autoencoder)}, ("autoencoder",))
         if diffs:
             raise ValueError(f"finetune.init_from {ft.init_from}: this run's autoencoder differs from the base's "
                              f"({'; '.join(diffs)}); a fine-tune keeps the network")
