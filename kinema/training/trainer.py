@@ -331,6 +331,9 @@ class Trainer:
             rates = {n: torch.where(given, cc.drop_rate(n, True), cc.drop_rate(n, False)) for n in CONDITIONS}
             keep = {n: torch.stack([torch.rand((), generator=g) for g in gens]) >= rates[n]
                     for n in rates}  # CFG: drop each condition per clip (B,)
+            if cc.drop_all > 0:  # drawn only when asked: runs without it draw as before
+                some = torch.stack([torch.rand((), generator=g) for g in gens]) >= cc.drop_all  # (B,)
+                keep = {n: k & some for n, k in keep.items()}
             # with an identity or caption term the latent's mean reaches the network: a draw's noise hides what it names
             extra["cond"], kl = self.encode(self.conditioner, batch, keep=keep, sample_latent=not cc.image_mean)
         terms = training_loss(self.model, x0, schedule=self.schedule, prediction=dcfg.prediction,

@@ -122,6 +122,33 @@ def test_drop_rate_follows_the_task(tmp_path, name, task, kept):
     trainer.loss(next(iter(trainer.loader)))
     assert seen[0].tolist() == [kept] * cfg.train.batch_size
 
+
+@pytest.mark.parametrize("drop_all", [0.0, 0.5, 1.0])
+def test_drop_all_drops_every_condition_of_a_clip_together(tmp_path, drop_all):
+    # own drop rates 0: a clip loses its conditions only through drop_all, and then all of them at once
+    cfg = tiny_config(**{"model.cond_dim": 16, "cond.text": "gru", "cond.image": True, "cond.drop_text": 0.0,
+                         "cond.drop_image": 0.0, "cond.drop_all": drop_all, "train.batch_size": 64})
+    trainer = Trainer(cfg, tmp_path)
+    seen, encode = [], trainer.encode
+    def spy(conditioner, batch, **kw):
+        seen.append(kw["keep"])
+        return encode(conditioner, batch, **kw)
+
+    trainer.encode = spy
+    trainer.loss(next(iter(trainer.loader)))
+    text, image = seen[0]["text"], seen[0]["image"]
+    assert text.tolist() == image.tolist()
+    share = 1 - text.float().mean().item()
+    assert abs(share - drop_all) < 0.2, share  # 64 clips: standard error 0.06 at 0.5
+    if drop_all in (0.0, 1.0):
+        assert share == drop_all
+
+
+def test_drop_all_outside_the_unit_interval_is_refused():
+    with pytest.raises(ValueError, match=r"cond.drop_all.*1.5"):
+        tiny_config(**{"cond.drop_all": 1.5})
+
+
 def _batches(n, **kw):
     opts = {"batch_size": 4, "seed": 0, "process": 0, "num_processes": 1, "start_step": 0, "micro": 1} | kw
     return [batch for _, batch in zip(range(n), StepBatchSampler(100, **opts))]
