@@ -272,6 +272,7 @@ def _clip_scores(fake: torch.Tensor, real: dict, real_features: dict, protocol: 
                                             lpips=scorers.lpips[0] if scorers.lpips is not None else None)
     if scorers.classifier is not None:
         out["alignment"] = alignment_scores(first, real, protocol, scorers.classifier)
+        out["frame_digits"] = [scorers.classifier.frame_digits(v).tolist() for v in first]  # per clip: what failed
     out["temporal"] = temporal_scores(first, scorers.flow)
     return out
 

@@ -193,6 +193,8 @@ def _results_md(report: dict) -> list[str]:
                     lines.append(f"| {r['steps']} | digit-class histogram | {value['histogram']} |")
                 else:
                     lines.append(f"| {r['steps']} | {name.replace('_', ' ')} | {_fmt(value)} |")
+        if any("frame_digits" in r for r in rows):
+            lines += ["", "Each clip's digit frame by frame (-1: no digit seen): `frame_digits` in report.json."]
         real_div = report.get("real", {}).get("diversity")
         if real_div:
             lines += ["", f"Real clips: digit-class entropy {_fmt(real_div['entropy_normalised'])} of log2 10, "

@@ -209,3 +209,7 @@ def test_evaluate_writes_a_reproducible_report(tmp_path, scorers):
     assert set(base) == {"repeat last known frame", "linear blending"}
     assert all(np.isfinite(b["psnr"]) and 0 < b["ssim"] <= 1 for b in base.values())
     assert "| repeat last known frame |" in md
+    digits = high["frame_digits"]  # per clip, frame by frame, the digit the classifier reads in the first draw
+    assert len(digits) == 12 and all(len(d) == 8 for d in digits)
+    shares = [np.mean(np.array(d) == t) for d, t in zip(digits, real["digit"].tolist())]
+    assert np.mean(shares) == high["alignment"]["frame_identity"]  # the per-clip record behind the mean
