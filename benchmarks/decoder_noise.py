@@ -1,23 +1,24 @@
 """Does a decoder trained on noisy latents turn a latent model's mosaic into a picture?
 
-    python benchmarks/decoder_noise.py --autoencoder ae-natural --model runs/natural-128 --steps 300
+    kinema train-ae --config configs/autoencoder-natural.yaml --out runs/ae-natural-dec --steps 300 \
+        --set finetune.init_from=ae-natural --set ae_loss.decoder_only=true --set ae_loss.latent_noise=0.3 \
+        --set data.num_frames=4 --set train.lr=2e-4 --set train.warmup_steps=20
+    python benchmarks/decoder_noise.py --autoencoder ae-natural --decoder runs/ae-natural-dec/model \
+        --model runs/natural-128
 
-Fine-tunes a copy of the autoencoder's decoder (encoder and latent statistics frozen, so the latent model's
-samples still fit) on `data.kind natural` clips whose normalised latent gets Gaussian noise of std `--noise`,
-L1 against the clean clip. Then decodes the same sampled latents of `--model` with the original and the
-fine-tuned decoder, and the held-out clips' clean latents with both (what the fine-tuning costs in
-reconstruction). Writes benchmarks/results/decoder_noise.{md,png}.
+`train-ae` with `ae_loss.decoder_only` trains the decoder alone (encoder and latent statistics kept, so the latent
+model's samples still fit) on latents with Gaussian noise. This script decodes the same sampled latents of
+`--model` with the original and the noise-trained decoder, and the held-out clips' clean latents with both (what
+the fine-tuning costs in reconstruction). Writes benchmarks/results/decoder_noise.{md,png}.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import time
+import json
 from pathlib import Path
 
 import torch
-from tqdm.auto import trange
 
 from kinema.data import to_uint8
 from kinema.data.natural import NaturalVideo, NaturalVideoConfig
@@ -28,36 +29,16 @@ from kinema.pipeline import VideoPipeline
 
 
 def main() -> None:
-    """Fine-tune, decode both ways, write the comparison."""
+    """Decode both ways, write the comparison."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--autoencoder", required=True)
-    ap.add_argument("--model", required=True, help="a latent model trained on this autoencoder")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--noise", type=float, default=0.3)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--decoder", required=True, help="the autoencoder fine-tuned by train-ae ae_loss.decoder_only")
+    ap.add_argument("--model", required=True, help="a latent model trained on --autoencoder")
     ap.add_argument("--out", default="benchmarks/results/decoder_noise")
     args = ap.parse_args()
-    torch.manual_seed(0)
-    ae = load_autoencoder(args.autoencoder)
-    tuned = copy.deepcopy(ae).train().requires_grad_(False)
-    params = [*tuned.decoder.parameters(), *(tuned.shortcut_out.parameters() if tuned.shortcut_out else [])]
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=args.lr)
-    data = NaturalVideo(NaturalVideoConfig(size=128, num_frames=4, length=10**6, seed=11))
-    start = time.time()
-    for step in trange(args.steps, desc="decoder"):
-        x = torch.stack([data[step * 4 + i]["video"] for i in range(4)])  # (4, 3, 4, 128, 128)
-        with torch.no_grad():
-            z = tuned.encode(x)
-        z = z + args.noise * torch.rand(z.shape[0], 1, 1, 1, 1) * torch.randn_like(z)  # noise of std in [0, noise]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = (tuned.decode(z).float() - x).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    minutes = (time.time() - start) / 60
-    tuned.eval()
+    ae, tuned = load_autoencoder(args.autoencoder).eval(), load_autoencoder(args.decoder).eval()
+    run = Path(args.decoder).parent / "config.json"  # the train-ae run's own record, when the directory is a run's
+    ae_loss = json.loads(run.read_text()).get("ae_loss", {}) if run.is_file() else {}
     latents = sample_latents(VideoPipeline.from_pretrained(args.model))
     with torch.no_grad():
         held = NaturalVideo(NaturalVideoConfig(size=128, num_frames=16, split="test", clip_share=1.0, length=8))
@@ -74,8 +55,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_image(out.with_suffix(".png"), picture)
     lines = [f"# A decoder trained on noisy latents: {args.autoencoder}, samples of {args.model}", "",
-             f"{args.steps} steps of the decoder alone (batch 4 × 4 frames at 128 × 128, noise std uniform in "
-             f"[0, {args.noise}], LR {args.lr}), {minutes:.1f} minutes.", "",
+             f"Decoder `{args.decoder}`: trained by `kinema train-ae` with `ae_loss.decoder_only` "
+             f"(latent noise {ae_loss.get('latent_noise', 'not recorded')} latent stds at most).", "",
              "| decoder | reconstruction of 8 held-out bikes.mp4 clips (PSNR) |", "| --- | --- |",
              f"| original | {rec['original']:.2f} |", f"| noise-trained | {rec['noise-trained']:.2f} |", "",
              f"`{out.with_suffix('.png').name}`: each row one sampled latent; frames 0, 8, 15 through the original "
